@@ -41,9 +41,11 @@ def _unknown(key, known):
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
-def _coerce(key, value, default):
+def _coerce(key, value, default, auto_keys=()):
     """Check value against the type of the default; return the value to store."""
-    if default is None or value is None:
+    if default is None:
+        return value
+    if key in auto_keys and value == 'auto':
         return value
     if isinstance(default, bool):
         if isinstance(value, bool):
@@ -73,9 +75,10 @@ def _parse_value(text):
         return text  # a bare string such as --device=cuda
 
 
-def apply_config(namespace, argv):
+def apply_config(namespace, argv, auto_keys=()):
     """Apply config files and --key=value overrides to namespace (a dict); return the resolved
-    config {key: value}. Raises ConfigError with a one-line message on any mistake."""
+    config {key: value}. Keys in auto_keys also accept the string 'auto'. Raises ConfigError with
+    a one-line message on any mistake."""
     keys = config_keys(namespace)
     defaults = {k: namespace[k] for k in keys}
     for arg in argv:
@@ -97,21 +100,24 @@ def apply_config(namespace, argv):
                     e = _unknown(k, keys)
                     e.msg = f"{arg}: {e.msg}"
                     raise e
-                namespace[k] = _coerce(k, v, defaults[k])
+                namespace[k] = _coerce(k, v, defaults[k], auto_keys)
         else:
             key, eq, text = arg[2:].partition('=')
             if not eq:
                 raise ConfigError(f"argument {arg!r} must look like --key=value")
             if key not in defaults:
                 raise _unknown(key, keys)
-            namespace[key] = _coerce(key, _parse_value(text), defaults[key])
+            value = _parse_value(text)
+            if isinstance(defaults[key], str) and not isinstance(value, str):
+                value = text  # a string key keeps what was typed: --artifact_layers=0,4,8
+            namespace[key] = _coerce(key, value, defaults[key], auto_keys)
     return {k: namespace[k] for k in keys}
 
 
-def configure(namespace, argv=None):
+def configure(namespace, argv=None, auto_keys=()):
     """apply_config for a script: on a mistake print the one line and exit with status 2."""
     try:
-        return apply_config(namespace, sys.argv[1:] if argv is None else argv)
+        return apply_config(namespace, sys.argv[1:] if argv is None else argv, auto_keys)
     except ConfigError as e:
         print(f"config error: {e.msg}", file=sys.stderr)
         raise SystemExit(2)

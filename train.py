@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure, format_config
 from model import ModelConfig, build_model, mlm_mask, objective, optimizer_groups
-from prepare.common import BatchLoader, die, load_meta, maskable_positions
+from prepare.common import BatchLoader, die, fixed_subset, load_meta, maskable_positions
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
@@ -62,7 +62,7 @@ mask_random = 0.1               # ... by a random token (the rest stay unchanged
 span_mean = 0.0                 # > 0: mask spans with geometric lengths of this mean
 doc_aligned = False             # windows start at document starts
 # optimisation
-batch_size = 12                 # per process and micro-step
+batch_size = 12                 # per process and micro-step; 'auto' benchmarks and picks the fastest that fits
 gradient_accumulation_steps = 1 # in total, over all DDP processes
 max_iters = 5000
 learning_rate = 6e-4
@@ -80,8 +80,12 @@ dtype = 'auto'                  # auto | float32 | bfloat16 | float16
 compile = False
 num_threads = 0                 # CPU threads per process; 0 = torch default (divided among DDP processes)
 max_nonfinite = 5               # abort after this many non-finite steps in a row
+# interpretability artifacts
+save_artifacts = False          # store embeddings + hidden states of a fixed eval subset before and after training
+artifact_layers = '0,4,8,12,16' # 0 = embedding output, i = output of block i
+artifact_docs = 500             # documents of the val split in the fixed subset (seed 42)
 # -----------------------------------------------------------------------------
-config = configure(globals())
+config = configure(globals(), auto_keys=('batch_size',))
 if min_lr == 0.0:
     min_lr = learning_rate / 10
 if lr_decay_iters == 0:
@@ -122,17 +126,19 @@ data_dir = data_dir or os.path.join('data', dataset)
 meta = load_meta(data_dir)
 obj = objective(arch)
 aux = tuple(a for a in meta.get('aux', {}) if a == 'flags')
-loader = BatchLoader(data_dir, block_size, batch_size, seed=seed, aux=aux, doc_aligned=doc_aligned)
 special_ids = meta.get('special_ids') or {}
 mask_id = special_ids.get('[MASK]')
 if obj == 'mlm' and mask_id is None:
     die(f"{data_dir} has no [MASK] token: a masked-LM arch needs a tokenizer with [MASK] (re-run its prepare script)")
 n_lead = len(special_ids) if sorted(special_ids.values()) == list(range(len(special_ids))) else 0
-tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 
 
 def make_batch(split, index, stream=0):
     """Micro-batch `index` of `split` on the device, with the objective's corruption applied."""
+    return make_batch_with(loader, split, index, stream)
+
+
+def make_batch_with(loader, split, index, stream=0):
     b = loader.get(split, index, stream)
     x, y = b['x'], b['y']
     if obj == 'mlm':
@@ -146,6 +152,49 @@ def make_batch(split, index, stream=0):
     else:
         x, y, doc = x.to(device), y.to(device), (doc.to(device) if doc is not None else None)
     return x, y, doc
+
+
+def auto_batch_size(candidates=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), steps=3):
+    """Time a few forward+backward passes per batch size on this device; return the one with the
+    best samples/s among those that fit in memory (CUDA, MPS or CPU). Rank 0 decides under DDP."""
+    choice = torch.zeros((), dtype=torch.long, device=device)
+    if master:
+        probe = BatchLoader(data_dir, block_size, 1, seed=seed, aux=aux)
+        rows, best = [], (0.0, candidates[0])
+        for bs in candidates:
+            try:
+                probe.batch_size = bs
+                for k in range(steps + 1):
+                    if k == 1:
+                        if device_type == 'cuda':
+                            torch.cuda.synchronize()
+                        t0 = time.time()
+                    x, y, doc = make_batch_with(probe, 'train', k)
+                    with ctx:
+                        _, loss = model(x, y, doc)
+                    loss.backward()
+                if device_type == 'cuda':
+                    torch.cuda.synchronize()
+                sps = bs * steps / (time.time() - t0)
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if 'out of memory' not in str(e).lower() and not isinstance(e, torch.OutOfMemoryError):
+                    raise
+                rows.append((bs, 'out of memory'))
+                break
+            finally:
+                model.zero_grad(set_to_none=True)
+                if device_type == 'cuda':
+                    torch.cuda.empty_cache()
+            rows.append((bs, f'{sps:,.1f} samples/s'))
+            if sps > best[0]:
+                best = (sps, bs)
+            elif sps < 0.8 * best[0]:
+                break  # throughput falls: larger batches will not help
+        print("batch_size=auto: " + '; '.join(f"{bs}: {r}" for bs, r in rows) + f" -> batch_size={best[1]}")
+        choice.fill_(best[1])
+    if ddp:
+        dist.broadcast(choice, 0)
+    return int(choice.item())
 
 
 # ----------------------------------------------------------------------------- model, optimizer, state
@@ -167,6 +216,13 @@ model = build_model(ModelConfig(**model_args))
 if ckpt is not None:
     model.load_state_dict(ckpt['model'])
 model.to(device)
+if ckpt is not None and batch_size == 'auto':
+    batch_size = ckpt['config']['batch_size']  # resume with the batch size that was chosen
+if batch_size == 'auto':
+    batch_size = auto_batch_size()
+    config['batch_size'] = batch_size
+loader = BatchLoader(data_dir, block_size, batch_size, seed=seed, aux=aux, doc_aligned=doc_aligned)
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 if master:
     print("config:\n" + format_config(config))
     print(f"arch {arch} ({obj} objective): {model.num_params() / 1e6:.2f}M parameters, "
@@ -254,10 +310,51 @@ def save_checkpoint(name):
     os.replace(tmp, out / name)
 
 
+@torch.no_grad()
+def write_artifacts(name):
+    """Interpretability artifacts: the input embedding matrix and the hidden states at
+    artifact_layers for the fixed eval subset (artifact_docs documents of val, seed 42), float16,
+    with the token ids and document offsets -> out_dir/artifacts_{name}.pt (weights_only-loadable)."""
+    layers = sorted({int(l) for l in artifact_layers.split(',') if l.strip()})
+    kept = [l for l in layers if 0 <= l <= raw_model.cfg.n_layer]
+    if kept != layers:
+        print(f"artifacts: layers {sorted(set(layers) - set(kept))} do not exist in a {raw_model.cfg.n_layer}-layer model; kept {kept}")
+    split = 'val' if 'val' in loader.splits() else 'train'
+    docs = fixed_subset(data_dir, split, artifact_docs, seed=42)
+    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
+    was_training = raw_model.training
+    raw_model.eval()
+    ids_all, offsets, hidden = [], [0], {l: [] for l in kept}
+    for s0, e0 in docs:
+        ids = torch.from_numpy(np.asarray(data[s0:e0], dtype=np.int64))
+        for c in range(0, len(ids), block_size):  # a document longer than the context goes in pieces
+            with ctx:
+                _, hs = raw_model.trunk(ids[c:c + block_size][None].to(device), None, set(kept))
+            for l in kept:
+                hidden[l].append(hs[l][0].half().cpu())
+        ids_all.append(ids)
+        offsets.append(offsets[-1] + len(ids))
+    raw_model.train(was_training)
+    state = {'token_ids': torch.cat(ids_all).int(), 'doc_offsets': torch.tensor(offsets), 'split': split, 'seed': 42,
+             'embeddings': raw_model.trunk.wte.weight.detach().half().cpu(), 'layers': kept, 'iter': iter_num,
+             'hidden': {str(l): torch.cat(hidden[l]) for l in kept}}
+    tmp = out / f'.artifacts_{name}.pt.tmp'
+    torch.save(state, tmp)
+    os.replace(tmp, out / f'artifacts_{name}.pt')
+    print(f"wrote {out / f'artifacts_{name}.pt'}: {len(docs)} documents, {offsets[-1]:,} tokens, layers {kept}")
+
+
 def log_metrics(row):
-    if master:
+    if master:  # strict JSON: a non-finite number is written as null
+        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         with open(out / 'metrics.jsonl', 'a') as f:
             f.write(json.dumps(row) + '\n')
+
+
+def fail(msg):
+    """die() from inside the loop: close the progress bar first so the message has its own line."""
+    pbar.close()
+    die(msg)
 
 
 if master:
@@ -282,6 +379,11 @@ def on_signal(signum, frame):
 
 signal.signal(signal.SIGTERM, on_signal)
 signal.signal(signal.SIGINT, on_signal)
+
+if save_artifacts and init_from == 'scratch':
+    save_checkpoint('init.pt')  # the initial weights are kept, so "before" can be recomputed
+    if master:
+        write_artifacts('init')
 
 # ----------------------------------------------------------------------------- the loop
 from tqdm import tqdm
@@ -325,7 +427,7 @@ while True:
             _, loss = train_model(x, y, doc)
             loss = loss / accum
         if first_step and (not loss.requires_grad or loss.grad_fn is None):
-            die("the loss has no grad_fn: the forward pass ran without autograd (torch.no_grad?) or every "
+            fail("the loss has no grad_fn: the forward pass ran without autograd (torch.no_grad?) or every "
                 "parameter is frozen; nothing would train")
         if micro + 1 < accum:
             x, y, doc = make_batch('train', base + micro + 1)  # prepare the next batch while the device works
@@ -334,7 +436,7 @@ while True:
     if first_step:
         missing = [n for n, p in raw_model.named_parameters() if p.requires_grad and p.grad is None]
         if missing:
-            die(f"after the first backward these parameters got no gradient: {', '.join(missing[:8])}"
+            fail(f"after the first backward these parameters got no gradient: {', '.join(missing[:8])}"
                 f"{' ...' if len(missing) > 8 else ''}; they are not on the loss's autograd path")
         first_step = False
     scaler.unscale_(optimizer)
@@ -347,7 +449,7 @@ while True:
         nonfinite_total += 1
         if nonfinite_run >= nonfinite_limit:
             save_checkpoint('last.pt')
-            die(f"{nonfinite_run} non-finite losses/gradients in a row at iter {iter_num}; lower learning_rate, "
+            fail(f"{nonfinite_run} non-finite losses/gradients in a row at iter {iter_num}; lower learning_rate, "
                 f"use dtype=bfloat16 or float32, or check the data (last good state saved to {out / 'last.pt'})")
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -382,6 +484,8 @@ while True:
         break
 
 pbar.close()
+if save_artifacts and master and not stop_signal:
+    write_artifacts('final')
 if master and nonfinite_total:
     print(f"skipped {nonfinite_total} steps with non-finite loss or gradients")
 if ddp:

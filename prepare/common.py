@@ -454,6 +454,25 @@ def special_id_set(meta):
     return ids
 
 
+def documents(data_dir, split):
+    """[(start, end)] token spans of the documents of a split (each span excludes its separator)."""
+    data = np.memmap(Path(data_dir) / f'{split}.bin', dtype=np.uint16, mode='r')
+    sep = load_meta(data_dir)['sep_id']
+    starts = np.flatnonzero(np.asarray(data) == sep)
+    ends = list(starts[1:]) + [len(data)]
+    return [(int(s) + 1, int(e)) for s, e in zip(starts, ends) if e > s + 1]
+
+
+def fixed_subset(data_dir, split='val', n=500, seed=42):
+    """A fixed evaluation subset: n documents of a split drawn with `seed` (all when fewer), in
+    file order. The same call gives the same documents before and after training."""
+    docs = documents(data_dir, split)
+    if len(docs) <= n:
+        return docs
+    pick = np.sort(np.random.default_rng(seed).choice(len(docs), n, replace=False))
+    return [docs[i] for i in pick]
+
+
 def maskable_positions(batch, meta):
     """(B, T) bool numpy array of positions a masked-LM objective may choose as targets: not a
     special token (separator, gap, [UNK], ...) and, when the dataset has flags, preserved or damaged."""
