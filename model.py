@@ -384,3 +384,93 @@ def mlm_mask(x, rng, mask_rate, mask_id, vocab_size, maskable, replace=(0.8, 0.1
     inputs[to_mask] = mask_id
     inputs[to_rand] = rng.integers(rand_low, vocab_size, size=int(to_rand.sum()))
     return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+# ---- restoration (encoder): beam search over gaps
+# A scorer is any callable score_fn(x: LongTensor (B, T)) -> log-probs FloatTensor (B, T, V): for an
+# encoder, log p(token | x) at every position of the corrupted input. The search below only reads the
+# rows of the positions it fills, so sample.py, evaluate.py and the baselines (evaluate.py's n-gram)
+# share it: the same search, different scorers.
+
+def encoder_scorer(model, banned_ids=(), doc=None):
+    """score_fn of an Encoder: log_softmax of its logits with `banned_ids` (the specials: [PAD] [UNK]
+    [MASK] [GAP] ...) set to -inf first, i.e. renormalised over the real signs. doc: optional (T,)
+    document ids, used when x keeps that length (the model applies them only if cfg.doc_mask)."""
+    banned = torch.tensor(sorted({int(i) for i in banned_ids}), dtype=torch.long)
+
+    @torch.no_grad()
+    def score_fn(x):
+        d = None if doc is None else torch.as_tensor(doc, device=x.device)[None].expand(x.shape[0], -1)
+        logits = model(x, doc=d)[0].float()
+        if len(banned):
+            logits[..., banned.to(x.device)] = float('-inf')
+        return torch.log_softmax(logits, dim=-1)
+    return score_fn
+
+
+@torch.no_grad()
+def beam_fill(score_fn, ids, positions, beam=20, banned_ids=(), topk=None):
+    """Fill `positions` of the 1-D sequence `ids` (they hold [MASK]) jointly, left to right.
+    Round r expands every beam at positions[r] with the scorer's log-probs there, re-running the
+    scorer on the partially filled sequences (all beams in one batched call), and keeps the `beam`
+    best. The joint score is the chain-rule factorisation
+        log p(s_1..s_k) = sum_r log p(s_r | context, s_<r filled, s_>r still masked)
+    (the non-sequential decoding of Aeneas / Ithaca's beam search, one position per round). With
+    beam >= V^(k-1) no prefix is ever dropped and the result is the exact top of all V^k fillings.
+    Returns [(tokens, joint log-prob)] best first, at most topk (default: beam) entries."""
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    positions = sorted(int(p) for p in positions)
+    if not positions:
+        return [([], 0.0)]
+    banned = sorted({int(i) for i in banned_ids})
+    seqs = ids[None].clone()
+    scores = torch.zeros(1, dtype=torch.float64, device=ids.device)
+    for p in positions:
+        logp = score_fn(seqs)[:, p].double()                       # (n_beams, V)
+        if banned:
+            logp[:, banned] = float('-inf')
+        V = logp.shape[1]
+        total = (scores[:, None] + logp).reshape(-1)
+        n = max(1, min(beam, int(torch.isfinite(total).sum())))
+        scores, idx = total.topk(n)
+        seqs = seqs[idx // V].clone()
+        seqs[:, p] = idx % V
+    k = min(topk or beam, len(scores))
+    return [(seqs[i, positions].tolist(), scores[i].item()) for i in range(k)]
+
+
+def _crop(seq, pos, window):
+    """A window of `window` tokens of seq centred on the positions pos (all of seq when it fits)."""
+    if not window or len(seq) <= window:
+        return seq, pos
+    mid = (pos[0] + pos[-1]) // 2
+    s = min(max(0, mid - window // 2), len(seq) - window)
+    return seq[s:s + window], [p - s for p in pos]
+
+
+def restore_gaps(score_fn, ids, gaps, *, mask_id, max_gap_len=10, beam=20, alpha=1.0, topk=5, banned_ids=(),
+                 window=0):
+    """Restore every gap of the 1-D token sequence `ids`, one gap at a time.
+    gaps: [(start, length)]: `length` lost signs at ids[start:start+length] (a known-length gap, e.g.
+          adjacent [GAP]s: decoded jointly), or length None: ids[start] is one gap of unknown length.
+    A known-length gap becomes `length` [MASK]s and is filled by beam_fill. An unknown-length gap is
+    tried with every length k = 1..max_gap_len (k [MASK]s spliced in place of its token) and all
+    candidates of all lengths are ranked by Aeneas's length-normalised score logp / (1 + k)^alpha
+    (predictingthepast util/eval.py beam_search_batch, length exponent a).
+    While one gap is restored the other gaps keep the tokens the data uses for them ([GAP] per lost
+    sign, one [GAPN] per unknown-length gap): that is how lost signs appear in every training context
+    (they are never MLM targets), whereas [MASK] only ever stood for exactly one hidden sign.
+    window > 0 crops each scored sequence to that many tokens around the gap (the model's block_size).
+    Returns per gap [(signs, joint prob, normalised score, length)], best score first, topk entries."""
+    ids = [int(i) for i in ids]
+    out = []
+    for start, length in gaps:
+        cands = []
+        for k in ([length] if length else range(1, max_gap_len + 1)):
+            seq = ids[:start] + [mask_id] * k + ids[start + (length or 1):]
+            seq, pos = _crop(seq, list(range(start, start + k)), window)
+            for signs, lp in beam_fill(score_fn, seq, pos, beam=beam, banned_ids=banned_ids, topk=topk):
+                cands.append((signs, math.exp(lp), lp / (1 + k) ** alpha, k))  # Aeneas length normalisation
+        cands.sort(key=lambda c: -c[2])
+        out.append(cands[:topk])
+    return out

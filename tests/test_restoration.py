@@ -1,0 +1,224 @@
+"""Restoration (issue 3): the beam search over gaps shared by sample.py and evaluate.py
+(model.beam_fill / restore_gaps), the baselines and ranking metrics of evaluate.py, and sample.py's
+Akkadian path end to end on a tiny checkpoint. CPU, tiny models, no network."""
+import itertools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, run_train, train_env
+from evaluate import NgramScorer, UnigramScorer, masked_sign_metrics, rank_stats
+from model import Encoder, ModelConfig, beam_fill, encoder_scorer, restore_gaps
+
+FIX = Path(__file__).parent / 'fixtures' / 'akkadian'
+PAD, MASK, N_SPECIAL, N_REAL = 0, 1, 2, 6        # tiny vocabulary: 2 specials + 6 real tokens
+V = N_SPECIAL + N_REAL
+
+
+def tiny_encoder(seed=0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(arch='encoder', vocab_size=V, block_size=16, n_layer=1, n_head=2, n_embd=16, d_kv=8,
+                      norm='rmsnorm', mlp='geglu', pos='rope', bias=False)
+    model = Encoder(cfg).eval()
+    with torch.no_grad():  # larger weights: peaked, context-dependent distributions (no near-ties)
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(40)
+    return model
+
+
+def chain_rule_scores(score_fn, ids, positions, fillings):
+    """sum_r log p(s_r | s_<r filled, the rest masked), left to right, for every filling (enumerated)."""
+    fills = torch.tensor(fillings)
+    x = torch.as_tensor(ids)[None].repeat(len(fillings), 1)
+    total = torch.zeros(len(fillings), dtype=torch.float64)
+    for r, p in enumerate(positions):
+        logp = score_fn(x)[:, p].double()
+        total += logp.gather(1, fills[:, r:r + 1])[:, 0]
+        x[:, p] = fills[:, r]
+    return total
+
+
+@pytest.mark.parametrize('k', [2, 3])
+def test_beam_fill_is_the_exact_joint_best(k):
+    model = tiny_encoder()
+    score_fn = encoder_scorer(model, banned_ids=range(N_SPECIAL))
+    ids = [5, 3, 7, 2, 6] + [MASK] * k + [4, 6, 3]
+    positions = list(range(5, 5 + k))
+    fillings = [list(f) for f in itertools.product(range(N_SPECIAL, V), repeat=k)]   # all V_real^k
+    exact = chain_rule_scores(score_fn, ids, positions, fillings)
+    order = torch.argsort(exact, descending=True)
+    got = beam_fill(score_fn, ids, positions, beam=N_REAL ** (k - 1), banned_ids=range(N_SPECIAL), topk=5)
+    assert [g[0] for g in got] == [fillings[i] for i in order[:5]]
+    assert np.allclose([g[1] for g in got], exact[order[:5]].numpy(), atol=1e-5)
+    assert exact[order[0]] - exact[order[1]] > 1e-4          # the best is unique: the test can fail
+    # greedy (beam 1) is a lower bound, and never proposes a special token
+    greedy = beam_fill(score_fn, ids, positions, beam=1, banned_ids=range(N_SPECIAL))
+    assert greedy[0][1] <= got[0][1] + 1e-9 and all(s >= N_SPECIAL for s in greedy[0][0])
+
+
+def test_beam_fill_batches_beams_and_re_runs_the_scorer():
+    calls = []
+
+    def score_fn(x):
+        calls.append(x.clone())
+        return torch.log_softmax(torch.randn(x.shape[0], x.shape[1], V, generator=torch.Generator().manual_seed(len(calls))), -1)
+
+    beam_fill(score_fn, [3, MASK, MASK, MASK, 4], [1, 2, 3], beam=4, banned_ids=range(N_SPECIAL))
+    assert len(calls) == 3                                   # one batched call per filled position
+    assert calls[0].shape[0] == 1 and calls[1].shape[0] == 4 and calls[2].shape[0] == 4
+    assert (calls[1][:, 1] != MASK).all() and (calls[1][:, 2:4] == MASK).all()   # filled left to right
+    assert len({tuple(r) for r in calls[2][:, 1:3].tolist()}) == 4              # distinct beams
+
+
+def uniform_scorer(n_real):
+    def score_fn(x):
+        lp = torch.full((*x.shape, N_SPECIAL + n_real), -math.log(n_real))
+        lp[..., :N_SPECIAL] = float('-inf')
+        return lp
+    return score_fn
+
+
+def test_restore_gaps_ranks_lengths_by_normalised_score():
+    ids = [2, 3, 99, 4]  # 99: the unknown-length gap token (replaced by the spliced [MASK]s)
+    # uniform over 2 signs: logp = -k log 2; score -k log2 / (1+k)^a -> best k=1 for a=1, k=max for a=2
+    for alpha, best in ((1.0, 1), (2.0, 6)):
+        res = restore_gaps(uniform_scorer(2), ids, [(2, None)], mask_id=MASK, max_gap_len=6, beam=4, alpha=alpha,
+                           topk=50, banned_ids=range(N_SPECIAL))[0]
+        assert res[0][3] == best
+        for signs, p, score, k in res:
+            assert len(signs) == k and math.isclose(score, k * math.log(0.5) / (1 + k) ** alpha, rel_tol=1e-6)
+            assert math.isclose(p, 0.5 ** k, rel_tol=1e-6)
+        assert [r[2] for r in res] == sorted((r[2] for r in res), reverse=True)
+        assert {r[3] for r in res} == set(range(1, 7))
+
+    # a scorer that is sure of sign 5 only when the gap is 3 signs long (sequence length 3 + 3)
+    def peaked(x):
+        lp = uniform_scorer(N_REAL)(x).clone()
+        if x.shape[1] == 6:
+            lp[..., N_SPECIAL:] = math.log(0.002)
+            lp[..., 5] = math.log(1 - 0.002 * (N_REAL - 1))
+        return lp
+    res = restore_gaps(peaked, ids, [(2, None)], mask_id=MASK, max_gap_len=5, beam=3, topk=3,
+                       banned_ids=range(N_SPECIAL))[0]
+    assert res[0][0] == [5, 5, 5] and res[0][3] == 3
+    # known-length gaps: exactly that many signs; other gaps keep their tokens while one is restored
+    seen = []
+
+    def spy(x):
+        seen.append(x.clone())
+        return uniform_scorer(N_REAL)(x)
+    out = restore_gaps(spy, [2, 90, 90, 3, 99, 4], [(1, 2), (4, None)], mask_id=MASK, max_gap_len=2, beam=2, topk=2,
+                       banned_ids=range(N_SPECIAL))
+    assert all(len(c[0]) == 2 and c[3] == 2 for c in out[0])
+    assert seen[0][0].tolist() == [2, MASK, MASK, 3, 99, 4] and seen[-1][0, 1:3].tolist() == [90, 90]
+
+
+# ----------------------------------------------------------------------------- baselines and metrics
+
+def test_ngram_is_a_distribution_over_real_signs_from_train_counts():
+    rng = np.random.default_rng(0)
+    SEP = 1
+    train = np.concatenate([[SEP], rng.integers(N_SPECIAL, V, 300), [SEP], [2, 3, 4] * 20])
+    ng = NgramScorer(train, V, N_SPECIAL, MASK)
+    ok = (train[:-1] >= N_SPECIAL) & (train[1:] >= N_SPECIAL)
+    assert ng.bi.sum() == ok.sum()                                   # bigrams within documents only
+    assert np.array_equal(ng.counts[N_SPECIAL:], np.bincount(train, minlength=V)[N_SPECIAL:])
+    x = torch.tensor([[2, MASK, 4, MASK, MASK, MASK, 7, MASK], [MASK, 3, MASK, 0, 0, 0, 0, 0]])
+    lp = ng(x)
+    p = lp.exp()
+    masked = x == MASK
+    assert torch.allclose(p[masked].sum(-1), torch.ones(int(masked.sum())), atol=1e-5)
+    assert (p[..., :N_SPECIAL] == 0).all() and (p[masked][:, N_SPECIAL:] > 0).all()
+    assert lp[0, 1].argmax() == 3                                    # c(2,3,4) dominates
+    uni = UnigramScorer(train, V, N_SPECIAL)
+    assert torch.allclose(lp[0, 4], uni(x)[0, 4])                   # no neighbour known: the unigram
+    assert not torch.allclose(lp[0, 5], uni(x)[0, 5])               # the right one known (7)
+    # a different train split gives a different scorer; only the train ids are ever read
+    ng2 = NgramScorer(train[:100], V, N_SPECIAL, MASK)
+    assert not torch.allclose(ng2(x)[0, 1], lp[0, 1])
+
+
+def test_rank_stats_oracle_and_uniform():
+    n, Vr = 50, 40
+    true = torch.randint(0, Vr, (n,))
+    oracle = torch.full((n, Vr), -20.0).scatter(1, true[:, None], 0.0)
+    s = rank_stats(oracle, true)
+    assert s['top1'] == s['top5'] == s['mrr'] == n
+    uni = torch.zeros(n, Vr)
+    s = rank_stats(uni, true)
+    for k in (1, 5, 10):
+        assert math.isclose(s[f'top{k}'] / n, k / Vr)
+    assert math.isclose(s['mrr'] / n, sum(1 / r for r in range(1, Vr + 1)) / Vr)
+    # specials (-inf) are not candidates
+    uni[:, :10] = float('-inf')
+    true = true.clamp(min=10)
+    assert math.isclose(rank_stats(uni, true)['top1'] / n, 1 / (Vr - 10))
+
+
+def test_masked_sign_metrics_oracle_and_uniform():
+    from prepare.akkadian import FLAG_SIGN
+    rng = np.random.default_rng(1)
+    pieces = [(rng.integers(N_SPECIAL, V, L), np.full(L, FLAG_SIGN, np.uint8)) for L in (30, 31, 32, 33)]
+    clean = {len(i): torch.from_numpy(i) for i, _ in pieces}
+
+    def oracle(x):
+        lp = torch.full((*x.shape, V), -30.0)
+        return lp.scatter(2, clean[x.shape[1]].expand(x.shape[0], -1)[..., None], 0.0)
+    m = masked_sign_metrics({'oracle': oracle, 'uniform': uniform_scorer(N_REAL)}, pieces, MASK, N_SPECIAL, seed=0,
+                            rate=0.5)
+    assert m['oracle']['n'] > 20 and m['oracle']['top1'] == 1 and m['oracle']['mrr'] == 1
+    assert math.isclose(m['uniform']['top1'], 1 / N_REAL) and m['uniform']['top5'] == pytest.approx(5 / N_REAL)
+    assert m['uniform']['mrr'] == pytest.approx(sum(1 / r for r in range(1, N_REAL + 1)) / N_REAL)
+
+
+# ----------------------------------------------------------------------------- sample.py end to end
+
+@pytest.fixture(scope='module')
+def akk_ckpt(tmp_path_factory):
+    """A tiny encoder trained for a few iterations on documents built from the fixture ATF."""
+    from prepare.akkadian import build_dataset, parse_atf
+    d = tmp_path_factory.mktemp('akk')
+    text = (FIX / 'sample.atf').read_text(encoding='utf-8')
+    body = text.split('&P100002')[0].split('\n', 1)[1]
+    atf = ''.join(f'&P{k:06d} = copy {k}\n{body}' for k in range(12))
+    build_dataset(parse_atf(atf), d / 'data', seed=1337, source='input')
+    out = d / 'out'
+    run_train(['--arch=encoder', f'--data_dir={d / "data"}', '--dataset=akkadian', f'--out_dir={out}',
+               '--norm=rmsnorm', '--mlp=geglu', '--pos=rope', '--bias=False', '--doc_mask=True', '--d_kv=16',
+               '--max_iters=4', '--eval_interval=2'])
+    return out
+
+
+def run_sample(out, *args):
+    cmd = [sys.executable, 'sample.py', f'--out_dir={out}', '--beam=4', '--max_gap_len=3', '--candidates=3', *args]
+    r = subprocess.run(cmd, cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def test_sample_restores_known_and_unknown_length_gaps(akk_ckpt):
+    line = 'a-na [x x] be-li₂-ia ... LUGAL zzqq'
+    r = run_sample(akk_ckpt, f'--text={line}')
+    assert 'gap 1 (2 signs):' in r.stdout and 'gap 2 (unknown length, tried 1..3):' in r.stdout
+    assert r.stdout.count(' p=') == 6 and 'best: a-na [' in r.stdout
+    assert '[UNK]' in r.stderr and 'zzqq' in r.stderr                # one-line warning for unknown signs
+    j = json.loads(run_sample(akk_ckpt, f'--text={line}', '--json').stdout)
+    assert j['signs'][:4] == ['a', 'na', '[GAP]', '[GAP]'] and j['unknown_signs'] == ['zzqq']
+    g1, g2 = j['gaps']
+    assert g1['length'] == 2 and len(g1['candidates']) == 3
+    assert all(len(c['signs']) == 2 and 0 < c['prob'] <= 1 for c in g1['candidates'])
+    assert [c['prob'] for c in g1['candidates']] == sorted((c['prob'] for c in g1['candidates']), reverse=True)
+    assert g2["length"] is None and all(1 <= c["length"] <= 3 and len(c["signs"]) == c["length"]
+                                        for c in g2['candidates'])
+    assert [c['score'] for c in g2['candidates']] == sorted((c['score'] for c in g2['candidates']), reverse=True)
+    specials = {'[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '[GAP]', '[GAPN]'}
+    assert not any(s in specials for g in (g1, g2) for c in g['candidates'] for s in c['signs'])
+    j2 = json.loads(run_sample(akk_ckpt, f'--text={line}', '--json_output=True').stdout)
+    assert j2 == j                                                    # --json is --json_output; repeatable
