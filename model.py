@@ -39,6 +39,30 @@ class ModelConfig:
     pos: str = 'learned'        # learned | rope | none
     rope_base: float = 10000.0
     doc_mask: bool = False      # attention never crosses document boundaries (packed sequences)
+    # issue 7: morphology-aware causal attention (see the agglutinative section after attention_mask)
+    attention: str = 'standard'     # standard | agglutinative (causal trunks only: gpt, backpack)
+    agglu_input_emb: bool = False   # + zero-init embeddings of token class and position in word (Segatron style)
+    # mdlm (masked diffusion, DiT backbone): see the mdlm section below
+    mask_id: int = -1           # id of [MASK]; -1 -> vocab_size - 1 (a mask token added to the vocabulary)
+    cond_dim: int = 128         # timestep-embedding width feeding adaLN
+    time_cond: bool = False     # condition on sigma(t) (MDLM default: off, which makes ddpm_cache valid)
+    importance: bool = False    # train an importance estimator jointly (issue 4, importance-aware options)
+    imp_n_layer: int = 2
+    imp_n_embd: int = 256
+    imp_n_head: int = 4
+    importance_weight: float = 1.0   # weight of the estimator's MSE in the training loss
+    adaptive_masking: bool = False   # per-token mask probabilities biased by importance, mean 1 - alpha_t
+    adaptive_strength: float = 1.0   # logit slope of that bias
+    curriculum: bool = False         # move the bias from easy to hard tokens over training
+    curriculum_phases: str = '0.3,0.7'  # fractions of max_iters: easy until the first, hard after the second
+    # backpack (sense vectors + contextualisation): see the backpack section below
+    n_senses: int = 16          # k sense vectors per token (Hewitt et al. 2023)
+
+    def __post_init__(self):
+        if self.attention not in ('standard', 'agglutinative'):
+            raise ValueError(f"unknown attention {self.attention!r}; choose standard or agglutinative")
+        if self.attention != 'standard' and self.arch not in ('gpt', 'backpack'):
+            raise ValueError(f"attention={self.attention!r} is causal-only (gpt, backpack), not arch {self.arch!r}")
 
     @property
     def head_dim(self):
@@ -59,7 +83,7 @@ class ModelConfig:
 
 def objective(arch):
     """The training objective that goes with an architecture."""
-    return {'gpt': 'causal', 'encoder': 'mlm'}[arch]
+    return {'gpt': 'causal', 'encoder': 'mlm', 'mdlm': 'diffusion', 'backpack': 'causal'}[arch]
 
 
 # ----------------------------------------------------------------------------- shared blocks
@@ -145,6 +169,75 @@ def attention_mask(doc=None, causal=True, window=0, T=None, device=None):
     return m
 
 
+# ----------------------------------------------------------------------------- agglutinative attention (issue 7)
+# MorphBias (notes/agglutinative.md section 1). Per head h, query i, key j <= i:
+#     logit = q.k/sqrt(d) + a_h 1[w_i = w_j] + c_h[tau_j] - g_h m_h (w_i - w_j),   m_h = 2^(-8h/H)
+# w_t = cumsum(word_start)_t - 1 (word index), tau_t the token class: 0 word-initial, 1 suffix-like,
+# 2 other word-internal, 3 digit/punctuation/special. Both come from two vocabulary lookup tables
+# (meta.json 'word_start', 'token_class', written by prepare/turkish.py), so they depend only on the token
+# and its predecessors (cumsum is causal) -- never on a whole-word analysis (no leakage of where the word
+# ends). a, c, g are zero-initialised: at step 0 the model equals standard attention.
+
+AGGLU_CLASSES = 4       # word-initial, suffix-like, other word-internal, digit/punct/special
+AGGLU_MAX_INWORD = 7    # position in word is capped at 7 for the input embedding
+
+
+def alibi_slopes(n_head):
+    """m_h = 2^(-8h/H), h = 1..H (Press et al. 2022)."""
+    return torch.tensor([2.0 ** (-8.0 * h / n_head) for h in range(1, n_head + 1)])
+
+
+def word_signals(idx, word_start, token_class):
+    """idx (B, T) -> word index w (B, T), class tau (B, T), position in word p (B, T), all int64, by table
+    lookups and cumulative ops only (causal: position t depends on idx[:, :t+1] only). A window that starts
+    inside a word gives its first tokens w = -1 (only differences of w are used)."""
+    flat = idx.reshape(-1)
+    s = word_start.index_select(0, flat).view_as(idx).long()
+    tau = token_class.index_select(0, flat).view_as(idx).long()
+    w = s.cumsum(1) - 1
+    t = torch.arange(idx.shape[1], device=idx.device).expand_as(idx)
+    last_start = torch.cummax(torch.where(s > 0, t, torch.zeros_like(t)), dim=1).values
+    return w, tau, t - last_start
+
+
+def agglutinative_inputs(idx, word_start, token_class, base_mask):
+    """Everything the per-layer biases need, computed once per forward and shared by all layers:
+    same-word indicator and word distance (B, 1, T, T) float, key class one-hot (B, T, 4), and the additive
+    base mask (0 allowed, -inf not: causal and, if given, documents)."""
+    w, tau, p = word_signals(idx, word_start, token_class)
+    same = (w[:, :, None] == w[:, None, :]).float()[:, None]
+    dist = (w[:, :, None] - w[:, None, :]).clamp(min=0).float()[:, None]
+    onehot = F.one_hot(tau, AGGLU_CLASSES).float()
+    base = torch.zeros(base_mask.shape, device=idx.device).masked_fill(~base_mask, float('-inf'))
+    return {'same': same, 'dist': dist, 'class': onehot, 'base': base, 'tau': tau, 'inword': p}
+
+
+def agglutinative_biases(model):
+    """The learned biases per layer and head, as plain lists: {layer: {'same_word': [H], 'class': [H][4]
+    (word-initial, suffix, internal, other), 'gain': [H], 'word_slope': [H] (= g_h m_h, the penalty per word
+    of distance)}}; {} for a model without agglutinative attention."""
+    out, layer = {}, 0
+    for mod in model.modules():
+        if isinstance(mod, Attention) and mod.agglu:
+            layer += 1
+            out[layer] = {'same_word': mod.agglu_same.tolist(),
+                          'class': mod.agglu_class.detach().view(mod.n_head, AGGLU_CLASSES).tolist(),
+                          'gain': mod.agglu_gain.tolist(),
+                          'word_slope': (mod.agglu_gain.detach() * mod.agglu_slopes).tolist()}
+    return out
+
+
+def format_agglutinative_biases(model):
+    """A printable table of agglutinative_biases (one line per layer and head)."""
+    rows = ['layer head  same_word   c[init]  c[suffix]  c[intern]  c[other]    gain  word_slope']
+    for layer, b in agglutinative_biases(model).items():
+        for h in range(len(b['same_word'])):
+            c = b['class'][h]
+            rows.append(f"{layer:5d} {h:4d} {b['same_word'][h]:10.4f} " + ' '.join(f"{v:9.4f}" for v in c)
+                        + f" {b['gain'][h]:8.4f} {b['word_slope'][h]:11.5f}")
+    return '\n'.join(rows)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention; q/k/v project d_model -> n_head * d_kv, the output back."""
 
@@ -155,12 +248,28 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * inner, bias=cfg.bias)
         self.proj = nn.Linear(inner, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
+        self.agglu = causal and getattr(cfg, 'attention', 'standard') == 'agglutinative'
+        if self.agglu:  # 1-D zero parameters: no RNG drawn, untouched by _init_weights, no weight decay
+            H = cfg.n_head
+            self.agglu_same = nn.Parameter(torch.zeros(H))                    # a_h
+            self.agglu_class = nn.Parameter(torch.zeros(H * AGGLU_CLASSES))   # c_h[tau], viewed (H, 4)
+            self.agglu_gain = nn.Parameter(torch.zeros(H))                    # g_h on the word-distance slope
+            self.register_buffer('agglu_slopes', alibi_slopes(H), persistent=False)
 
-    def forward(self, x, rope=None, mask=None):
+    def agglu_bias(self, ag):
+        """Additive float bias (B, H, T, T) of this layer from the shared agglutinative_inputs."""
+        H = self.n_head
+        c = (ag['class'] @ self.agglu_class.view(H, AGGLU_CLASSES).t()).permute(0, 2, 1)[:, :, None, :]
+        return (ag['base'] + self.agglu_same.view(1, H, 1, 1) * ag['same'] + c
+                - (self.agglu_gain * self.agglu_slopes).view(1, H, 1, 1) * ag['dist'])
+
+    def forward(self, x, rope=None, mask=None, agglu=None):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if agglu is not None and self.agglu:  # the bias carries the causal (and document) -inf
+            mask = self.agglu_bias(agglu).to(q.dtype)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=self.causal and mask is None)
         return self.proj(y.transpose(1, 2).reshape(B, T, -1))
@@ -196,8 +305,8 @@ class Block(nn.Module):
         self.norm2, self.mlp = make_norm(cfg), MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rope=None, mask=None):
-        x = x + self.drop(self.attn(self.norm1(x), rope, mask))
+    def forward(self, x, rope=None, mask=None, agglu=None):
+        x = x + self.drop(self.attn(self.norm1(x), rope, mask, agglu))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -214,6 +323,31 @@ class Trunk(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg, causal) for _ in range(cfg.n_layer)])
         self.norm = make_norm(cfg)
+        self.agglu = cfg.attention == 'agglutinative'
+        if self.agglu:
+            if not causal:
+                raise ValueError("attention='agglutinative' needs a causal trunk")
+            # vocabulary lookup tables (persistent: they travel with checkpoints); until set_token_tables()
+            # every token starts a word and has class 0 (the bias then reduces to ALiBi on token distance)
+            self.register_buffer('agglu_word_start', torch.ones(cfg.vocab_size, dtype=torch.long))
+            self.register_buffer('agglu_token_class', torch.zeros(cfg.vocab_size, dtype=torch.long))
+            if cfg.agglu_input_emb:  # flat zero parameters viewed (4, d) and (8, d): no RNG, no re-init
+                self.agglu_type_emb = nn.Parameter(torch.zeros(AGGLU_CLASSES * cfg.n_embd))
+                self.agglu_inword_emb = nn.Parameter(torch.zeros((AGGLU_MAX_INWORD + 1) * cfg.n_embd))
+
+    def set_token_tables(self, word_start, token_class):
+        """word_start, token_class: sequences over the vocabulary (meta.json); ids beyond them (padded
+        vocabularies, an added [MASK]) count as word-starting class 3 (special)."""
+        if not self.agglu:
+            return
+        ws, tc = torch.ones_like(self.agglu_word_start), torch.full_like(self.agglu_token_class, 3)
+        n = min(len(word_start), ws.numel())
+        ws[:n] = torch.as_tensor(list(word_start)[:n], dtype=torch.long)
+        tc[:n] = torch.as_tensor(list(token_class)[:n], dtype=torch.long)
+        if tc.min() < 0 or tc.max() >= AGGLU_CLASSES:
+            raise ValueError(f"token classes must lie in 0..{AGGLU_CLASSES - 1}")
+        self.agglu_word_start.copy_(ws.clamp(0, 1))
+        self.agglu_token_class.copy_(tc)
 
     def forward(self, idx, doc=None, hidden_layers=None):
         """Returns the final hidden states (B, T, d) and, if hidden_layers is given, a dict
@@ -229,11 +363,19 @@ class Trunk(nn.Module):
         x = self.drop(x)
         rope = self.rope(T) if self.rope is not None else None
         mask = attention_mask(doc, self.causal) if self.cfg.doc_mask else None
+        agglu = None
+        if self.agglu:  # one set of word signals per forward, shared by every layer's own a/c/g
+            base = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()[None, None]
+            agglu = agglutinative_inputs(idx, self.agglu_word_start, self.agglu_token_class, base)
+            if self.cfg.agglu_input_emb:
+                d = self.cfg.n_embd
+                x = x + self.agglu_type_emb.view(AGGLU_CLASSES, d)[agglu['tau']] \
+                    + self.agglu_inword_emb.view(AGGLU_MAX_INWORD + 1, d)[agglu['inword'].clamp(max=AGGLU_MAX_INWORD)]
         hidden = {}
         if hidden_layers is not None and 0 in hidden_layers:
             hidden[0] = x
         for i, block in enumerate(self.blocks, 1):
-            x = block(x, rope, mask)
+            x = block(x, rope, mask, agglu)
             if hidden_layers is not None and i in hidden_layers:
                 hidden[i] = x
         return self.norm(x), hidden
@@ -254,11 +396,27 @@ class LM(nn.Module):
             elif name.endswith('bias'):
                 nn.init.zeros_(p)
 
+    def set_token_tables(self, word_start, token_class):
+        """Hand the vocabulary tables of agglutinative attention (meta.json 'word_start', 'token_class')
+        to every trunk that uses it; a no-op for standard attention."""
+        for mod in self.modules():
+            if isinstance(mod, Trunk):
+                mod.set_token_tables(word_start, token_class)
+
     def num_params(self, non_embedding=False):
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= sum(p.numel() for name, p in self.named_parameters() if name.split('.')[-2] in ('wte', 'wpe'))
         return n
+
+    def flops_per_token(self, T=None):
+        """Training FLOPs per token (forward + backward), nanoGPT's estimate (PaLM appendix B):
+        6N for the matmuls of N parameters (position embeddings excluded) plus 12 L H Q T for the
+        attention scores and weighted sums of L layers, H heads of size Q, context T."""
+        cfg = self.cfg
+        T = T or cfg.block_size
+        n = self.num_params() - sum(p.numel() for name, p in self.named_parameters() if name.endswith('wpe.weight'))
+        return 6 * n + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * T
 
     def loss(self, logits, targets):
         """Mean cross-entropy over positions whose target is not -1 (computed in float32)."""
@@ -298,8 +456,10 @@ class GPT(LM):
 class Encoder(LM):
     """The Aeneas torso: a bidirectional pre-norm RMSNorm encoder with RoPE, no biases, GeGLU and
     d_kv independent of d_model; the embedding goes through a LayerNorm; restoration head
-    Dense -> GELU -> LayerNorm -> Dense, logits = h E^T / sqrt(d) tied to the embedding
-    (notes/encoder_and_akkadian.md section 1)."""
+    Dense -> GELU -> LayerNorm -> Dense, logits = h E^T tied to the embedding
+    (notes/encoder_and_akkadian.md section 1). Aeneas divides these logits by sqrt(d); with
+    N(0, 0.02) embeddings that keeps every logit near 0 and held our small runs on the unigram plateau
+    for hundreds of steps (Akkadian, 3x128: val loss 5.35 vs 4.79 after 1500 steps), so we drop it."""
     causal = False
 
     def __init__(self, cfg):
@@ -312,14 +472,484 @@ class Encoder(LM):
 
     def forward(self, idx, targets=None, doc=None, hidden_layers=None):
         h, hidden = self.trunk(idx, doc, hidden_layers)
-        logits = F.linear(self.head(h), self.trunk.wte.weight) / math.sqrt(self.cfg.n_embd)
+        logits = F.linear(self.head(h), self.trunk.wte.weight)
         loss = self.loss(logits, targets) if targets is not None else None
         if hidden_layers is not None:
             return logits, loss, hidden
         return logits, loss
 
 
-MODELS = {'gpt': GPT, 'encoder': Encoder}
+# ----------------------------------------------------------------------------- mdlm: masked diffusion LM (DiT)
+# MDLM (Sahoo et al., NeurIPS 2024, arXiv 2406.07524; notes/mdlm.md). Absorbing-state diffusion: every
+# token is independently replaced by [MASK] with probability 1 - alpha_t. Log-linear schedule
+# alpha_t = 1 - (1 - eps) t, eps = 1e-3, so the mask probability is (1 - eps) t and the NELBO weight
+# alpha'_t / (1 - alpha_t) = -1/t. SUBS parameterisation: the [MASK] logit is -inf, and unmasked
+# positions carry over (contribute exactly zero). The backbone is a DiT: the shared Attention (RoPE,
+# bidirectional) and MLP, each wrapped in adaLN-zero modulation from a timestep embedding.
+
+MDLM_EPS = 1e-3        # alpha_t = 1 - (1 - eps) t  (noise_schedule.py LogLinearNoise)
+MDLM_T_MIN = 1e-3      # t ~ U[1e-3, 1]  (MDLM training.sampling_eps)
+
+
+def mdlm_mask_rate(t):
+    """1 - alpha_t of the log-linear schedule (MDLM eq. 4 with sigma(t) = -log(1 - (1-eps) t))."""
+    return (1 - MDLM_EPS) * t
+
+
+def diffusion_noise(rng, batch_size, block_size, stratum, n_strata):
+    """Noise of one micro-batch for the MDLM objective, from the batch's numpy Generator (CPU, so runs
+    are deterministic and DDP == accumulation). Low-discrepancy ('antithetic') t over the GLOBAL batch
+    (MDLM diffusion.py _sample_t; Duo stratifies over the global batch): sequence b of micro-batch
+    `stratum` owns stratum k = stratum * B + b of n_strata * B, t = ((u + k) / n) then
+    t <- (1 - 1e-3) t + 1e-3. Returns t (B,) float32 and u (B, T) float32 uniforms; a position is
+    masked when u < its mask probability."""
+    n = n_strata * batch_size
+    k = stratum * batch_size + np.arange(batch_size)
+    t = ((rng.random(batch_size) + k) / n) % 1.0
+    t = (1 - MDLM_T_MIN) * t + MDLM_T_MIN
+    u = rng.random((batch_size, block_size))
+    return torch.from_numpy(t.astype(np.float32)), torch.from_numpy(u.astype(np.float32))
+
+
+def adaptive_mask_probs(rate, score, strength, iters=60):
+    """Per-token mask probabilities biased by importance whose mean over each sequence is exactly `rate`:
+        p_i = sigmoid(c + strength * z_i),  z_i = the score standardised within the sequence,
+    with the shift c solved by bisection so that mean_i p_i = rate (sigmoid is monotone in c, and
+    c in [logit(rate) - max a, logit(rate) - min a] brackets the root). strength > 0 masks high-score
+    (hard) tokens more, < 0 easy ones; 0 gives the uniform rate. Computed in float64.
+    rate: (B,) in (0, 1); score: (B, T). Returns (B, T) float64."""
+    r = rate.double().clamp(1e-6, 1 - 1e-6)[:, None]
+    s = score.detach().double()
+    z = (s - s.mean(1, keepdim=True)) / (s.std(1, keepdim=True, unbiased=False) + 1e-6)
+    a = strength * z
+    base = torch.log(r) - torch.log1p(-r)
+    lo, hi = base - a.max(1, keepdim=True).values, base - a.min(1, keepdim=True).values
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        high = torch.sigmoid(mid + a).mean(1, keepdim=True) > r
+        hi, lo = torch.where(high, mid, hi), torch.where(high, lo, mid)
+    return torch.sigmoid(0.5 * (lo + hi) + a)
+
+
+def curriculum_direction(progress, phases='0.3,0.7'):
+    """Easy -> hard curriculum over training (fraction of max_iters): -1 (mask easy tokens more)
+    before phases[0], a linear ramp to +1 until phases[1], +1 (mask hard tokens more) after."""
+    p0, p1 = (float(v) for v in phases.split(',')) if isinstance(phases, str) else phases
+    if progress <= p0:
+        return -1.0
+    if progress >= p1:
+        return 1.0
+    return -1.0 + 2.0 * (progress - p0) / max(p1 - p0, 1e-9)
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale) + shift
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal embedding (256 dims, max period 1e4) -> Linear -> SiLU -> Linear (DiT; MDLM dit.py)."""
+
+    def __init__(self, cond_dim, freq_dim=256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+
+    def forward(self, sigma):
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half)
+        args = sigma.float()[:, None] * freqs[None]
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+
+
+class DiTBlock(nn.Module):
+    """x + gate_msa * Attn(modulate(Norm(x))), then x + gate_mlp * MLP(modulate(Norm(x))); the six
+    (shift, scale, gate) vectors come from a zero-initialised Linear of the condition (adaLN-zero,
+    Peebles & Xie 2023), so every block starts as the identity. Attention and MLP are the shared ones."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.norm1, self.attn = make_norm(cfg), Attention(cfg, causal=False)
+        self.norm2, self.mlp = make_norm(cfg), MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.adaLN = nn.Linear(cfg.cond_dim, 6 * cfg.n_embd)
+
+    def forward(self, x, c, rope=None, mask=None):
+        sh1, sc1, g1, sh2, sc2, g2 = self.adaLN(c)[:, None].chunk(6, dim=-1)
+        x = x + g1 * self.drop(self.attn(modulate(self.norm1(x), sh1, sc1), rope, mask))
+        return x + g2 * self.drop(self.mlp(modulate(self.norm2(x), sh2, sc2)))
+
+
+class ImportanceEstimator(nn.Module):
+    """Small bidirectional transformer (the shared Trunk) reading the clean tokens x0; a sigmoid score
+    per token in (0, 1). It is trained on the backbone's DETACHED per-token error (see MDLM.forward),
+    never on its own output, and only ever biases which tokens are masked during training."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        from dataclasses import replace
+        small = replace(cfg, n_layer=cfg.imp_n_layer, n_embd=cfg.imp_n_embd, n_head=cfg.imp_n_head, d_kv=0, d_ff=0)
+        self.trunk = Trunk(small, causal=False)
+        self.head = nn.Linear(small.n_embd, 1)
+
+    def forward(self, x0):
+        h, _ = self.trunk(x0)
+        return torch.sigmoid(self.head(h).squeeze(-1).float())
+
+
+class MDLM(LM):
+    """DiT denoiser + the MDLM continuous-time NELBO (SUBS).
+
+    forward(x0, targets, doc, t=(B,), u=(B,T)) masks x0 (u < mask probability), runs the denoiser and
+    returns (logits, loss). In eval mode the loss is always the plain NELBO (uniform log-linear masking,
+    (1/t) * sum of masked -log p / number of tokens) in float64; in training mode, with the importance
+    options on, it is the weighted objective named by `loss_name` (not a bound).
+    forward(z) without t returns the SUBS logits of a noisy sequence (the samplers)."""
+    causal = False
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.mask_id = cfg.mask_id if cfg.mask_id >= 0 else cfg.vocab_size - 1
+        d = cfg.n_embd
+        self.wte = nn.Embedding(cfg.vocab_size, d)
+        self.rope = Rotary(cfg.head_dim, cfg.rope_base, cfg.block_size)
+        self.sigma_map = TimestepEmbedder(cfg.cond_dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.n_layer)])
+        self.norm_f = make_norm(cfg)
+        self.adaLN_f = nn.Linear(cfg.cond_dim, 2 * d)
+        self.head = nn.Linear(d, cfg.vocab_size)   # untied (MDLM), zero-initialised
+        self.importance = ImportanceEstimator(cfg) if cfg.importance else None
+        self._init_weights(cfg.n_layer)
+        for m in [b.adaLN for b in self.blocks] + [self.adaLN_f, self.head]:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @property
+    def loss_name(self):
+        """Name of the training loss: 'nelbo' for plain MDLM, else the weighted objective."""
+        if self.cfg.adaptive_masking:
+            return 'weighted_nelbo' + ('+importance_mse' if self.importance is not None else '')
+        return 'nelbo+importance_mse' if self.importance is not None else 'nelbo'
+
+    def denoise(self, z, doc=None, sigma=None):
+        """SUBS logits (B, T, V) of x0 given the noisy z: the [MASK] logit is -inf (zero masking).
+        sigma: (B,) noise level, used only with time_cond (MDLM zeroes it by default)."""
+        B, T = z.shape
+        if sigma is None or not self.cfg.time_cond:
+            sigma = torch.zeros(B, device=z.device)
+        c = F.silu(self.sigma_map(sigma))
+        x = self.drop(self.wte(z))
+        rope = self.rope(T)
+        mask = attention_mask(doc, causal=False) if (self.cfg.doc_mask and doc is not None) else None
+        for block in self.blocks:
+            x = block(x, c, rope, mask)
+        shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)
+        logits = self.head(modulate(self.norm_f(x), shift, scale)).float()
+        logits[..., self.mask_id] = float('-inf')
+        return logits
+
+    def forward(self, idx, targets=None, doc=None, t=None, u=None, progress=1.0, **_):
+        if t is None:
+            return self.denoise(idx, doc), None
+        x0 = idx
+        t = t.to(x0.device).float()
+        u = u.to(x0.device)
+        rate = mdlm_mask_rate(t)
+        score = self.importance(x0) if (self.importance is not None and self.training) else None
+        if self.training and self.cfg.adaptive_masking:
+            direction = curriculum_direction(progress, self.cfg.curriculum_phases) if self.cfg.curriculum else 1.0
+            p = adaptive_mask_probs(rate, score, self.cfg.adaptive_strength * direction).to(u.dtype)
+        else:
+            p = rate[:, None].expand_as(u)
+        masked = u < p
+        z = torch.where(masked, torch.full_like(x0, self.mask_id), x0)
+        sigma = -torch.log1p(-rate)  # sigma(t) of the log-linear schedule
+        logits = self.denoise(z, doc, sigma)
+        nll = F.cross_entropy(logits.view(-1, logits.size(-1)), x0.reshape(-1), reduction='none').view_as(x0)
+        # MDLM eq. 10-11 under the log-linear schedule: (1/t) * -log p(x0 | z_t) at masked positions;
+        # carry-over: unmasked positions contribute exactly 0 (torch.where, so no 0 * inf); averaged per token
+        per_tok = torch.where(masked, nll / t[:, None], torch.zeros_like(nll))
+        if not self.training:
+            return logits, per_tok.double().sum() / per_tok.numel()
+        loss = per_tok.sum() / per_tok.numel()
+        if score is not None:
+            # non-circular target: the probability that the backbone gets the token wrong, 1 - p(x0 | z_t),
+            # from its per-token reconstruction loss, detached; graded at masked positions only
+            target = 1 - torch.exp(-nll.detach())
+            imp = ((score - target) ** 2 * masked).sum() / masked.sum().clamp(min=1)
+            loss = loss + self.cfg.importance_weight * imp
+        return logits, loss
+
+
+def mdlm_per_sequence_nelbo(model, x0, t, u, doc=None):
+    """Plain NELBO terms per sequence (B,) in float64 nats: (1/t) sum over masked positions of
+    -log p(x0 | z_t), uniform log-linear masking (u < (1-eps) t), whatever the training options."""
+    masked = u.to(x0.device) < mdlm_mask_rate(t.to(x0.device).float())[:, None]
+    z = torch.where(masked, torch.full_like(x0, model.mask_id), x0)
+    sigma = -torch.log1p(-mdlm_mask_rate(t.to(x0.device).float()))
+    logits = model.denoise(z, doc, sigma)
+    nll = F.cross_entropy(logits.view(-1, logits.size(-1)), x0.reshape(-1), reduction='none').view_as(x0).double()
+    return torch.where(masked, nll / t.to(x0.device).double()[:, None], torch.zeros_like(nll)).sum(1)
+
+
+def _sample_categorical(probs, generator):
+    """Gumbel-max in float64 (32-bit Gumbel truncates low-probability tokens, lowering the effective
+    temperature: Zheng et al. 2024, arXiv 2409.02908): argmax p / E with E ~ Exp(1)."""
+    u = torch.rand(probs.shape, dtype=torch.float64, generator=generator, device='cpu').to(probs.device)
+    gumbel_norm = 1e-10 - (u + 1e-10).log()
+    return (probs / gumbel_norm).argmax(dim=-1)
+
+
+@torch.no_grad()
+def mdlm_sample(model, z, steps=128, cache=True, generator=None, t_end=1e-5):
+    """Ancestral ('ddpm') sampling of MDLM (diffusion.py _ddpm_update, L612-637) from z (B, T), where
+    [MASK] marks positions to generate and every other token is known and stays fixed (carry-over):
+    all [MASK] is unconditional generation, anything else infilling. Grid linspace(1, t_end, steps+1);
+    from t to s a masked position becomes token v with probability p(v | z_t) (move_t - move_s) / move_t
+    and stays masked with move_s / move_t, move(t) = (1 - eps) t; then one final argmax fills any mask
+    left (MDLM noise_removal). All in float64.
+    cache=True is ddpm_cache: when no token changed in a step, the network output is reused (valid
+    because the net is time-agnostic; the whole batch is recomputed when any row changed, so the random
+    draws and the results are exactly those of ddpm). Returns (tokens, stats dict)."""
+    if cache and model.cfg.time_cond:
+        cache = False  # the output depends on t: nothing to reuse
+    mask_id = model.mask_id
+    z = z.clone()
+    ts = torch.linspace(1.0, t_end, steps + 1, dtype=torch.float64)
+    calls, saved, p_x0 = 0, 0, None
+    for i in range(steps):
+        t, s = ts[i].item(), ts[i + 1].item()
+        if p_x0 is None or not cache:
+            sigma = torch.full((z.shape[0],), -math.log1p(-mdlm_mask_rate(t)), device=z.device)
+            p_x0 = torch.softmax(model.denoise(z, sigma=sigma).double(), dim=-1)
+            calls += 1
+        else:
+            saved += 1
+        move_t, move_s = mdlm_mask_rate(t), mdlm_mask_rate(s)
+        q = p_x0 * (move_t - move_s) / move_t
+        q[..., mask_id] = move_s / move_t
+        new = _sample_categorical(q, generator)
+        z_new = torch.where(z == mask_id, new, z)
+        if not torch.equal(z_new, z):
+            p_x0 = None if cache else p_x0
+        z = z_new
+    left = z == mask_id
+    if left.any():
+        sigma = torch.full((z.shape[0],), -math.log1p(-mdlm_mask_rate(t_end)), device=z.device)
+        z = torch.where(left, model.denoise(z, sigma=sigma).argmax(-1), z)
+        calls += 1
+    return z, {'network_calls': calls, 'calls_saved': saved}
+
+
+@torch.no_grad()
+def mdlm_semi_ar(model, n, length, steps=128, stride=0, cache=True, generator=None, device='cpu'):
+    """Semi-autoregressive generation past the context (diffusion.py L957-997): sample one block, then
+    repeatedly keep its last block_size - stride tokens as a fixed prefix, append stride [MASK]s and
+    sample them (infilling), until `length` tokens. Returns (tokens (n, length), stats)."""
+    T = model.cfg.block_size
+    stride = stride or T // 2
+    first = min(length, T)
+    z = torch.full((n, first), model.mask_id, dtype=torch.long, device=device)
+    out, stats = mdlm_sample(model, z, steps, cache, generator)
+    while out.shape[1] < length:
+        k = min(stride, length - out.shape[1])
+        ctx = out[:, -(T - k):]
+        z = torch.cat([ctx, torch.full((n, k), model.mask_id, dtype=torch.long, device=device)], dim=1)
+        filled, st = mdlm_sample(model, z, steps, cache, generator)
+        out = torch.cat([out, filled[:, -k:]], dim=1)
+        stats = {key: stats[key] + st[key] for key in stats}
+    return out, stats
+
+
+# ----------------------------------------------------------------------------- backpack: sense vectors + contextualisation
+# Backpack language models (Hewitt, Thickstun, Manning, Liang, ACL 2023, arXiv 2305.16765; notes/backpack.md).
+# Each token x gets k non-contextual sense vectors C(x) = FF(E x) in R^{k x d} (eq. 1, 10); the causal
+# Trunk (with positions) gives h_{1:n}, and a k-head key-query attention without values gives the weights
+# alpha_l = softmax(h K_l^T Q_l h^T / sqrt(d/k)) (eq. 3, 11, 12), causal, normalised per sense l. The output
+# o_i = sum_{j<=i} sum_l alpha_{l,i,j} C(x_j)_l (eq. 2) goes through the tied head, logits = E o (eq. 9).
+# The sense network runs only on the distinct token ids of the batch, never on the vocabulary (a k.|V|.d
+# table); the senses are the values of one F.scaled_dot_product_attention call (q/k head size d/k, value
+# size d, one head per sense), summed over heads. `decompose` keeps the explicit alpha for diagnostics.
+
+class SenseNetwork(nn.Module):
+    """C(x) = FF(E x) as HF BackpackSenseNetwork (App. A.1; notes/backpack.md section 2):
+    r = Drop(E x); h = LN0(r); r = h + r; h = LN1(r); r = MLP1(h) + r (d -> 4d -> d); h = LN2(r);
+    senses = MLP2(h) (d -> 4d -> k d), laid out (k, d) per token. GELU is the tanh form (GPT-2's gelu_new).
+    No positions and no other tokens: a token's senses are a function of its id alone."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        d, self.k = cfg.n_embd, cfg.n_senses
+        self.drop = nn.Dropout(cfg.dropout)
+        self.ln0, self.ln1, self.ln2 = LayerNorm(d), LayerNorm(d), LayerNorm(d)
+        self.fc1, self.proj1 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.fc2, self.proj2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, self.k * d)
+
+    def forward(self, e):
+        """e: (..., d) input embeddings -> senses (..., k, d)."""
+        r = self.drop(e)
+        r = self.ln0(r) + r
+        r = r + self.drop(self.proj1(F.gelu(self.fc1(self.ln1(r)), approximate='tanh')))
+        s = self.drop(self.proj2(F.gelu(self.fc2(self.ln2(r)), approximate='tanh')))
+        return s.view(*e.shape[:-1], self.k, e.shape[-1])
+
+
+class Backpack(GPT):
+    """Backpack LM over the shared causal Trunk; `gpt` with the same config is the comparison: the only
+    extra parameters are the sense network and the weight network (Linear d -> 2d)."""
+
+    def __init__(self, cfg):
+        LM.__init__(self)
+        if cfg.n_senses < 1 or cfg.n_embd % cfg.n_senses:
+            raise ValueError(f"n_embd {cfg.n_embd} must be a multiple of n_senses {cfg.n_senses}")
+        self.cfg = cfg
+        self.trunk = Trunk(cfg, causal=True)
+        self.sense_net = SenseNetwork(cfg)
+        self.sense_weights = nn.Linear(cfg.n_embd, 2 * cfg.n_embd)   # K_l, Q_l of every sense, stacked
+        self._init_weights(cfg.n_layer)
+
+    def senses(self, idx):
+        """C(x) for a batch of ids (any shape) -> (*idx.shape, k, d), computed once per distinct id."""
+        uniq, inv = torch.unique(idx, return_inverse=True)
+        return self.sense_net(self.trunk.wte(uniq))[inv]
+
+    def sense_table(self, ids):
+        """C(x) of chosen ids (1-D) -> (n, k, d), for analysis."""
+        return self.sense_net(self.trunk.wte(torch.as_tensor(ids, device=self.trunk.wte.weight.device)))
+
+    def _qk(self, h):
+        B, T, d = h.shape
+        k = self.cfg.n_senses
+        q, kk = self.sense_weights(h).view(B, T, 2, k, d // k).permute(2, 0, 3, 1, 4)  # (B, k, T, d/k) each
+        return q, kk
+
+    def _mask(self, doc, T, device):
+        return attention_mask(doc, True, T=T, device=device) if (self.cfg.doc_mask and doc is not None) else None
+
+    def forward(self, idx, targets=None, doc=None, all_logits=False, sense_scale=None):
+        """sense_scale: optional (B, T, k) factors delta_{l,j} on the senses of the token at position j
+        (the control of eq. 15 with delta independent of i, which lets it enter as scaled values)."""
+        B, T = idx.shape
+        h, _ = self.trunk(idx, doc)
+        C = self.senses(idx)                                    # (B, T, k, d)
+        if sense_scale is not None:
+            C = C * sense_scale[..., None].to(C.dtype)
+        q, kk = self._qk(h)
+        mask = self._mask(doc, T, idx.device)
+        # o_i = sum_l sum_{j<=i} alpha_{l,i,j} C(x_j)_l (eq. 2): SDPA with the senses as values (head size d),
+        # its default scale 1/sqrt(d/k) (eq. 12), causal, then the sum over the k heads
+        o = F.scaled_dot_product_attention(q, kk, C.transpose(1, 2).to(q.dtype), attn_mask=mask,
+                                           is_causal=mask is None).sum(1)
+        if targets is None and not all_logits:
+            o = o[:, -1:]
+        logits = F.linear(o, self.trunk.wte.weight)             # eq. 9, E tied
+        return logits, (self.loss(logits, targets) if targets is not None else None)
+
+    def decompose(self, idx, doc=None):
+        """The explicit path: alpha (B, k, T, T), senses C (B, T, k, d), logits (B, T, V) = E^T sum alpha C."""
+        B, T = idx.shape
+        h, _ = self.trunk(idx, doc)
+        C = self.senses(idx)
+        q, kk = self._qk(h)
+        scores = q @ kk.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        mask = self._mask(doc, T, idx.device)
+        if mask is None:
+            mask = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+        alpha = torch.softmax(scores.masked_fill(~mask, float('-inf')), dim=-1)
+        o = torch.einsum('blij,bjld->bid', alpha, C)
+        return alpha, C, F.linear(o, self.trunk.wte.weight)
+
+
+def hf_backpack_key_map(n_layer):
+    """{HF stanfordnlp/backpack-gpt2 key: (our key, transpose?)}; Conv1D weights are stored (in, out)."""
+    m = {'backpack.gpt2_model.wte.weight': ('trunk.wte.weight', False),
+         'backpack.gpt2_model.wpe.weight': ('trunk.wpe.weight', False),
+         'backpack.gpt2_model.ln_f.weight': ('trunk.norm.weight', False),
+         'backpack.gpt2_model.ln_f.bias': ('trunk.norm.bias', False),
+         'backpack.sense_weight_net.c_attn.weight': ('sense_weights.weight', False),   # an nn.Linear in HF
+         'backpack.sense_weight_net.c_attn.bias': ('sense_weights.bias', False)}
+    for i in range(n_layer):
+        a, b = f'backpack.gpt2_model.h.{i}.', f'trunk.blocks.{i}.'
+        for hf, ours in (('ln_1', 'norm1'), ('ln_2', 'norm2')):
+            m[a + hf + '.weight'], m[a + hf + '.bias'] = (b + ours + '.weight', False), (b + ours + '.bias', False)
+        for hf, ours in (('attn.c_attn', 'attn.qkv'), ('attn.c_proj', 'attn.proj'), ('mlp.c_fc', 'mlp.fc'),
+                         ('mlp.c_proj', 'mlp.proj')):
+            m[a + hf + '.weight'], m[a + hf + '.bias'] = (b + ours + '.weight', True), (b + ours + '.bias', False)
+    s = 'backpack.sense_network.'
+    for hf, ours in (('ln', 'ln0'), ('block.ln_1', 'ln1'), ('block.ln_2', 'ln2')):
+        m[s + hf + '.weight'], m[s + hf + '.bias'] = (f'sense_net.{ours}.weight', False), (f'sense_net.{ours}.bias', False)
+    for hf, ours in (('block.mlp.c_fc', 'fc1'), ('block.mlp.c_proj', 'proj1'), ('final_mlp.c_fc', 'fc2'),
+                     ('final_mlp.c_proj', 'proj2')):
+        m[s + hf + '.weight'], m[s + hf + '.bias'] = (f'sense_net.{ours}.weight', True), (f'sense_net.{ours}.bias', False)
+    return m
+
+
+# keys of the HF state dict that are aliases or buffers, not parameters of their own
+HF_BACKPACK_IGNORED = ('backpack.word_embeddings.weight', 'backpack.position_embeddings.weight', 'lm_head.weight')
+
+
+def backpack_from_hf(state, n_layer=None):
+    """Map a stanfordnlp/backpack-gpt2 state dict (HF layout) to ours. The aliases of the tied
+    embeddings (word_embeddings, position_embeddings, lm_head) must equal wte/wpe; the attention
+    buffers (attn.bias, attn.masked_bias) are skipped. Raises ValueError on missing or unknown keys."""
+    if n_layer is None:
+        n_layer = 1 + max(int(k.split('.')[3]) for k in state if k.startswith('backpack.gpt2_model.h.'))
+    m = hf_backpack_key_map(n_layer)
+    missing = sorted(set(m) - set(state))
+    if missing:
+        raise ValueError(f"{len(missing)} keys of the backpack-gpt2 layout are missing, e.g. {missing[:3]}")
+    unknown = sorted(k for k in state if k not in m and k not in HF_BACKPACK_IGNORED
+                     and not k.endswith(('.attn.bias', '.attn.masked_bias')))
+    if unknown:
+        raise ValueError(f"{len(unknown)} unknown keys, e.g. {unknown[:3]}: not a backpack-gpt2 state dict")
+    out = {ours: (state[hf].t() if tr else state[hf]).contiguous() for hf, (ours, tr) in m.items()}
+    for alias, ours in (('backpack.word_embeddings.weight', 'trunk.wte.weight'), ('lm_head.weight', 'trunk.wte.weight'),
+                        ('backpack.position_embeddings.weight', 'trunk.wpe.weight')):
+        if alias in state and not torch.equal(state[alias], out[ours]):
+            raise ValueError(f"{alias} differs from the embedding it should be tied to")
+    return out
+
+
+def backpack_to_hf(state, n_layer):
+    """Inverse of backpack_from_hf (our state dict -> the HF layout, tied aliases included)."""
+    m = hf_backpack_key_map(n_layer)
+    out = {hf: (state[ours].t() if tr else state[ours]).contiguous() for hf, (ours, tr) in m.items()}
+    out['backpack.word_embeddings.weight'] = out['lm_head.weight'] = out['backpack.gpt2_model.wte.weight']
+    out['backpack.position_embeddings.weight'] = out['backpack.gpt2_model.wpe.weight']
+    return out
+
+
+def backpack_config_from_hf(state):
+    """ModelConfig keys implied by the shapes of a backpack-gpt2 state dict (n_head is not in the shapes)."""
+    V, d = state['backpack.gpt2_model.wte.weight'].shape
+    n_layer = 1 + max(int(k.split('.')[3]) for k in state if k.startswith('backpack.gpt2_model.h.'))
+    kd = state['backpack.sense_network.final_mlp.c_proj.weight'].shape[1]
+    return {'arch': 'backpack', 'vocab_size': V, 'n_embd': d, 'n_layer': n_layer, 'n_senses': kd // d,
+            'block_size': state['backpack.gpt2_model.wpe.weight'].shape[0]}
+
+
+def load_pretrained(model, path):
+    """--init_from=PATH: a local torch state dict, either ours or the backpack-gpt2 layout (mapped).
+    Loads with weights_only; the shapes must match the model's config."""
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    if isinstance(state, dict) and 'model' in state and isinstance(state['model'], dict):
+        state = state['model']   # one of our checkpoints
+    state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in state.items()}
+    if any(k.startswith('backpack.') for k in state):
+        if not isinstance(model, Backpack):
+            raise ValueError(f"{path} holds backpack-gpt2 weights: use arch='backpack'")
+        state = backpack_from_hf(state, model.cfg.n_layer)
+    own = model.state_dict()
+    bad = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if bad:
+        raise ValueError(f"shape mismatch for {bad[0]}: {tuple(state[bad[0]].shape)} in {path} vs "
+                         f"{tuple(own[bad[0]].shape)} in the model (set n_embd/n_layer/n_senses/vocab_size/block_size to match)")
+    model.load_state_dict(state)
+    return model
+
+
+MODELS = {'gpt': GPT, 'encoder': Encoder, 'mdlm': MDLM, 'backpack': Backpack}
 
 
 def build_model(cfg):

@@ -5,11 +5,22 @@ Samples from a trained checkpoint.
     python sample.py --out_dir=out-encoder --text="To be, or not to [MASK][MASK], that is the question"
 
     python sample.py --out_dir=out-akkadian --text="a-na [x x] be-lí-ia qí-bí-ma" [--json]
+    python sample.py --out_dir=out-wiki-mdlm-cpu [--sampler=ddpm_cache|ddpm] [--steps=128] [--length=300]
+    python sample.py --out_dir=out-wiki-mdlm-cpu --text="The river [MASK*12] in northern France."
+
+An mdlm checkpoint (masked diffusion) samples with model.mdlm_sample: `ddpm` (ancestral) or `ddpm_cache`
+(the network output is reused while no token changes), --steps steps, float64 Gumbel sampling;
+--length beyond the context is generated semi-autoregressively (--stride new tokens per block); --text
+with [MASK] (or [MASK*n] for n of them) is infilled: its known tokens stay fixed.
 
 A causal checkpoint (gpt) generates text after --start (a string, or FILE:path). An encoder
 checkpoint fills the [MASK] positions of --text and prints, for each, the top candidates with
 their probabilities. --seed makes every run repeatable; --json (= --json_output=True) prints
 machine-readable output.
+
+Backpack sense control: --sense_edit='file:3=0,5=2;table:*=0' multiplies sense 3 of every occurrence of
+'file' in --start by 0 and sense 5 by 2, and every sense of 'table' by 0 (Hewitt et al. 2023, eq. 15), then
+prints the next-token distribution before and after, the most raised / lowered tokens and the KL.
 
 Akkadian restoration (an encoder trained on data whose meta.json says dataset 'akkadian'): --text is
 an ATF-like line read by prepare.akkadian.parse_restoration_input, the normalization of the data
@@ -48,6 +59,12 @@ json = False                  # the same as json_output (the spelling --json); a
 beam = 20                     # Akkadian restoration: beam width of the joint search of a gap
 max_gap_len = 10              # ... longest restoration tried for a gap of unknown length
 length_alpha = 1.0            # ... length exponent a of the score logp / (1 + length)^a (Aeneas)
+steps = 128                   # mdlm: denoising steps
+sampler = 'ddpm_cache'        # mdlm: ddpm | ddpm_cache
+length = 0                    # mdlm: tokens per unconditional sample; 0 = block_size; more = semi-autoregressive
+stride = 0                    # mdlm: new tokens per semi-autoregressive block; 0 = block_size // 2
+sense_edit = ''                # backpack: 'WORD:L=S,L=S;WORD:*=S' re-weights senses L of WORD in --start (0 removes)
+show_top = 10                 # backpack sense_edit: next-token candidates shown before / after
 # -----------------------------------------------------------------------------
 sys.argv[1:] = ['--json=True' if a == '--json' else a for a in sys.argv[1:]]
 configure(globals())
@@ -145,8 +162,135 @@ def restore_akkadian():
     print(f"best: {line}")
 
 
+def sample_mdlm():
+    """Masked diffusion: unconditional samples (semi-autoregressive past the context), or infilling of
+    the [MASK] / [MASK*n] positions of --text. Prints tokens/s and the network calls the cache saved."""
+    import re
+    import time
+    from model import mdlm_sample, mdlm_semi_ar
+    if sampler not in ('ddpm', 'ddpm_cache'):
+        die(f"sampler must be ddpm or ddpm_cache, got {sampler!r}")
+    cache, T, g = sampler == 'ddpm_cache', model.cfg.block_size, torch.Generator().manual_seed(seed)
+    t0 = time.time()
+    if text:
+        src = re.sub(r'\[MASK\*(\d+)\]', lambda m: '[MASK]' * int(m.group(1)), text)
+        ids = []
+        for k, piece in enumerate(src.split('[MASK]')):
+            ids += ([model.mask_id] if k else []) + (tok.encode(piece) if piece else [])
+        if model.mask_id not in ids:
+            die('--text has no [MASK] to fill: write e.g. --text="The river [MASK*12] in northern France."')
+        if len(ids) > T:
+            die(f"--text is {len(ids)} tokens, longer than the model's context of {T}")
+        z = torch.tensor([ids] * num_samples, device=device)
+        out, st = mdlm_sample(model, z, steps, cache, g)
+        new = int((z == model.mask_id).sum())
+    else:
+        out, st = mdlm_semi_ar(model, num_samples, length or T, steps, stride, cache, g, device)
+        z, new = None, out.numel()
+    dt = time.time() - t0
+    samples = []
+    for r, row in enumerate(out.tolist()):
+        if z is None:
+            samples.append(tok.decode(row))
+            continue
+        filled, parts, k = (z[r] == model.mask_id).tolist(), [], 0
+        while k < len(row):  # known runs as they were, generated runs in [[ ]]
+            j = k
+            while j < len(row) and filled[j] == filled[k]:
+                j += 1
+            piece = tok.decode(row[k:j])
+            parts.append(f'[[{piece}]]' if filled[k] else piece)
+            k = j
+        samples.append(''.join(parts))
+    calls = st['network_calls'] + st['calls_saved']
+    stats = {'sampler': sampler, 'steps': steps, 'tokens_per_s': new / max(dt, 1e-9), 'seconds': dt,
+             'network_calls': st['network_calls'], 'calls_saved': st['calls_saved']}
+    if json_output:
+        print(_json.dumps({'text': text, 'samples': samples, **stats}, ensure_ascii=False))
+        return
+    for s in samples:
+        print(s)
+        print('---------------')
+    print(f"{sampler}, {steps} steps: {new} tokens in {dt:.2f}s = {stats['tokens_per_s']:,.1f} tokens/s; "
+          f"{st['network_calls']} network calls, {st['calls_saved']} saved by the cache "
+          f"({100 * st['calls_saved'] / max(calls, 1):.0f}%)")
+
+
+
+def parse_sense_edit(spec, k):
+    """'file:3=0,5=2;table:*=0' -> [(word, {sense: factor})]; * means every sense."""
+    out = []
+    for part in [p for p in spec.split(';') if p.strip()]:
+        word, _, edits = part.partition(':')
+        if not word.strip() or not edits:
+            die(f"--sense_edit part {part!r} must look like WORD:L=S,L=S (e.g. file:3=0,5=2 or file:*=0)")
+        factors = {}
+        for e in edits.split(','):
+            l, _, v = e.partition('=')
+            try:
+                senses = range(k) if l.strip() == '*' else [int(l)]
+                f = float(v)
+            except ValueError:
+                die(f"--sense_edit {e!r}: write SENSE=FACTOR with SENSE in 0..{k - 1} or *")
+            for x in senses:
+                if not 0 <= x < k:
+                    die(f"--sense_edit: sense {x} out of range 0..{k - 1}")
+                factors[x] = f
+        out.append((word.strip(), factors))
+    return out
+
+
+@torch.no_grad()
+def backpack_intervention():
+    """Sense control (Hewitt et al. 2023, eq. 15 with delta_{l,j}): the senses l of every occurrence of a
+    chosen word in the prompt are multiplied by a factor; prints the next-token distribution before and
+    after, the tokens whose probability changed most, and the KL divergence."""
+    k = model.cfg.n_senses
+    prompt = start
+    if prompt.startswith('FILE:'):
+        with open(prompt[5:], encoding='utf-8') as f:
+            prompt = f.read()
+    ids = tok.encode(prompt)
+    if not ids:
+        die('--start must hold a prompt that contains the words of --sense_edit')
+    ids = ids[-model.cfg.block_size:]
+    x = torch.tensor([ids], device=device)
+    scale = torch.ones(1, len(ids), k, device=device)
+    hits = {}
+    for word, factors in parse_sense_edit(sense_edit, k):
+        pos = sorted({i + j for form in (tok.encode(' ' + word), tok.encode(word)) if form
+                      for i in range(len(ids) - len(form) + 1) if ids[i:i + len(form)] == form for j in range(len(form))})
+        if not pos:
+            die(f"--sense_edit word {word!r} does not occur in the prompt {prompt!r}")
+        for l, f in factors.items():
+            scale[0, pos, l] = f
+        hits[word] = pos
+    p0 = torch.softmax(model(x)[0][0, -1].double(), -1)
+    p1 = torch.softmax(model(x, sense_scale=scale)[0][0, -1].double(), -1)
+    kl = float((p0 * (p0.clamp_min(1e-300).log() - p1.clamp_min(1e-300).log())).sum())
+    show = lambda i: tok.decode([i]) or repr(i)
+    top = lambda p: [(show(i), float(p[i])) for i in p.topk(show_top).indices.tolist()]
+    delta = (p1 - p0)
+    up = [(show(i), float(p0[i]), float(p1[i])) for i in delta.topk(show_top).indices.tolist()]
+    down = [(show(i), float(p0[i]), float(p1[i])) for i in (-delta).topk(show_top).indices.tolist()]
+    if json_output:
+        print(_json.dumps({'start': prompt, 'sense_edit': sense_edit, 'positions': hits, 'kl': kl, 'before': top(p0),
+                           'after': top(p1), 'up': up, 'down': down}, ensure_ascii=False))
+        return
+    print(f"prompt: {prompt!r}\nedit: {sense_edit}  (positions {hits})\nKL(before || after) = {kl:.4f} nats")
+    print('| rank | before | p | after | p |\n|---:|---|---:|---|---:|')
+    for r, ((a, pa), (b, pb)) in enumerate(zip(top(p0), top(p1)), 1):
+        print(f"| {r} | {a!r} | {pa:.4f} | {b!r} | {pb:.4f} |")
+    print('most raised: ' + ', '.join(f"{t!r} {a:.4f}->{b:.4f}" for t, a, b in up))
+    print('most lowered: ' + ', '.join(f"{t!r} {a:.4f}->{b:.4f}" for t, a, b in down))
+
+
 meta = load_meta(data_dir)
-if arch == 'encoder' and meta.get('dataset') == 'akkadian':
+if arch == 'backpack' and sense_edit:
+    backpack_intervention()
+elif arch == 'mdlm':
+    sample_mdlm()
+elif arch == 'encoder' and meta.get('dataset') == 'akkadian':
     restore_akkadian()
 elif arch == 'encoder':
     if '[MASK]' not in text:

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure, format_config
-from model import ModelConfig, build_model, mlm_mask, objective, optimizer_groups
+from model import ModelConfig, build_model, diffusion_noise, mlm_mask, objective, optimizer_groups
 from prepare.common import BatchLoader, die, fixed_subset, load_meta, maskable_positions
 
 # ----------------------------------------------------------------------------- defaults
@@ -34,7 +34,7 @@ from prepare.common import BatchLoader, die, fixed_subset, load_meta, maskable_p
 out_dir = 'out'
 dataset = 'shakespeare_char'    # reads data/<dataset>/ unless data_dir is set
 data_dir = ''
-init_from = 'scratch'           # scratch | resume
+init_from = 'scratch'           # scratch | resume | PATH (a local state dict: ours or stanfordnlp/backpack-gpt2's layout)
 eval_interval = 250
 eval_iters = 20                 # batches per split at each evaluation
 log_interval = 10
@@ -42,6 +42,7 @@ eval_only = False
 seed = 1337
 # model (see model.ModelConfig)
 arch = 'gpt'
+vocab_size = 0                  # 0 = the data's (meta.json); larger pads the embedding (e.g. 50304)
 n_layer = 6
 n_head = 6
 n_embd = 384
@@ -55,12 +56,28 @@ mlp = 'gelu'
 pos = 'learned'
 rope_base = 10000.0
 doc_mask = False
+attention = 'standard'          # standard | agglutinative (issue 7: word/class biases from meta.json's token tables)
+agglu_input_emb = False         # agglutinative: + zero-init token-class and position-in-word embeddings
 # objective: masked LM (arch encoder)
 mask_rate = 0.15
 mask_replace = 0.8              # of the chosen positions: fraction replaced by [MASK] ...
 mask_random = 0.1               # ... by a random token (the rest stay unchanged)
 span_mean = 0.0                 # > 0: mask spans with geometric lengths of this mean
 doc_aligned = False             # windows start at document starts
+# objective: masked diffusion (arch mdlm; model.MDLM); the importance options are all off for plain MDLM
+cond_dim = 128                  # timestep-embedding width of the DiT's adaLN
+time_cond = False               # condition on the noise level (MDLM default: off)
+importance = False              # train an importance estimator on the backbone's detached per-token loss
+imp_n_layer = 2
+imp_n_embd = 256
+imp_n_head = 4
+importance_weight = 1.0         # weight of the estimator's MSE in the training loss
+adaptive_masking = False        # mask probabilities biased by importance, mean kept at 1 - alpha_t
+adaptive_strength = 1.0
+curriculum = False              # easy -> hard bias over training
+curriculum_phases = '0.3,0.7'   # fractions of max_iters where the easy phase ends / the hard phase starts
+# backpack (model.Backpack)
+n_senses = 16                   # sense vectors per token
 # optimisation
 batch_size = 12                 # per process and micro-step; 'auto' benchmarks and picks the fastest that fits
 gradient_accumulation_steps = 1 # in total, over all DDP processes
@@ -80,6 +97,10 @@ dtype = 'auto'                  # auto | float32 | bfloat16 | float16
 compile = False
 num_threads = 0                 # CPU threads per process; 0 = torch default (divided among DDP processes)
 max_nonfinite = 5               # abort after this many non-finite steps in a row
+# benchmark mode (bench.py): time real training steps, no evaluation, no checkpoints
+bench_iters = 0                 # > 0: run bench_warmup steps, then time bench_iters steps -> out_dir/bench.json
+bench_warmup = 5
+peak_tflops = 0.0               # device bf16 dense peak for MFU; 0 = known for H100/H200/A100, else no MFU
 # interpretability artifacts
 save_artifacts = False          # store embeddings + hidden states of a fixed eval subset before and after training
 artifact_layers = '0,4,8,12,16' # 0 = embedding output, i = output of block i
@@ -90,8 +111,8 @@ if min_lr == 0.0:
     min_lr = learning_rate / 10
 if lr_decay_iters == 0:
     lr_decay_iters = max_iters
-if init_from not in ('scratch', 'resume'):
-    die(f"init_from must be 'scratch' or 'resume', got {init_from!r}")
+if init_from not in ('scratch', 'resume') and not os.path.isfile(init_from):
+    die(f"init_from must be 'scratch', 'resume' or the path of a local state dict; {init_from!r} is none of them")
 
 # ----------------------------------------------------------------------------- processes and device
 ddp = int(os.environ.get('RANK', -1)) != -1
@@ -131,10 +152,13 @@ mask_id = special_ids.get('[MASK]')
 if obj == 'mlm' and mask_id is None:
     die(f"{data_dir} has no [MASK] token: a masked-LM arch needs a tokenizer with [MASK] (re-run its prepare script)")
 n_lead = len(special_ids) if sorted(special_ids.values()) == list(range(len(special_ids))) else 0
+if obj == 'diffusion' and mask_id is None:
+    mask_id = meta['vocab_size']  # no [MASK] in the tokenizer (e.g. GPT-2 BPE): a mask token added to the vocabulary
 
 
 def make_batch(split, index, stream=0):
-    """Micro-batch `index` of `split` on the device, with the objective's corruption applied."""
+    """Micro-batch `index` of `split` on the device, with the objective's corruption applied:
+    (x, y, doc, extra), extra = keyword arguments of the model call (the diffusion noise)."""
     return make_batch_with(loader, split, index, stream)
 
 
@@ -145,13 +169,18 @@ def make_batch_with(loader, split, index, stream=0):
         x, y = mlm_mask(x.numpy(), b['rng'], mask_rate, mask_id, meta['vocab_size'], maskable_positions(b, meta),
                         replace=(mask_replace, mask_random, 1 - mask_replace - mask_random), span_mean=span_mean,
                         rand_low=n_lead)
+    extra = {}
+    if obj == 'diffusion':  # t stratified over the global batch (training) or over the eval batches
+        group = gradient_accumulation_steps if stream == 0 else eval_iters
+        t, u = diffusion_noise(b['rng'], x.shape[0], x.shape[1], index % group, group)
+        extra = {'t': t.to(device), 'u': u.to(device), 'progress': iter_num / max(1, max_iters)}
     doc = b.get('doc') if doc_mask else None
     if device_type == 'cuda':
         x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
         doc = doc.pin_memory().to(device, non_blocking=True) if doc is not None else None
     else:
         x, y, doc = x.to(device), y.to(device), (doc.to(device) if doc is not None else None)
-    return x, y, doc
+    return x, y, doc, extra
 
 
 def auto_batch_size(candidates=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), steps=3):
@@ -169,9 +198,9 @@ def auto_batch_size(candidates=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), steps=3)
                         if device_type == 'cuda':
                             torch.cuda.synchronize()
                         t0 = time.time()
-                    x, y, doc = make_batch_with(probe, 'train', k)
+                    x, y, doc, extra = make_batch_with(probe, 'train', k)
                     with ctx:
-                        _, loss = model(x, y, doc)
+                        _, loss = model(x, y, doc, **extra)
                     loss.backward()
                 if device_type == 'cuda':
                     torch.cuda.synchronize()
@@ -201,6 +230,13 @@ def auto_batch_size(candidates=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), steps=3)
 model_keys = [k for k in ModelConfig().to_dict() if k in config]
 model_args = {k: config[k] for k in model_keys}
 model_args['vocab_size'] = meta['vocab_size']
+if vocab_size:  # a padded vocabulary (e.g. 50304, a multiple of 64, for speed); ids stay those of the data
+    if vocab_size < meta['vocab_size']:
+        die(f"vocab_size={vocab_size} is smaller than the data's {meta['vocab_size']} ids; use 0 (the data's) or more")
+    model_args['vocab_size'] = vocab_size
+if obj == 'diffusion':
+    model_args['mask_id'] = mask_id
+    model_args['vocab_size'] = max(model_args['vocab_size'], mask_id + 1)
 iter_num, best_val_loss, data_position, nonfinite_total = 0, float('inf'), 0, 0
 ckpt = None
 out = Path(out_dir)
@@ -213,8 +249,20 @@ if init_from == 'resume':
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
     data_position, nonfinite_total = ckpt['data_position'], ckpt.get('nonfinite_total', 0)
 model = build_model(ModelConfig(**model_args))
+if model_args.get('attention', 'standard') == 'agglutinative':
+    if 'word_start' not in meta or 'token_class' not in meta:
+        die(f"attention='agglutinative' needs meta.json 'word_start' and 'token_class' in {data_dir} (prepare/turkish.py writes them)")
+    model.set_token_tables(meta['word_start'], meta['token_class'])
 if ckpt is not None:
     model.load_state_dict(ckpt['model'])
+elif init_from not in ('scratch', 'resume'):  # pretrained weights from a local file; the optimizer starts fresh
+    from model import load_pretrained
+    try:
+        load_pretrained(model, init_from)
+    except ValueError as e:
+        die(f"--init_from={init_from}: {e}")
+    if master:
+        print(f"initialised the weights from {init_from}")
 model.to(device)
 if ckpt is not None and batch_size == 'auto':
     batch_size = ckpt['config']['batch_size']  # resume with the batch size that was chosen
@@ -223,10 +271,14 @@ if batch_size == 'auto':
     config['batch_size'] = batch_size
 loader = BatchLoader(data_dir, block_size, batch_size, seed=seed, aux=aux, doc_aligned=doc_aligned)
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+loss_name = getattr(model, 'loss_name', None)  # MDLM with importance options: a weighted objective
+weighted_loss = loss_name not in (None, 'nelbo')
 if master:
     print("config:\n" + format_config(config))
     print(f"arch {arch} ({obj} objective): {model.num_params() / 1e6:.2f}M parameters, "
           f"{model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding")
+    if weighted_loss:
+        print(f"training loss: {loss_name} (a weighted objective, not a bound); val_loss stays the plain NELBO")
     print(f"tokens per iteration: {tokens_per_iter:,} ({world} process(es) x {accum} micro-steps x {batch_size} x {block_size})")
 
 use_fused = 'fused' in inspect.signature(torch.optim.AdamW).parameters and device_type in ('cuda', 'cpu')
@@ -272,12 +324,12 @@ def estimate_loss():
     out_losses = {}
     model.eval()
     for split in [s for s in ('train', 'val') if s in loader.splits()]:
-        losses = torch.zeros(eval_iters, device=device)
+        losses = torch.zeros(eval_iters, device=device, dtype=torch.float32 if device_type == 'mps' else torch.float64)
         for k in range(rank, eval_iters, world):
-            x, y, doc = make_batch(split, k, stream=1)
+            x, y, doc, extra = make_batch(split, k, stream=1)
             with ctx:
-                _, loss = model(x, y, doc)
-            losses[k] = loss.float()
+                _, loss = model(x, y, doc, **extra)
+            losses[k] = loss
         if ddp:
             dist.all_reduce(losses)
         out_losses[split] = losses.mean().item()
@@ -344,6 +396,30 @@ def write_artifacts(name):
     print(f"wrote {out / f'artifacts_{name}.pt'}: {len(docs)} documents, {offsets[-1]:,} tokens, layers {kept}")
 
 
+def write_bench(seconds):
+    """bench.py's measurement: tokens/s, step time, MFU against the device's bf16 dense peak, peak memory."""
+    tps = tokens_per_iter * bench_iters / seconds
+    peak = peak_tflops * 1e12
+    if not peak and device_type == 'cuda':
+        name = torch.cuda.get_device_name()
+        peak = next((v for k, v in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12)) if k in name), 0.0)
+    fpt = raw_model.flops_per_token()
+    if device_type == 'cuda':
+        mem = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        import resource
+        mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # peak resident set (Linux: KiB)
+    res = {'arch': arch, 'device': torch.cuda.get_device_name() if device_type == 'cuda' else device, 'dtype': dtype,
+           'compile': compile, 'params': raw_model.num_params(), 'tokens_per_iter': tokens_per_iter,
+           'tokens_per_s': tps, 'step_s': seconds / bench_iters, 'flops_per_token': fpt,
+           'mfu': fpt * tps / peak if peak else None, 'peak_mem_gib': mem, 'world_size': world}
+    if master:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / 'bench.json', 'w') as f:
+            json.dump(res, f, indent=1)
+        print(json.dumps(res))
+
+
 def log_metrics(row):
     if master:  # strict JSON: a non-finite number is written as null
         row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
@@ -380,7 +456,7 @@ def on_signal(signum, frame):
 signal.signal(signal.SIGTERM, on_signal)
 signal.signal(signal.SIGINT, on_signal)
 
-if save_artifacts and init_from == 'scratch':
+if save_artifacts and init_from == 'scratch' and not bench_iters:
     save_checkpoint('init.pt')  # the initial weights are kept, so "before" can be recomputed
     if master:
         write_artifacts('init')
@@ -397,8 +473,20 @@ first_step = True
 skip_eval_at = iter_num if init_from == 'resume' else -1
 grad_norm = torch.zeros((), device=device)
 loss_acc = torch.zeros((), device=device)
+if bench_iters:
+    max_iters = iter_num + bench_warmup + bench_iters
+    if device_type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
 while True:
-    if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != skip_eval_at:
+    if bench_iters and iter_num in (bench_warmup, max_iters):  # time the steps between warm-up and the end
+        if device_type == 'cuda':
+            torch.cuda.synchronize()
+        if iter_num == bench_warmup:
+            t_bench = time.time()
+        else:
+            write_bench(time.time() - t_bench)
+            break
+    if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != skip_eval_at and not bench_iters:
         losses = estimate_loss()
         if master:
             row = {'kind': 'eval', 'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses.get('val'),
@@ -419,18 +507,18 @@ while True:
         group['lr'] = lr
     loss_acc.zero_()
     base = data_position + rank * accum
-    x, y, doc = make_batch('train', base)
+    x, y, doc, extra = make_batch('train', base)
     for micro in range(accum):
         if ddp:
             train_model.require_backward_grad_sync = micro == accum - 1
         with ctx:
-            _, loss = train_model(x, y, doc)
+            _, loss = train_model(x, y, doc, **extra)
             loss = loss / accum
         if first_step and (not loss.requires_grad or loss.grad_fn is None):
             fail("the loss has no grad_fn: the forward pass ran without autograd (torch.no_grad?) or every "
                 "parameter is frozen; nothing would train")
         if micro + 1 < accum:
-            x, y, doc = make_batch('train', base + micro + 1)  # prepare the next batch while the device works
+            x, y, doc, extra = make_batch('train', base + micro + 1)  # prepare the next batch while the device works
         scaler.scale(loss).backward()
         loss_acc += loss.detach()
     if first_step:
@@ -469,7 +557,8 @@ while True:
         t_log, iters_since_log = time.time(), 0
         if master:
             log_metrics({'kind': 'train', 'iter': iter_num, 'loss': lossf, 'lr': lr, 'grad_norm': grad_norm.item(),
-                         'tokens_per_s': tps, 'elapsed': time.time() - t_start, 'nonfinite_skipped': nonfinite_total})
+                         'tokens_per_s': tps, 'elapsed': time.time() - t_start, 'nonfinite_skipped': nonfinite_total,
+                         **({'loss_name': loss_name} if weighted_loss else {})})
             pbar.set_postfix(loss=f'{lossf:.4f}', lr=f'{lr:.2e}', tok_s=f'{tps:,.0f}', refresh=False)
         if ddp:  # agree on a stop request at log intervals, so every process stops at the same step
             flag = torch.tensor([1.0 if stop_signal else 0.0], device=device)
@@ -484,7 +573,7 @@ while True:
         break
 
 pbar.close()
-if save_artifacts and master and not stop_signal:
+if save_artifacts and master and not stop_signal and not bench_iters:
     write_artifacts('final')
 if master and nonfinite_total:
     print(f"skipped {nonfinite_total} steps with non-finite loss or gradients")
