@@ -1,0 +1,187 @@
+"""MDLM (issue 4): the NELBO, SUBS, the time sampling, the samplers and the importance-aware options, on tiny
+models on CPU."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import read_metrics, run_train
+from model import (MDLM_EPS, MDLM_T_MIN, ModelConfig, adaptive_mask_probs, build_model, curriculum_direction,
+                   diffusion_noise, mdlm_mask_rate, mdlm_per_sequence_nelbo, mdlm_sample, mdlm_semi_ar)
+
+V = 12  # 11 real tokens + [MASK] (id 11)
+
+
+def tiny(seed=0, randomise_head=True, **kw):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(arch='mdlm', vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=False,
+                      pos='rope', cond_dim=16, imp_n_layer=1, imp_n_embd=16, imp_n_head=2, **kw)
+    m = build_model(cfg)
+    if randomise_head:  # adaLN-zero and the zero head make a fresh model uniform: give it some structure
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if 'adaLN' in name or name.startswith('head'):
+                    p.normal_(0, 0.3)
+    return m.eval()
+
+
+def test_uniform_predictor_gives_log_v_minus_1():
+    m = tiny(randomise_head=False)  # zero-initialised output layer: uniform over the V-1 real tokens
+    x0 = torch.randint(0, V - 1, (64, 16), generator=torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    vals = []
+    for k in range(200):
+        t, u = diffusion_noise(rng, 64, 16, k, 200)
+        with torch.no_grad():
+            vals.append(m(x0, x0, None, t=t, u=u)[1].item())
+    mean, se = np.mean(vals), np.std(vals) / math.sqrt(len(vals))
+    # E_t[(1/t) P(masked) log(V-1)] = (1 - eps) log(V-1): log(V-1) up to the eps = 1e-3 never-masked mass
+    assert abs(mean - (1 - MDLM_EPS) * math.log(V - 1)) < 4 * se + 1e-3
+    assert abs(mean - math.log(V - 1)) < 4 * se + 2e-3 * math.log(V - 1) and se < 0.02
+
+
+def test_unmasked_positions_contribute_exactly_zero():
+    m = tiny()
+    x0 = torch.randint(0, V - 1, (4, 16), generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.2, 0.5, 0.8, 1.0])
+    with torch.no_grad():
+        assert m(x0, x0, None, t=t, u=torch.ones(4, 16))[1].item() == 0.0  # nothing masked: exactly 0
+        u = torch.rand(4, 16, generator=torch.Generator().manual_seed(2))
+        logits, loss = m(x0, x0, None, t=t, u=u)
+        masked = u < mdlm_mask_rate(t)[:, None]
+        assert masked.any() and (~masked).any()
+        z = torch.where(masked, torch.full_like(x0, m.mask_id), x0)
+        lp = torch.log_softmax(m.denoise(z).double(), -1).gather(-1, x0[..., None])[..., 0]
+        manual = (-lp * masked / t.double()[:, None]).sum() / x0.numel()  # masked positions only
+        assert torch.allclose(loss, manual, rtol=1e-5, atol=1e-7)
+        # changing the clean token at an unmasked position changes nothing but its own (absent) term
+        assert torch.isinf(logits[..., m.mask_id]).all() and (logits[..., m.mask_id] < 0).all()  # zero masking
+
+
+def test_antithetic_estimator_matches_dense_integration():
+    m = tiny(seed=3)
+    T = 4
+    x0 = torch.tensor([[1, 5, 2, 7]])
+    # exact E over the 2^T masks of sum_masked -log p(x0 | z), for every mask pattern (the net is time-agnostic)
+    pats = torch.tensor(list(itertools.product([0, 1], repeat=T)), dtype=torch.bool)
+    with torch.no_grad():
+        z = torch.where(pats, torch.full((len(pats), T), m.mask_id), x0.expand(len(pats), T))
+        lp = torch.log_softmax(m.denoise(z).double(), -1).gather(-1, x0.expand(len(pats), T)[..., None])[..., 0]
+    L = (-lp * pats).sum(1)                                       # (16,)
+    k = pats.sum(1).double()
+    ts = torch.linspace(MDLM_T_MIN, 1.0, 200001, dtype=torch.float64)
+    p = mdlm_mask_rate(ts)[:, None]
+    f = ((p ** k) * ((1 - p) ** (T - k)) * L).sum(1) / ts / T    # per-token loss at t, exact in the mask
+    exact = torch.trapezoid(f, ts).item() / (1 - MDLM_T_MIN)      # E_{t ~ U[1e-3, 1]}
+    rng = np.random.default_rng(0)
+    B, K = 64, 40
+    strat, iid = [], []
+    xb = x0.expand(B, T)
+    with torch.no_grad():
+        for r in range(K):
+            t, u = diffusion_noise(rng, B, T, 0, 1)               # one global batch: stratified t
+            strat.append(m(xb, xb, None, t=t, u=u)[1].item())
+            t_iid = torch.from_numpy((rng.random(B) * (1 - MDLM_T_MIN) + MDLM_T_MIN).astype(np.float32))
+            iid.append(m(xb, xb, None, t=t_iid, u=u)[1].item())
+    mean, se = np.mean(strat), np.std(strat) / math.sqrt(K)
+    assert abs(mean - exact) < 4 * se + 1e-6, (mean, exact, se)
+    assert np.std(strat) < np.std(iid)                            # the low-discrepancy t reduces variance
+
+
+def test_stratified_t_covers_the_global_batch():
+    rng = np.random.default_rng(0)
+    ts = np.concatenate([diffusion_noise(rng, 4, 8, g, 3)[0].numpy() for g in range(3)])
+    raw = (ts - MDLM_T_MIN) / (1 - MDLM_T_MIN)
+    assert sorted(np.floor(raw * 12).astype(int).tolist()) == list(range(12))  # one t per stratum of 1/12
+
+
+def test_ddpm_cache_equals_ddpm_and_saves_calls():
+    m = tiny(seed=4)
+    z = torch.full((1, 8), m.mask_id)
+    a, sa = mdlm_sample(m, z, steps=64, cache=False, generator=torch.Generator().manual_seed(7))
+    b, sb = mdlm_sample(m, z, steps=64, cache=True, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    assert (a != m.mask_id).all()
+    assert sa['calls_saved'] == 0 and sb['calls_saved'] > 0
+    assert sa['network_calls'] == sb['network_calls'] + sb['calls_saved']
+
+
+def test_infilling_never_changes_known_tokens_and_semi_ar_extends():
+    m = tiny(seed=5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, V - 1, (3, 16), generator=g)
+    known = torch.rand(3, 16, generator=g) < 0.5
+    z = torch.where(known, x, torch.full_like(x, m.mask_id))
+    out, _ = mdlm_sample(m, z, steps=16, cache=True, generator=g)
+    assert torch.equal(out[known], x[known]) and (out != m.mask_id).all()
+    long, _ = mdlm_semi_ar(m, 2, 40, steps=8, stride=8, generator=g)
+    assert long.shape == (2, 40) and (long != m.mask_id).all()
+
+
+def test_adaptive_masking_keeps_the_mean_rate():
+    g = torch.Generator().manual_seed(0)
+    rate = torch.tensor([1e-3, 0.1, 0.5, 0.9, 0.999])
+    score = torch.rand(5, 64, generator=g)
+    for strength in (-2.0, 0.5, 3.0):
+        p = adaptive_mask_probs(rate, score, strength)
+        assert torch.allclose(p.mean(1), rate.double(), rtol=1e-6, atol=1e-9)
+        assert ((p > 0) & (p < 1)).all()
+        c = torch.corrcoef(torch.stack([p[2], score[2].double()]))[0, 1]
+        assert (c > 0.5) if strength > 0 else (c < -0.5)  # biased toward hard (strength > 0) or easy tokens
+    assert torch.allclose(adaptive_mask_probs(rate, score, 0.0), rate.double()[:, None].expand(5, 64))
+    assert curriculum_direction(0.1) == -1 and curriculum_direction(0.9) == 1 and abs(curriculum_direction(0.5)) < 1e-9
+
+
+def test_importance_target_is_detached_and_val_stays_plain():
+    kw = dict(importance=True, adaptive_masking=True, curriculum=True, adaptive_strength=2.0)
+    x0 = torch.randint(0, V - 1, (4, 16), generator=torch.Generator().manual_seed(1))
+    t, u = diffusion_noise(np.random.default_rng(0), 4, 16, 0, 1)
+    grads = {}
+    for w in (0.0, 5.0):
+        m = tiny(seed=6, importance_weight=w, **kw).train()
+        m(x0, x0, None, t=t, u=u, progress=0.9)[1].backward()
+        grads[w] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    backbone = [n for n in grads[5.0] if not n.startswith('importance.')]
+    # the estimator's loss never reaches the backbone (its target is the backbone's DETACHED loss) ...
+    assert all(torch.equal(grads[0.0][n], grads[5.0][n]) for n in backbone)
+    # ... and the estimator learns from it
+    assert any(grads[5.0][n].abs().sum() > 0 for n in grads[5.0] if n.startswith('importance.'))
+    # eval mode: the plain NELBO, whatever the options (uniform masking, no estimator term)
+    m.eval()
+    plain = tiny(seed=6)
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith('importance.')})
+    with torch.no_grad():
+        a = m(x0, x0, None, t=t, u=u)[1]
+        b = plain.eval()(x0, x0, None, t=t, u=u)[1]
+        c = mdlm_per_sequence_nelbo(plain, x0, t, u).sum() / x0.numel()
+    assert a.dtype == torch.float64 and torch.equal(a, b) and torch.allclose(a, c)
+    assert m.loss_name == 'weighted_nelbo+importance_mse' and plain.loss_name == 'nelbo'
+
+
+def test_train_mdlm_ddp_equals_accumulation(char_data, tmp_path):
+    """train.py with the importance options: the weighted loss is logged under its name, val_loss is finite,
+    and 2 gloo processes give what 1 process gives with 2 accumulation steps (noise and t strata are drawn
+    from the batch's own generator, stratified over the global batch)."""
+    common = [f'--data_dir={char_data}', '--arch=mdlm', '--pos=rope', '--bias=False', '--cond_dim=16',
+              '--importance=True', '--adaptive_masking=True', '--curriculum=True', '--imp_n_layer=1',
+              '--imp_n_embd=16', '--imp_n_head=2', '--max_iters=4', '--eval_interval=2',
+              '--gradient_accumulation_steps=2']
+    one, two = tmp_path / 'one', tmp_path / 'two'
+    run_train(common + [f'--out_dir={one}'])
+    r = run_train(common + [f'--out_dir={two}'], torchrun=2)
+    assert '2 process(es)' in r.stdout
+    a, b = read_metrics(one), read_metrics(two)
+    train = [x for x in a if x.get('kind') == 'train']
+    assert train and all(x['loss_name'] == 'weighted_nelbo+importance_mse' for x in train)
+    assert [(x['kind'], x['iter']) for x in a] == [(x['kind'], x['iter']) for x in b]
+    for x, y in zip(a, b):
+        for key in ('loss', 'train_loss', 'val_loss'):
+            if key in x:
+                assert math.isfinite(x[key]) and y[key] == pytest.approx(x[key], abs=1e-5), (x, y)
+    wa = torch.load(one / 'last.pt', weights_only=True)
+    wb = torch.load(two / 'last.pt', weights_only=True)
+    assert wa['model_args']['arch'] == 'mdlm' and wa['model_args']['mask_id'] >= 0
+    for k, v in wa['model'].items():
+        assert torch.allclose(v, wb['model'][k], atol=1e-5), k
