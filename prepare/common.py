@@ -300,10 +300,21 @@ class HFTokenizer:
         return self.tok.decode(list(ids), skip_special_tokens=True)
 
     def token_bytes(self):
+        """UTF-8 bytes each piece stands for in the text. Byte-level BPE: one character of the piece
+        is one byte. Metaspace (unigram): the piece's UTF-8 length with '▁' counted as the space it
+        stands for. (Decoding pieces one at a time would drop that space and split multi-byte
+        characters, biasing bits per byte.)"""
         specials = set(self.special_ids().values())
+        byte_level = type(self.tok.pre_tokenizer).__name__ == 'ByteLevel'
         out = []
         for i in range(self.vocab_size):
-            out.append(0 if i in specials else len(self.decode([i]).encode('utf-8')) or 1)
+            piece = self.tok.id_to_token(i)
+            if i in specials or piece is None:
+                out.append(0)
+            elif byte_level:
+                out.append(len(piece))
+            else:
+                out.append(len(piece.replace('\u2581', ' ').encode('utf-8')))
         return out
 
     def to_meta(self):

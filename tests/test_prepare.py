@@ -275,3 +275,19 @@ def test_shakespeare_input_directory(tmp_path, monkeypatch):
     assert sorted(sum(meta['documents'].values(), [])) == [f'doc{i:02d}' for i in range(5)]
     with pytest.raises(SystemExit):
         shakespeare.main(['--input', str(tmp_path / 'missing.txt'), '--out', 'x'])
+
+
+@pytest.mark.parametrize('kind', ['bpe', 'unigram'])
+def test_hf_token_bytes_sum_to_the_text_bytes(kind, tmp_path):
+    """Bits per byte divide by the bytes the tokens stand for: summed over an encoding they must equal
+    the UTF-8 length of the text exactly (spaces and multi-byte characters included)."""
+    from prepare.common import HFTokenizer
+    texts = ['Çok güzel bir gün, değil mi? Evet, çok güzel.', 'naïve café déjà vu — ünlü şarkılar'] * 50
+    tok = HFTokenizer.train(texts, 300, model=kind)
+    nb = tok.token_bytes()
+    for t in texts[:2]:
+        ids = tok.encode(t)
+        assert tok.decode(ids) == t
+        # unigram (Metaspace) prepends a word-start marker to the first word: one byte per document
+        prefix = kind == 'unigram' and tok.tok.id_to_token(ids[0]).startswith('\u2581')
+        assert sum(nb[i] for i in ids) == len(t.encode('utf-8')) + prefix
