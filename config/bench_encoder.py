@@ -1,0 +1,19 @@
+# A 124M-class encoder for bench.py: the Aeneas design (RMSNorm, RoPE, GeGLU, no biases) at
+# 12 layers, d 768, 12 heads of 64, GeGLU width 2048, context 1024, vocabulary padded to 50304.
+dataset = 'shakespeare_char'
+arch = 'encoder'
+vocab_size = 50304
+n_layer = 12
+n_head = 12
+n_embd = 768
+d_kv = 64
+d_ff = 2048
+norm = 'rmsnorm'
+mlp = 'geglu'
+pos = 'rope'
+bias = False
+dropout = 0.0
+block_size = 1024
+batch_size = 8
+gradient_accumulation_steps = 1
+compile = True

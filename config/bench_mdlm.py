@@ -1,0 +1,14 @@
+# MDLM small (DiT, 12 layers, d 768, 12 heads, context 1024) for bench.py; vocabulary padded to 50304.
+dataset = 'shakespeare_char'
+arch = 'mdlm'
+vocab_size = 50304
+n_layer = 12
+n_head = 12
+n_embd = 768
+block_size = 1024
+pos = 'rope'
+bias = False
+dropout = 0.0
+batch_size = 8
+gradient_accumulation_steps = 1
+compile = True
