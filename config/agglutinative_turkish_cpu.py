@@ -27,4 +27,3 @@ log_interval = 20
 seed = 1337
 device = 'cpu'
 dtype = 'float32'
-num_threads = 1
