@@ -40,7 +40,6 @@ see the section "EN-FR metrics" below for the definitions.
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import torch

