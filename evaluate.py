@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from configurator import configure
-from model import beam_fill, encoder_scorer, load_checkpoint, mlm_mask, objective
+from model import beam_fill, encoder_scorer, load_checkpoint, load_run, mlm_mask, objective
 from prepare.common import die, documents, fixed_subset, load_meta, load_tokenizer, maskable_positions
 
 # ----------------------------------------------------------------------------- defaults
@@ -950,12 +950,7 @@ def turkmorfbench(model, tok, items, device='cpu', block_size=None, sep_id=None,
 
 def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=0, batch_size=32, seed=42, device='cpu',
              n_spans=100, beam=20, max_gap_len=10, subset_size=500):
-    path = os.path.join(out_dir, ckpt_name)
-    if not os.path.exists(path):
-        die(f"{path} not found: train first, or pass --out_dir of a training run")
-    model, ckpt = load_checkpoint(path, device)
-    cfg = ckpt['config']
-    data_dir = data_dir or cfg.get('data_dir') or os.path.join('data', cfg['dataset'])
+    model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir)
     names = [s for s in ('val', 'test') if os.path.exists(os.path.join(data_dir, f'{s}.bin'))] if split == 'all' else [split]
     res = {'iter': ckpt['iter_num'], 'params': model.num_params(), 'params_non_embedding': model.num_params(True),
            'best_val_loss': ckpt['best_val_loss']}

@@ -14,6 +14,8 @@ Objectives follow the arch: `objective(arch)` says which (causal next token, mas
 masked-LM corruption (BERT 80/10/10) lives here too so train.py, evaluate.py and bench.py share it.
 """
 import math
+import os
+import sys
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -966,6 +968,19 @@ def load_checkpoint(path, device='cpu'):
     state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
     model.load_state_dict(state)
     return model.to(device).eval(), ckpt
+
+
+def load_run(out_dir, ckpt_name='ckpt.pt', device='cpu', data_dir=''):
+    """(model, checkpoint, data_dir) of a training run: its checkpoint, and the data it was trained on
+    unless data_dir is given. A missing checkpoint ends the program with one line saying what to do."""
+    path = os.path.join(out_dir, ckpt_name)
+    if not os.path.exists(path):
+        print(f"error: {path} not found: train first (python train.py config/...) or pass --out_dir of a "
+              f"training run", file=sys.stderr)
+        raise SystemExit(1)
+    model, ckpt = load_checkpoint(path, device)
+    cfg = ckpt['config']
+    return model, ckpt, data_dir or cfg.get('data_dir') or os.path.join('data', cfg['dataset'])
 
 
 def optimizer_groups(model, weight_decay):

@@ -32,13 +32,12 @@ an ATF-like line read by prepare.akkadian.parse_restoration_input, the normaliza
 probabilities, then the line with the best restoration of every gap.
 """
 import json as _json
-import os
 import sys
 
 import torch
 
 from configurator import configure
-from model import encoder_scorer, load_checkpoint, restore_gaps
+from model import encoder_scorer, load_run, restore_gaps
 from prepare.common import die, load_meta, load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
@@ -70,12 +69,7 @@ sys.argv[1:] = ['--json=True' if a == '--json' else a for a in sys.argv[1:]]
 configure(globals())
 json_output = json_output or json
 torch.manual_seed(seed)
-path = os.path.join(out_dir, ckpt_name)
-if not os.path.exists(path):
-    die(f"{path} not found: train first (python train.py config/...) or pass --out_dir=DIR")
-model, ckpt = load_checkpoint(path, device)
-cfg = ckpt['config']
-data_dir = data_dir or cfg.get('data_dir') or os.path.join('data', cfg['dataset'])
+model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir)
 tok = load_tokenizer(data_dir)
 arch = ckpt['model_args']['arch']
 
