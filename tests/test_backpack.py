@@ -339,7 +339,7 @@ def test_prepare_europarl_splits_and_format(europarl_data):
 def test_europarl_metrics_on_tiny_models(europarl_data):
     import json
     import numpy as np
-    import evaluate as ev
+    import evals.europarl as ev
     meta = json.loads((europarl_data / 'meta.json').read_text())
     # the language of each token: after <en> English, after <fr> French, tags/separators excluded
     en, fr, sep = meta['lang_tags']['<en>'], meta['lang_tags']['<fr>'], meta['sep_id']

@@ -1,4 +1,4 @@
-"""TurkMorfBench forced-choice scoring in evaluate.py: length normalisation, the tie rule (ties are wrong),
+"""TurkMorfBench forced-choice scoring in evals/turkish.py: length normalisation, the tie rule (ties are wrong),
 the chance level and the prompt/candidate token boundary, with a toy tokenizer and a fake causal model whose
 log-probabilities are known. No network: the items are built here."""
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from evaluate import TMB_PROMPT, turkmorfbench
+from evals.turkish import TMB_PROMPT, turkmorfbench
 
 CHARS = sorted(set(TMB_PROMPT.format(stem='') + "abcdeklmnrstvxyz'ıöüçğş"))
 SEP = 0

@@ -1,0 +1,1 @@
+"""Family-specific metrics of evaluate.py: one module per model family / dataset."""

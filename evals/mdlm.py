@@ -1,0 +1,98 @@
+"""
+Masked diffusion (mdlm) metrics: the plain MDLM NELBO of a split, the unigram entropy of the train split and
+each split's cross-entropy under it, and the generative perplexity of unconditional samples under a causal gpt
+trained on the same data (with the samples' unigram entropy beside it).
+"""
+import math
+import os
+
+import numpy as np
+import torch
+
+from model import load_checkpoint
+from prepare.common import die, load_meta, load_tokenizer
+
+
+def unigram_stats(data_dir, split_names):
+    """Unigram entropy of the train split (nats/token) and each split's cross-entropy under the add-one
+    train unigram: the level a model must go well below to have learnt anything beyond frequencies."""
+    tr = np.fromfile(os.path.join(data_dir, 'train.bin'), dtype=np.uint16)
+    c = np.bincount(tr, minlength=load_meta(data_dir)['vocab_size']).astype(np.float64)
+    p = c[c > 0] / c.sum()
+    res = {'data_unigram_entropy': float(-(p * np.log(p)).sum())}
+    q = (c + 1) / (c.sum() + len(c))
+    for s in split_names:
+        d = np.fromfile(os.path.join(data_dir, f'{s}.bin'), dtype=np.uint16)
+        res[f'{s}_unigram_xent'] = float(-np.log(q[d]).mean())
+    return res
+
+
+@torch.no_grad()
+def evaluate_mdlm_split(model, ckpt, data_dir, split_name, device, max_tokens=0, batch_size=32, seed=42, n_rep=2):
+    """Plain MDLM NELBO of a split: non-overlapping windows of block_size tokens, n_rep (t, mask) draws per
+    window, t stratified over all windows of the split (model.diffusion_noise), float64 sums."""
+    from model import diffusion_noise, mdlm_per_sequence_nelbo
+    T = ckpt['model_args']['block_size']
+    data = np.memmap(os.path.join(data_dir, f'{split_name}.bin'), dtype=np.uint16, mode='r')
+    n = len(data) if not max_tokens else min(len(data), max_tokens)
+    starts = np.arange(0, n - T + 1, T)
+    if len(starts) == 0:
+        die(f"{split_name}.bin has {len(data)} tokens, fewer than a window of {T}")
+    tbytes = np.asarray(load_tokenizer(data_dir).token_bytes() + [0], dtype=np.float64)
+    nats = count = nbytes = 0.0
+    for r in range(n_rep):
+        t_all, u_all = diffusion_noise(np.random.default_rng([seed, r]), len(starts), T, 0, 1)
+        for b0 in range(0, len(starts), batch_size):
+            chunk = np.stack([np.asarray(data[s:s + T], dtype=np.int64) for s in starts[b0:b0 + batch_size]])
+            x0 = torch.from_numpy(chunk).to(device)
+            nats += mdlm_per_sequence_nelbo(model, x0, t_all[b0:b0 + len(chunk)], u_all[b0:b0 + len(chunk)]).sum().item()
+            count += chunk.size
+            nbytes += tbytes[np.minimum(chunk, len(tbytes) - 1)].sum()
+    nelbo = nats / count
+    return {f'{split_name}_nelbo': nelbo, f'{split_name}_ppl_bound': math.exp(min(nelbo, 700)),
+            f'{split_name}_bpb': nats / math.log(2) / max(nbytes, 1), f'{split_name}_tokens': int(count / n_rep)}
+
+
+@torch.no_grad()
+def generative_ppl(model, gpt_path, data_dir, n_samples=8, steps=128, seed=42, device='cpu', batch_size=8):
+    """Generative perplexity of unconditional MDLM samples (ddpm_cache, float64) under a causal gpt trained
+    on the same data (MDLM diffusion.py L514-573, with this data's tokenizer instead of gpt2-large): each
+    sample is scored after the document separator, exp(mean -log p). Always with the samples' unigram
+    entropy (mean over samples of the entropy of their token frequencies, nats): low-temperature,
+    repetitive samples get a low gen ppl and a low entropy (Zheng et al. 2024)."""
+    from model import mdlm_sample
+    if not os.path.exists(gpt_path):
+        die(f"{gpt_path} not found: train the causal baseline first (python train.py config/gpt_wikitext_cpu.py)")
+    gpt, gck = load_checkpoint(gpt_path, device)
+    if gck['model_args']['arch'] != 'gpt':
+        die(f"{gpt_path} is a {gck['model_args']['arch']} checkpoint; --gen_ppl_ckpt needs a gpt one")
+    if load_meta(data_dir).get('vocab_size') != gck['model_args']['vocab_size']:
+        die(f"{gpt_path} was trained with another vocabulary; train it on {data_dir}")
+    sep, T, Tg = load_meta(data_dir)['sep_id'], model.cfg.block_size, gck['model_args']['block_size']
+    g = torch.Generator().manual_seed(seed)
+    nll = count = 0.0
+    ents, saved, calls = [], 0, 0
+    for b0 in range(0, n_samples, batch_size):
+        nb = min(batch_size, n_samples - b0)
+        z = torch.full((nb, T), model.mask_id, dtype=torch.long, device=device)
+        x, st = mdlm_sample(model, z, steps, True, g)
+        saved, calls = saved + st['calls_saved'], calls + st['network_calls']
+        seq = torch.cat([torch.full((nb, 1), sep, dtype=torch.long, device=device), x], dim=1)
+        for c in range(0, T, Tg):  # windows of the gpt's context, each with the tokens before it as targets
+            inp, tgt = seq[:, c:c + Tg], seq[:, c + 1:c + Tg + 1]
+            logits, _ = gpt(inp[:, :tgt.shape[1]], all_logits=True)
+            lp = torch.log_softmax(logits.double(), -1).gather(-1, tgt[..., None])[..., 0]
+            nll, count = nll - lp.sum().item(), count + tgt.numel()
+        for row in x.tolist():
+            _, cnt = np.unique(row, return_counts=True)
+            p = cnt / cnt.sum()
+            ents.append(float(-(p * np.log(p)).sum()))
+    ref = []  # the same entropy on windows of real text (the val split, or train), for scale
+    split = 'val' if os.path.exists(os.path.join(data_dir, 'val.bin')) else 'train'
+    real = np.fromfile(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16)
+    for s0 in range(0, len(real) - T + 1, T):
+        _, cnt = np.unique(real[s0:s0 + T], return_counts=True)
+        ref.append(float(-(cnt / cnt.sum() * np.log(cnt / cnt.sum())).sum()))
+    return {'gen_ppl': math.exp(nll / count), 'gen_unigram_entropy': float(np.mean(ents)),
+            'data_window_unigram_entropy': float(np.mean(ref)), 'gen_samples': n_samples,
+            'gen_steps': steps, 'gen_calls_saved': saved}
