@@ -325,7 +325,7 @@ class HFTokenizer:
         stands for. (Decoding pieces one at a time would drop that space and split multi-byte
         characters, biasing bits per byte.)"""
         specials = set(self.special_ids().values())
-        byte_level = type(self.tok.pre_tokenizer).__name__ == 'ByteLevel'
+        byte_level = type(self.tok.decoder).__name__ == 'ByteLevel'  # the pre-tokenizer may be a Sequence
         out = []
         for i in range(self.vocab_size):
             piece = self.tok.id_to_token(i)
@@ -385,6 +385,9 @@ def load_tokenizer(data_dir):
         return VocabTokenizer(meta['vocab'], n_specials=meta['n_specials'])
     if kind == 'gpt2':
         return TiktokenGPT2()
+    if kind == 'hf' and meta.get('presegment'):  # MorphBPE-style: text is segmented into morphemes first
+        from prepare.turkish_morph import MorphTokenizer
+        return MorphTokenizer.load(data_dir, meta)
     if kind == 'hf':
         return HFTokenizer.load(data_dir / meta['tokenizer_file'])
     die(f"{data_dir}/meta.json names an unknown tokenizer {kind!r}")

