@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 @dataclass
 class ModelConfig:
-    arch: str = 'gpt'           # gpt | encoder
+    arch: str = 'gpt'           # gpt | encoder | mdlm | backpack | atlas
     vocab_size: int = 50304
     block_size: int = 1024
     n_layer: int = 12
@@ -41,6 +41,8 @@ class ModelConfig:
     pos: str = 'learned'        # learned | rope | none
     rope_base: float = 10000.0
     doc_mask: bool = False      # attention never crosses document boundaries (packed sequences)
+    activation_checkpointing: bool = False  # recompute each block in backward (non-reentrant): less memory, ~1/3 more compute
+    window: int = 0             # sliding-window attention: query i sees keys i - window < j <= i (0 = all)
     # issue 7: morphology-aware causal attention (see the agglutinative section after attention_mask)
     attention: str = 'standard'     # standard | agglutinative (causal trunks only: gpt, backpack)
     agglu_input_emb: bool = False   # + zero-init embeddings of token class and position in word (Segatron style)
@@ -59,10 +61,23 @@ class ModelConfig:
     curriculum_phases: str = '0.3,0.7'  # fractions of max_iters: easy until the first, hard after the second
     # backpack (sense vectors + contextualisation): see the backpack section below
     n_senses: int = 16          # k sense vectors per token (Hewitt et al. 2023)
+    # atlas (deep long-term memory, Omega rule; Behrouz et al. 2025): see the atlas section below
+    atlas_mode: str = 'mag'     # mag: memory and sliding-window attention in parallel, gated | mal: memory, then SWA
+    mem_depth: int = 2          # 1: linear memory M(z) = W z; 2: MLP memory M(z) = W_out GELU(W_in z) (+ z)
+    mem_key_dim: int = 0        # key/query width per head before the feature map; 0 -> head size
+    mem_hidden: int = 0         # hidden width of the MLP memory; 0 -> head size
+    mem_poly: int = 2           # degree p of the polynomial feature map phi_p; 0 = no map (Titans)
+    mem_window: int = 4         # c: the Omega rule's sliding window of past keys (1 = delta rule)
+    mem_chunk: int = 16         # b: chunk size of the parallel update (gradients at the chunk-start state)
+    mem_muon: bool = True       # Newton-Schulz (5 steps) on the momentum before the write (Atlas)
+    mem_lr: float = 0.1         # eta_max: the inner learning rate is eta_t = mem_lr * sigmoid(.)
+    mem_conv: int = 4           # causal depthwise convolution on q, k, v (Titans); 1 = none
 
     def __post_init__(self):
         if self.attention not in ('standard', 'agglutinative'):
             raise ValueError(f"unknown attention {self.attention!r}; choose standard or agglutinative")
+        if self.atlas_mode not in ('mag', 'mal'):
+            raise ValueError(f"unknown atlas_mode {self.atlas_mode!r}; choose mag or mal")
         if self.attention != 'standard' and self.arch not in ('gpt', 'backpack'):
             raise ValueError(f"attention={self.attention!r} is causal-only (gpt, backpack), not arch {self.arch!r}")
 
@@ -85,7 +100,7 @@ class ModelConfig:
 
 def objective(arch):
     """The training objective that goes with an architecture."""
-    return {'gpt': 'causal', 'encoder': 'mlm', 'mdlm': 'diffusion', 'backpack': 'causal'}[arch]
+    return {'gpt': 'causal', 'encoder': 'mlm', 'mdlm': 'diffusion', 'backpack': 'causal', 'atlas': 'causal'}[arch]
 
 
 # ----------------------------------------------------------------------------- shared blocks
@@ -113,6 +128,15 @@ class LayerNorm(nn.Module):
 
     def forward(self, x):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+def run_block(cfg, block, x, *args):
+    """block(x, *args), recomputed in the backward pass instead of keeping its activations when
+    cfg.activation_checkpointing is on (torch.utils.checkpoint, non-reentrant) and gradients are needed."""
+    if cfg.activation_checkpointing and torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint
+        return checkpoint(block, x, *args, use_reentrant=False)
+    return block(x, *args)
 
 
 def make_norm(cfg):
@@ -315,15 +339,16 @@ class Block(nn.Module):
 class Trunk(nn.Module):
     """Token embedding (+ learned positions or RoPE) -> blocks -> final norm. Shared by every arch."""
 
-    def __init__(self, cfg, causal, emb_norm=False):
+    def __init__(self, cfg, causal, emb_norm=False, block=None):
         super().__init__()
         self.cfg, self.causal = cfg, causal
+        block = block or Block
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos == 'learned' else None
         self.rope = Rotary(cfg.head_dim, cfg.rope_base, cfg.block_size) if cfg.pos == 'rope' else None
         self.emb_norm = LayerNorm(cfg.n_embd, bias=cfg.bias) if emb_norm else None
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList([Block(cfg, causal) for _ in range(cfg.n_layer)])
+        self.blocks = nn.ModuleList([block(cfg, causal) for _ in range(cfg.n_layer)])
         self.norm = make_norm(cfg)
         self.agglu = cfg.attention == 'agglutinative'
         if self.agglu:
@@ -364,7 +389,9 @@ class Trunk(nn.Module):
             x = self.emb_norm(x)
         x = self.drop(x)
         rope = self.rope(T) if self.rope is not None else None
-        mask = attention_mask(doc, self.causal) if self.cfg.doc_mask else None
+        mask = None
+        if self.cfg.doc_mask or self.cfg.window:
+            mask = attention_mask(doc if self.cfg.doc_mask else None, self.causal, self.cfg.window, T, idx.device)
         agglu = None
         if self.agglu:  # one set of word signals per forward, shared by every layer's own a/c/g
             base = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()[None, None]
@@ -377,7 +404,7 @@ class Trunk(nn.Module):
         if hidden_layers is not None and 0 in hidden_layers:
             hidden[0] = x
         for i, block in enumerate(self.blocks, 1):
-            x = block(x, rope, mask, agglu)
+            x = run_block(self.cfg, block, x, rope, mask, agglu)
             if hidden_layers is not None and i in hidden_layers:
                 hidden[i] = x
         return self.norm(x), hidden
@@ -645,7 +672,7 @@ class MDLM(LM):
         rope = self.rope(T)
         mask = attention_mask(doc, causal=False) if (self.cfg.doc_mask and doc is not None) else None
         for block in self.blocks:
-            x = block(x, c, rope, mask)
+            x = run_block(self.cfg, block, x, c, rope, mask)
         shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)
         logits = self.head(modulate(self.norm_f(x), shift, scale)).float()
         logits[..., self.mask_id] = float('-inf')
@@ -951,7 +978,393 @@ def load_pretrained(model, path):
     return model
 
 
-MODELS = {'gpt': GPT, 'encoder': Encoder, 'mdlm': MDLM, 'backpack': Backpack}
+# ----------------------------------------------------------------------------- atlas (issue 6)
+# Atlas (Behrouz et al. 2025, "ATLAS: Learning to Optimally Memorize the Context at Test Time"; notes/atlas.md).
+# Per layer and head a deep memory M_W maps feature-mapped keys to values and is trained *at test time*:
+#   Omega rule (eq. 9):    min_W  sum_{i=t-c+1..t} gamma_i 1/2 ||M_W(phi(k_i)) - v_i||^2
+#   Atlas (eq. 32-33):     S_t = theta_t S_{t-1} + grad_t,   W_t = alpha_t W_{t-1} - eta_t NS_5(S_t)
+# (the descent-consistent signs of notes/atlas.md section 2; NS_5 = Newton-Schulz, off with mem_muon=False:
+# W_t = alpha_t W_{t-1} - eta_t S_t). Every gate is input-dependent and raw: alpha retention, eta inner lr
+# (eta_max * sigmoid), theta momentum, gamma window admission, each a sigmoid of a linear map of x_t.
+# Chunked parallel form (Titans section 3.2, Atlas section 5): inside a chunk of b tokens every gradient is
+# taken at the chunk-start state W_n, the window is a banded 0/1 mask times gamma, momentum and retention are
+# scalar products over the chunk, so the chunk's update is a few einsums over rank-1 gradients; only the
+# chunk-end state is materialised (with NS_5, every S_t of the chunk is). Reads of chunk n use W_n, the
+# state after chunk n-1: no prediction reads memory written by its own or a later token.
+# With c = 1, no feature map, no NS and eta = 1 it is the Titans update (Behrouz et al. 2025a, eq. 13-14):
+#   S'_t = eta'_t S'_{t-1} - theta'_t grad,  M_t = (1 - alpha'_t) M_{t-1} + S'_t
+# with S' = -S, eta' = theta (momentum), theta' = gamma (lr on the gradient) and alpha' = 1 - alpha.
+# Differences from the public code (notes/atlas.md, pitfalls): writes are differentiable (the outer loss trains
+# W_K, W_V and every gate through them); the window sums raw per-token gradients; NS acts on the momentum.
+
+NS_COEFFS = (3.4445, -4.7750, 2.0315)   # Muon's quintic Newton-Schulz coefficients
+
+
+def newton_schulz5(G, steps=5, eps=1e-7):
+    """NS_5(G): the orthogonal factor of G (approximately U V^T of its SVD), batched over leading dims."""
+    a, b, c = NS_COEFFS
+    X = G / (G.flatten(-2).norm(dim=-1)[..., None, None] + eps)
+    tall = X.shape[-2] > X.shape[-1]
+    if tall:
+        X = X.transpose(-1, -2)
+    for _ in range(steps):
+        A = X @ X.transpose(-1, -2)
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.transpose(-1, -2) if tall else X
+
+
+def poly_monomials(d, p):
+    """For phi_p: the index tuples of every monomial of degree 2..p in d variables and the weights
+    sqrt(multinomial) that make phi(q).phi(k) = sum_i a_i (q.k)^i exactly."""
+    from itertools import combinations_with_replacement
+    out = []
+    for deg in range(2, p + 1):
+        idx = list(combinations_with_replacement(range(d), deg))
+        w = [math.sqrt(math.factorial(deg) / math.prod(math.factorial(t.count(j)) for j in set(t))) for t in idx]
+        out.append((torch.tensor(idx), torch.tensor(w, dtype=torch.float64)))
+    return out
+
+
+def poly_dim(d, p):
+    """Width of phi_p(x) for x in R^d: C(d + p, p) (p = 0: no map, width d)."""
+    return math.comb(d + p, p) if p else d
+
+
+def poly_features(x, log_a, monomials):
+    """phi_p(x) = [sqrt(a_0), sqrt(a_1) x, sqrt(a_i) x^beta for |beta| = i >= 2] (Atlas section 3.2: the
+    Taylor approximation of exp(q.k) with learnable a_i, initialised to 1/i!)."""
+    a = log_a.exp().sqrt().to(x.dtype)
+    parts = [a[0].expand(*x.shape[:-1], 1), a[1] * x]
+    for i, (idx, w) in enumerate(monomials, 2):
+        parts.append(a[i] * x[..., idx].prod(-1) * w.to(x.dtype))
+    return torch.cat(parts, dim=-1)
+
+
+def gelu_grad(a):
+    """d GELU(a) / da for the exact (erf) GELU: Phi(a) + a phi(a)."""
+    return 0.5 * (1.0 + torch.erf(a / math.sqrt(2.0))) + a * torch.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+
+
+def memory_apply(W, z, residual):
+    """M_W(z) for a batch of states. W: list of (B, H, out, in) in forward order ([W] linear, [W_in, W_out]
+    MLP); z: (B, H, n, D). Returns the output (B, H, n, dv) and the pre-activation of the MLP (or None)."""
+    if len(W) == 1:
+        y, a = z @ W[0].transpose(-1, -2), None
+    else:
+        a = z @ W[0].transpose(-1, -2)
+        y = F.gelu(a) @ W[1].transpose(-1, -2)
+    return (y + z if residual else y), a
+
+
+def memory_grads(W, z, v, residual):
+    """Per-token gradients of 1/2 ||M_W(z_i) - v_i||^2 as rank-1 factors: for each weight matrix a pair
+    (u_i, w_i) with grad_i = u_i w_i^T. Also returns the errors e_i = M_W(z_i) - v_i."""
+    y, a = memory_apply(W, z, residual)
+    e = y - v
+    if len(W) == 1:
+        return [(e, z)], e
+    delta = (e @ W[1]) * gelu_grad(a)               # back through W_out and the GELU
+    return [(delta, z), (e, F.gelu(a))], e
+
+
+def omega_scan(k, v, q, log_alpha, eta, log_theta, gamma, W0, chunk, window, muon=True, residual=False,
+               write=True, diag=None):
+    """The Atlas memory over a sequence, chunk by chunk (module comment above).
+
+    k, q: (B, H, T, D) feature-mapped keys / queries;  v: (B, H, T, dv)
+    log_alpha, log_theta: (B, H, T) log retention / log momentum (<= 0);  eta, gamma: (B, H, T) in [0, 1+]
+    W0: list of (H, out, in) initial weights (learned).  write=False reads W0 everywhere (memory-reset control).
+    diag: a dict to fill with storage losses (pre / post write) and the final state, or None.
+    Returns the reads (B, H, T, dv)."""
+    B, H, T, _ = k.shape
+    b, c = max(1, min(chunk, T)), max(1, window)
+    n = -(-T // b)
+    pad = n * b - T
+    valid = torch.ones(B, H, T + pad, dtype=k.dtype, device=k.device)
+    if pad:  # tail padding: no retention decay, no writes, outside every window
+        valid[..., T:] = 0
+        k, v, q = (F.pad(t, (0, 0, 0, pad)) for t in (k, v, q))
+        log_alpha, log_theta, eta, gamma = (F.pad(t, (0, pad)) for t in (log_alpha, log_theta, eta, gamma))
+    # c - 1 zero keys in front, so every window has c slots; their gamma is 0
+    kw, vw = F.pad(k, (0, 0, c - 1, 0)), F.pad(v, (0, 0, c - 1, 0))
+    gw = F.pad(gamma, (c - 1, 0))
+    m = b + c - 1
+    ti, si = torch.arange(b, device=k.device)[:, None], torch.arange(m, device=k.device)[None, :]
+    band = ((si >= ti) & (si <= ti + c - 1)).to(k.dtype)            # token t's window: slots t .. t + c - 1
+    tril = torch.ones(b, b, dtype=torch.bool, device=k.device).tril()
+    W = [w.unsqueeze(0).expand(B, *w.shape) for w in W0]
+    S = [torch.zeros_like(w) for w in W]
+    reads, pre, post = [], [], []
+    for j in range(n):
+        t0 = j * b
+        sl = slice(t0, t0 + b)
+        reads.append(memory_apply(W, q[:, :, sl], residual)[0])
+        if not write:
+            continue
+        z, vv = kw[:, :, t0:t0 + m], vw[:, :, t0:t0 + m]
+        grads, err = memory_grads(W, z, vv, residual)
+        G = gw[:, :, None, t0:t0 + m] * band * valid[:, :, sl, None]     # (B, H, b, m): gamma_i on the band
+        ct = log_theta[:, :, sl].cumsum(-1)                                # log prod_{s<=t} theta_s
+        L = (ct[..., :, None] - ct[..., None, :]).masked_fill(~tril, float('-inf')).exp()  # prod_{j<s<=t} theta_s
+        LG = L @ G                                                         # S_t = p_t S_prev + sum_i LG[t,i] g_i
+        p = ct.exp()
+        ca = log_alpha[:, :, sl].cumsum(-1)
+        A = ca[..., -1].exp()                                              # prod_t alpha_t
+        coef = eta[:, :, sl] * (ca[..., -1:] - ca).exp()                   # eta_t prod_{s>t} alpha_s
+        W_new, S_new = [], []
+        for l, (u, w) in enumerate(grads):
+            if muon:
+                St = p[..., None, None] * S[l][:, :, None] + torch.einsum('bhti,bhiu,bhiw->bhtuw', LG, u, w)
+                W_new.append(A[..., None, None] * W[l] - torch.einsum('bht,bhtuw->bhuw', coef, newton_schulz5(St)))
+                S_new.append(St[:, :, -1])
+            else:  # everything is linear in the rank-1 gradients: no per-token state is materialised
+                wW = (coef[..., None] * LG).sum(-2)
+                kappa = (coef * p).sum(-1)
+                W_new.append(A[..., None, None] * W[l] - kappa[..., None, None] * S[l]
+                             - torch.einsum('bhi,bhiu,bhiw->bhuw', wW, u, w))
+                S_new.append(p[..., -1, None, None] * S[l] + torch.einsum('bhi,bhiu,bhiw->bhuw', LG[:, :, -1], u, w))
+        if diag is not None:  # storage loss of this chunk's own tokens, before and after its write
+            with torch.no_grad():
+                own, vo = slice(c - 1, m), vv[:, :, c - 1:]
+                norm_v = vo.pow(2).sum(-1).clamp_min(1e-12)
+                e_post = memory_apply(W_new, z[:, :, own], residual)[0] - vo
+                keep = valid[:, :, sl]
+                pre.append(((err[:, :, own].pow(2).sum(-1) / norm_v) * keep).sum() / keep.sum().clamp_min(1))
+                post.append(((e_post.pow(2).sum(-1) / norm_v) * keep).sum() / keep.sum().clamp_min(1))
+        W, S = W_new, S_new
+    if diag is not None:
+        diag['W'], diag['S'] = [w.detach() for w in W], [s.detach() for s in S]
+        if pre:
+            diag['storage_pre'] = torch.stack(pre).mean().item()
+            diag['storage_post'] = torch.stack(post).mean().item()
+    return torch.cat(reads, dim=2)[:, :, :T]
+
+
+class AtlasMemory(nn.Module):
+    """One layer's long-term memory: q/k/v projections + causal depthwise conv (size mem_conv), L2-normalised
+    q, k and v, the polynomial feature map, the four gates, omega_scan, a per-head
+    RMS-normalised read and the output projection."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        H, d = cfg.n_head, cfg.n_embd
+        self.cfg, self.H = cfg, H
+        self.dk, self.dv = cfg.mem_key_dim or cfg.head_dim, cfg.head_dim
+        self.hidden = cfg.mem_hidden or cfg.head_dim
+        self.D = poly_dim(self.dk, cfg.mem_poly)
+        self.qkv = nn.Linear(d, H * (2 * self.dk + self.dv), bias=False)
+        C = H * (2 * self.dk + self.dv)
+        self.conv = nn.Conv1d(C, C, cfg.mem_conv, groups=C, bias=False) if cfg.mem_conv > 1 else None
+        self.gates = nn.Linear(d, 4 * H)  # alpha, eta, theta, gamma (raw logits; sigmoid, never floored)
+        self.poly_log_a = (nn.Parameter(torch.tensor([-math.lgamma(i + 1) for i in range(cfg.mem_poly + 1)]))
+                           if cfg.mem_poly else None)
+        self.monomials = poly_monomials(self.dk, cfg.mem_poly) if cfg.mem_poly else []
+        for i, (idx, w) in enumerate(self.monomials):
+            self.register_buffer(f'mono_idx{i}', idx, persistent=False)
+            self.register_buffer(f'mono_w{i}', w, persistent=False)
+        shapes = [(self.dv, self.D)] if cfg.mem_depth == 1 else [(self.hidden, self.D), (self.dv, self.hidden)]
+        if cfg.mem_depth not in (1, 2):
+            raise ValueError(f"mem_depth must be 1 (linear) or 2 (MLP), not {cfg.mem_depth}")
+        self.mem_w0 = nn.ParameterList([nn.Parameter(torch.empty(H, o, i)) for o, i in shapes])
+        self.residual = self.D == self.dv
+        self.read_norm = RMSNorm(self.dv)
+        self.proj = nn.Linear(H * self.dv, d, bias=cfg.bias)
+        self.write, self.diag = True, None   # memory-reset control; diagnostics dict when collecting
+
+    def reset_memory_parameters(self):
+        """Called after the LM's generic init: identity-like conv (the current token passes through), W0 with
+        1/sqrt(fan_in) scale (so GELU is not stuck at 0), gate biases alpha 0.98, eta 0.5 eta_max, theta 0.5,
+        gamma 0.88 at the start."""
+        with torch.no_grad():
+            if self.conv is not None:
+                self.conv.weight.zero_()
+                self.conv.weight[..., -1] = 1.0
+            for w in self.mem_w0:
+                nn.init.normal_(w, std=1.0 / math.sqrt(w.shape[-1]))
+            self.gates.bias.view(4, self.H).copy_(torch.tensor([4.0, 0.0, 0.0, 2.0])[:, None])
+
+    def features(self, x):
+        if not self.monomials:
+            return x
+        mono = [(getattr(self, f'mono_idx{i}'), getattr(self, f'mono_w{i}')) for i in range(len(self.monomials))]
+        return poly_features(x, self.poly_log_a, mono)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        H, dk, dv = self.H, self.dk, self.dv
+        h = self.qkv(x)
+        if self.conv is not None:  # causal: left-pad by size - 1
+            h = self.conv(F.pad(h.transpose(1, 2), (self.conv.kernel_size[0] - 1, 0))).transpose(1, 2)
+        q, k, v = h.view(B, T, H, 2 * dk + dv).transpose(1, 2).split([dk, dk, dv], dim=-1)
+        # q, k L2-normalised (Titans 3.1); v too, so the inner step size does not depend on the scale of the
+        # residual stream (unnormalised values let the plain-gradient write diverge as activations grow; the
+        # read is RMS-normalised below, so no information a read needs is lost)
+        q, k, v = F.normalize(q, dim=-1), F.normalize(k, dim=-1), F.normalize(v, dim=-1)
+        g = self.gates(x).view(B, T, 4, H).permute(2, 0, 3, 1).float()    # (4, B, H, T) raw logits
+        if self.diag is not None:
+            self.diag['gates'] = torch.sigmoid(g).detach()
+        dt = q.dtype
+        reads = omega_scan(self.features(k), v, self.features(q), F.logsigmoid(g[0]).to(dt),
+                           (self.cfg.mem_lr * torch.sigmoid(g[1])).to(dt), F.logsigmoid(g[2]).to(dt),
+                           torch.sigmoid(g[3]).to(dt), list(self.mem_w0), self.cfg.mem_chunk, self.cfg.mem_window,
+                           self.cfg.mem_muon, self.residual, self.write, self.diag)
+        return self.proj(self.read_norm(reads).transpose(1, 2).reshape(B, T, H * dv))
+
+
+class AtlasBlock(nn.Module):
+    """A pre-norm block with memory and sliding-window attention (window = cfg.window), Titans section 4:
+      mag: x + g * SWA(n(x)) + (1 - g) * Mem(n(x)), g = sigmoid(W_g n(x)) per channel; then the MLP
+      mal: x + Mem(n(x)), then x + SWA(n(x)); then the MLP."""
+
+    def __init__(self, cfg, causal=True):
+        super().__init__()
+        self.mode = cfg.atlas_mode
+        self.norm1, self.attn = make_norm(cfg), Attention(cfg, causal=True)
+        self.norm_m = make_norm(cfg) if self.mode == 'mal' else None
+        self.mem = AtlasMemory(cfg)
+        self.mix = nn.Linear(cfg.n_embd, cfg.n_embd) if self.mode == 'mag' else None
+        self.norm2, self.mlp = make_norm(cfg), MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, rope=None, mask=None, agglu=None):
+        if self.mode == 'mag':
+            h = self.norm1(x)
+            g = torch.sigmoid(self.mix(h))
+            if self.mem.diag is not None:
+                self.mem.diag['mix'] = g.detach().float()
+            x = x + self.drop(g * self.attn(h, rope, mask) + (1 - g) * self.mem(h))
+        else:
+            x = x + self.drop(self.mem(self.norm_m(x)))
+            x = x + self.drop(self.attn(self.norm1(x), rope, mask))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class Atlas(GPT):
+    """Causal LM whose blocks are AtlasBlocks (memory + sliding-window attention); `gpt` with the same
+    config (same window) is the baseline without the memory."""
+
+    def __init__(self, cfg):
+        LM.__init__(self)
+        if cfg.mem_window < 1 or cfg.mem_chunk < 1:
+            raise ValueError("mem_window and mem_chunk must be >= 1")
+        self.cfg = cfg
+        self.trunk = Trunk(cfg, causal=True, block=AtlasBlock)
+        self._init_weights(cfg.n_layer)
+        for mem in self.memories():
+            mem.reset_memory_parameters()
+
+    def memories(self):
+        return [blk.mem for blk in self.trunk.blocks]
+
+    def set_memory_writes(self, on):
+        """False: every read sees the learned initial state W0 (the memory-reset control)."""
+        for mem in self.memories():
+            mem.write = bool(on)
+
+    def flops_per_token(self, T=None):
+        """6N with the attention term over the window, plus the memory's own work per token and head: the
+        read and the gradient pass over the (b + c - 1) / b window slots (3 matmuls of the memory's size each,
+        forward) and the rank-1 accumulation; NS_5 adds ~5 (2 o^2 i + 2 o^3) per matrix per token. Times 3 for
+        forward + backward. An estimate: MFU of atlas is approximate."""
+        cfg = self.cfg
+        T = T or cfg.block_size
+        Tw = min(T, cfg.window) if cfg.window else T
+        n = self.num_params() - sum(p.numel() for name, p in self.named_parameters() if name.endswith('wpe.weight'))
+        mem = self.memories()[0]
+        P = sum(w[0].numel() for w in mem.mem_w0)
+        slots = (cfg.mem_chunk + cfg.mem_window - 1) / cfg.mem_chunk
+        per_head = 2 * P + slots * (2 * P + 2 * P + 2 * P)
+        if cfg.mem_muon:
+            per_head += sum(slots * 2 * w[0].numel() + 5 * (2 * min(w.shape[1:]) ** 2 * max(w.shape[1:])
+                                                            + 2 * min(w.shape[1:]) ** 3) for w in mem.mem_w0)
+        return 6 * n + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * Tw + 3 * cfg.n_layer * cfg.n_head * per_head
+
+
+@torch.no_grad()
+def causal_probe(model, x, y):
+    """What a causal model does with long context, on one batch (x, y = next tokens):
+    retrieval_loss   cross-entropy at retrieval_positions (answer seen only beyond the attention window),
+                     with their fraction; only when the model has a window (atlas, or gpt with window > 0);
+    mem{l}_*         for atlas, per layer (notes/atlas.md section 5): storage loss pre / post write and
+                     write efficiency; effective rank, spectral entropy, Frobenius norm, distance from W0,
+                     Hoyer sparsity and momentum norm per memory matrix (per batch element and head, then
+                     averaged: never across the batch); gate health on raw sigmoid values."""
+    mems = model.memories() if hasattr(model, 'memories') else []
+    for mem in mems:
+        mem.diag = {}
+    try:
+        logits, _ = model(x, all_logits=True)
+        out = {}
+        r = retrieval_positions(x, y, model.cfg.window)
+        if model.cfg.window and model.cfg.window < x.shape[1]:
+            out['retrieval_frac'] = r.float().mean().item()
+            out['retrieval_loss'] = F.cross_entropy(logits[r].float(), y[r]).item() if r.any() else float('nan')
+        for l, mem in enumerate(mems):
+            out.update({f'mem{l}_{k}': v for k, v in layer_diagnostics(mem).items()})
+        return out
+    finally:
+        for mem in mems:
+            mem.diag = None
+
+
+def effective_rank(A, eps=1e-12):
+    """erank(A) = exp(-sum_k p_k ln p_k), p_k = sigma_k / sum_j sigma_j (Roy & Vetterli 2007), per matrix over
+    the last two dims. Returns (erank, spectral entropy = ln erank)."""
+    s = torch.linalg.svdvals(A.float())
+    p = s / s.sum(-1, keepdim=True).clamp_min(eps)
+    H = -(p * (p + eps).log()).sum(-1)
+    return H.exp(), H
+
+
+def hoyer_sparsity(A):
+    """(sqrt(n) - ||a||_1 / ||a||_2) / (sqrt(n) - 1) per matrix: 0 dense, 1 one-hot (Hoyer 2004)."""
+    a = A.float().flatten(-2)
+    n = a.shape[-1]
+    r = a.abs().sum(-1) / a.norm(dim=-1).clamp_min(1e-12)
+    return (math.sqrt(n) - r) / (math.sqrt(n) - 1)
+
+
+def gate_health(g):
+    """mean, std, dead (< 0.01) and saturated (> 0.99) ratios of raw gate values in [0, 1]."""
+    g = g.float().flatten()
+    return {'mean': g.mean().item(), 'std': g.std().item(), 'dead': (g < 0.01).float().mean().item(),
+            'sat': (g > 0.99).float().mean().item()}
+
+
+def layer_diagnostics(mem):
+    d, out = mem.diag, {}
+    if 'storage_pre' in d:
+        out['storage_pre'], out['storage_post'] = d['storage_pre'], d['storage_post']
+        out['write_eff'] = 1.0 - d['storage_post'] / max(d['storage_pre'], 1e-12)
+    names = ['w'] if len(d['W']) == 1 else ['w_in', 'w_out']
+    for name, W, S, W0 in zip(names, d['W'], d['S'], mem.mem_w0):
+        er, ent = effective_rank(W)
+        out[f'{name}_erank'], out[f'{name}_spec_entropy'] = er.mean().item(), ent.mean().item()
+        out[f'{name}_fro'] = W.float().flatten(-2).norm(dim=-1).mean().item()
+        out[f'{name}_dist0'] = (W - W0.detach()).float().flatten(-2).norm(dim=-1).mean().item()
+        out[f'{name}_hoyer'] = hoyer_sparsity(W).mean().item()
+        out[f'{name}_momentum'] = S.float().flatten(-2).norm(dim=-1).mean().item()
+    for i, name in enumerate(('alpha', 'eta', 'theta', 'gamma')):
+        out.update({f'gate_{name}_{k}': v for k, v in gate_health(d['gates'][i]).items()})
+    if 'mix' in d:
+        out.update({f'gate_mix_{k}': v for k, v in gate_health(d['mix']).items()})
+    return out
+
+
+def retrieval_positions(x, y, window):
+    """(B, T) bool: positions whose answer y_t occurs earlier in the context x_{<=t} but only outside the
+    attention window (never in x_{t-window+1..t}), so only the memory can supply it; all False if window
+    is 0 or covers the context."""
+    B, T = x.shape
+    if not window or window >= T:
+        return torch.zeros(B, T, dtype=torch.bool, device=x.device)
+    t = torch.arange(T, device=x.device)
+    seen = (x[:, None, :] == y[:, :, None]) & (t[None, None, :] <= t[None, :, None])   # (B, t, s): x_s == y_t
+    last = torch.where(seen, t[None, None, :], torch.full_like(t, -1)[None, None, :]).amax(-1)
+    return (last >= 0) & (last <= t[None, :] - window) & (y >= 0)
+
+
+MODELS = {'gpt': GPT, 'encoder': Encoder, 'mdlm': MDLM, 'backpack': Backpack, 'atlas': Atlas}
 
 
 def build_model(cfg):
@@ -1034,7 +1447,7 @@ def mlm_mask(x, rng, mask_rate, mask_id, vocab_size, maskable, replace=(0.8, 0.1
 # ---- restoration (encoder): beam search over gaps
 # A scorer is any callable score_fn(x: LongTensor (B, T)) -> log-probs FloatTensor (B, T, V): for an
 # encoder, log p(token | x) at every position of the corrupted input. The search below only reads the
-# rows of the positions it fills, so sample.py, evaluate.py and the baselines (evaluate.py's n-gram)
+# rows of the positions it fills, so sample.py, evaluate.py and the baselines (evals/akkadian.py's n-gram)
 # share it: the same search, different scorers.
 
 def encoder_scorer(model, banned_ids=(), doc=None):

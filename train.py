@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure, format_config
-from model import ModelConfig, build_model, diffusion_noise, mlm_mask, objective, optimizer_groups
+from model import ModelConfig, build_model, causal_probe, diffusion_noise, mlm_mask, objective, optimizer_groups
 from prepare.common import BatchLoader, die, fixed_subset, load_meta, maskable_positions
 
 # ----------------------------------------------------------------------------- defaults
@@ -55,6 +55,8 @@ mlp = 'gelu'
 pos = 'learned'
 rope_base = 10000.0
 doc_mask = False
+activation_checkpointing = False  # recompute each block in backward (non-reentrant): memory for compute
+window = 0                      # sliding-window attention (causal archs): query i sees keys i - window < j <= i
 attention = 'standard'          # standard | agglutinative (issue 7: word/class biases from meta.json's token tables)
 agglu_input_emb = False         # agglutinative: + zero-init token-class and position-in-word embeddings
 # objective: masked LM (arch encoder)
@@ -77,6 +79,17 @@ curriculum = False              # easy -> hard bias over training
 curriculum_phases = '0.3,0.7'   # fractions of max_iters where the easy phase ends / the hard phase starts
 # backpack (model.Backpack)
 n_senses = 16                   # sense vectors per token
+# atlas (model.Atlas: deep long-term memory, Omega rule, with sliding-window attention of size `window`)
+atlas_mode = 'mag'              # mag (memory || SWA, gated) | mal (memory, then SWA)
+mem_depth = 2                   # 1 linear memory, 2 MLP memory
+mem_key_dim = 0                 # key width per head before the feature map (0 = head size)
+mem_hidden = 0                  # MLP memory hidden width (0 = head size)
+mem_poly = 2                    # polynomial feature map degree (0 = none, as Titans)
+mem_window = 4                  # Omega window c (1 = delta rule)
+mem_chunk = 16                  # chunk size of the parallel memory update
+mem_muon = True                 # Newton-Schulz on the momentum
+mem_lr = 0.1                    # maximum inner learning rate
+mem_conv = 4                    # causal depthwise conv on the memory's q, k, v (1 = none)
 # optimisation
 batch_size = 12                 # per process and micro-step; 'auto' benchmarks and picks the fastest that fits
 gradient_accumulation_steps = 1 # in total, over all DDP processes
@@ -336,6 +349,18 @@ def estimate_loss():
     return out_losses
 
 
+@torch.no_grad()
+def probe_model():
+    """model.causal_probe on the first val batch (eval stream): retrieval loss beyond the attention window
+    and, for atlas, the per-layer memory and gate diagnostics (rank 0 only; no collectives)."""
+    raw_model.eval()
+    x, y, _, _ = make_batch('val' if 'val' in loader.splits() else 'train', 0, stream=1)
+    with ctx:
+        out = causal_probe(raw_model, x, y)
+    raw_model.train()
+    return out
+
+
 def rng_state():
     s = np.random.get_state()
     return {'torch': torch.get_rng_state(), 'python': random.getstate(),
@@ -490,6 +515,10 @@ while True:
         if master:
             row = {'kind': 'eval', 'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses.get('val'),
                    'lr': get_lr(iter_num), 'elapsed': time.time() - t_start}
+            if 'val' in losses:
+                row['train_val_gap'] = losses['val'] - losses['train']  # held-out evidence for any grokking claim
+            if obj == 'causal' and (arch == 'atlas' or window):
+                row.update(probe_model())
             log_metrics(row)
             pbar.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses.get('val', float('nan')):.4f}")
         val = losses.get('val', losses['train'])

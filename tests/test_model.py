@@ -316,3 +316,23 @@ def test_load_checkpoint_rebuilds_the_same_model(tmp_path):
     assert ckpt['iter_num'] == 3 and not loaded.training
     idx = torch.randint(0, 48, (2, 16))
     assert torch.equal(logits_of(loaded, idx), logits_of(model, idx))
+
+
+@pytest.mark.parametrize('arch,extra', [('gpt', {}), ('encoder', {}), ('mdlm', {}), ('backpack', {'n_senses': 4}),
+                                        ('atlas', {'window': 4, 'mem_key_dim': 4, 'mem_chunk': 4})])
+def test_activation_checkpointing_changes_nothing_but_memory(arch, extra):
+    """Recomputing blocks in the backward pass gives the same loss and the same gradients."""
+    grads = []
+    for ac in (False, True):
+        m = tiny(arch, activation_checkpointing=ac, **extra).double()
+        torch.manual_seed(1)
+        x = torch.randint(0, 30, (2, 12))
+        kw = {'t': torch.full((2,), 0.5), 'u': torch.rand(2, 12)} if arch == 'mdlm' else {}
+        m = m.float() if arch == 'mdlm' else m  # its timestep embedding is float32
+        _, loss = m(x, x, **kw)
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=0)
+    assert grads[0][1].keys() == grads[1][1].keys()
+    for n in grads[0][1]:
+        torch.testing.assert_close(grads[0][1][n], grads[1][1][n], rtol=1e-10, atol=1e-12, msg=n)
