@@ -39,6 +39,11 @@ see evals/europarl.py for the definitions.
 
 A causal checkpoint of the Turkish data (meta.json dataset 'turkish') also gets the TurkMorfBench core
 forced-choice accuracy (turkmorfbench_acc, _n, _chance, by group; evals/turkish.py; off with --turkmorfbench_on=False).
+
+A causal checkpoint (atlas or gpt) of the literature data (prepare/literature.py; evals/atlas.py) also gets the
+masked word accuracy ({split}_masked_word_acc), the retrieval loss beyond the attention window, and for atlas the
+memory-reset control ({split}_loss_no_memory, _bpb_no_memory, _retrieval_loss_no_memory) and the per-layer
+memory and gate diagnostics (mem{l}_*; printed as a table). `--compare_keys=bpb,word_acc` narrows --compare.
 """
 import json
 import math
@@ -49,6 +54,7 @@ import torch
 
 from configurator import configure
 from evals.akkadian import akkadian_metrics
+from evals.atlas import literature_metrics, memory_table
 from evals.europarl import europarl_metrics
 from evals.mdlm import evaluate_mdlm_split, generative_ppl, unigram_stats
 from evals.turkish import load_turkmorfbench, turkmorfbench
@@ -65,6 +71,7 @@ batch_size = 32
 seed = 42
 device = 'cpu'
 compare = ''                  # DIR1,DIR2,...: markdown table + PNG of loss curves
+compare_keys = ''             # comma-separated substrings: only metrics whose name contains one (default: all)
 plot = 'compare.png'
 # Akkadian restoration metrics (encoder checkpoints of data whose meta.json says dataset 'akkadian')
 n_spans = 100                 # spans sampled per gap length 1..max_gap_len (and silver runs per length)
@@ -174,6 +181,10 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=
         res.update(unigram_stats(data_dir, names))
         if gen_ppl_ckpt:
             res.update(generative_ppl(model, gen_ppl_ckpt, data_dir, gen_samples, gen_steps, seed, device))
+    evals_logged = [r for r in read_metrics(out_dir) if r.get('kind') == 'eval' and r.get('train_val_gap') is not None]
+    if evals_logged:  # the held-out side of any memorisation / grokking claim, from training's own evaluations
+        res['train_val_gap_last'] = evals_logged[-1]['train_val_gap']
+        res['train_val_gap_min'] = min(r['train_val_gap'] for r in evals_logged)
     for k, v in res.items():
         print(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
     if ckpt['model_args'].get('attention', 'standard') == 'agglutinative':  # issue 7: learned biases per head
@@ -197,6 +208,15 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=
             for k, v in tmb.items():
                 print(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
             res.update(tmb)
+    if (load_meta(data_dir).get('dataset', '').startswith('literature')
+            and objective(ckpt['model_args']['arch']) == 'causal'):
+        lit = literature_metrics(model, ckpt, data_dir, names, device, max_tokens, batch_size)
+        for k, v in lit.items():
+            if not k.startswith('mem'):
+                print(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
+        if ckpt['model_args']['arch'] == 'atlas':
+            print(memory_table(lit, ckpt['model_args']['n_layer']))
+        res.update(lit)
     tmp = os.path.join(out_dir, '.eval.json.tmp')
     with open(tmp, 'w') as f:
         json.dump(res, f, indent=1)
@@ -225,6 +245,8 @@ def compare_runs(dirs, plot_path):
         ck = os.path.join(d, 'ckpt.pt')
         configs[d] = torch.load(ck, map_location='cpu', weights_only=True)['config'] if os.path.exists(ck) else {}
     keys = sorted({k for r in results.values() for k in r})
+    if compare_keys:
+        keys = [k for k in keys if any(s in k for s in compare_keys.split(','))]
     lines = ['| metric | ' + ' | '.join(dirs) + ' |', '|---|' + '---|' * len(dirs)]
     for k in keys:
         vals = [results[d].get(k) for d in dirs]

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip('tokenizers')
 os.environ.setdefault('RAYON_NUM_THREADS', '1')
@@ -287,3 +288,46 @@ def test_cut_book_by_chapter_headings_and_gutenberg_strip():
     long = '\n\n'.join(['mot ' * 100] * 200)  # no headings: ~CHUNK_CHARS pieces at paragraph boundaries
     docs = L.cut_book(long, L.ONLINE_BOOKS['fr']['heading'], 'b')
     assert len(docs) == 4 and all(t.strip() for t in docs.values())
+
+
+# ----------------------------------------------------------------------------- evals/atlas.py masked word accuracy
+
+class _TableModel(torch.nn.Module):
+    """A fake causal model whose greedy prediction at each position is looked up from the window (the oracle),
+    optionally spoiled at the positions where `spoil(target)` holds."""
+
+    def __init__(self, table, vocab, spoil=None):
+        super().__init__()
+        self.table, self.vocab, self.spoil = table, vocab, spoil
+
+    def forward(self, x, all_logits=True):
+        y = torch.stack([self.table[tuple(r.tolist())] for r in x])
+        pred = y.clone()
+        if self.spoil is not None:
+            bad = self.spoil(x, y)
+            pred[bad] = (y[bad] + 1) % self.vocab
+        return torch.nn.functional.one_hot(pred, self.vocab).float() * 10, None
+
+
+def test_masked_word_accuracy_counts_whole_words(prepared):
+    from evals.atlas import literature_metrics
+    d = prepared / 'literature_fr_enbpe'
+    m = json.loads((d / 'meta.json').read_text(encoding='utf-8'))
+    data = np.fromfile(d / 'val.bin', dtype=np.uint16).astype(np.int64)
+    T = 16
+    table, single, multi = {}, 0, 0
+    for s in range(0, len(data) - T - 1 + 1, T):
+        w = data[s:s + T + 1]
+        table[tuple(w[:-1].tolist())] = torch.from_numpy(w[1:].copy())
+        for a, b in L.word_spans(w.tolist(), m['word_start'], m['word_piece']):
+            if a >= 1:
+                single, multi = single + (b - a == 1), multi + (b - a > 1)
+    ckpt = {'model_args': {'block_size': T, 'window': 0}}
+    oracle = literature_metrics(_TableModel(table, m['vocab_size']), ckpt, d, ['val'])
+    assert oracle['val_masked_word_acc'] == 1.0 and oracle['val_masked_words'] == single + multi > 0
+    ws, wp = torch.tensor(m['word_start']).bool(), torch.tensor(m['word_piece']).bool()
+    # wrong exactly where the target continues a word (a word piece without a start, after a word piece):
+    # then only the single-token words stay right
+    spoilt = literature_metrics(_TableModel(table, m['vocab_size'], lambda x, y: ~ws[y] & wp[y] & wp[x]), ckpt, d,
+                                ['val'])
+    assert multi > 0 and abs(spoilt['val_masked_word_acc'] - single / (single + multi)) < 1e-12
