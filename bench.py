@@ -13,7 +13,18 @@ time, MFU and peak memory. MFU = model FLOPs per token x tokens/s / peak bf16 de
 token are 6N + 12 L H Q T (nanoGPT's estimate: N parameters without position embeddings, L layers,
 H heads of size Q, context T). The peak is known for H100, H200 and A100 and given with
 --peak_tflops otherwise (MFU is left empty on a CPU without it).
+
+    python bench.py config/X.py --sample [--sample_steps=1000] [--sample_tokens=256] [--device=cuda]
+
+--sample measures sampling instead, on the config's model with random weights (speed does not depend on
+them; the number of denoising calls ddpm_cache saves depends only on the random unmasking schedule):
+causal archs generate sample_tokens tokens at batch 1 with model.generate (no KV cache: every step re-runs
+the context window), mdlm draws one block_size sequence with `ddpm` and with `ddpm_cache` at sample_steps
+steps and reports both and their ratio (the issue-8 target is >= 2x at 1000 steps). The model is built from
+ModelConfig's defaults plus the config's keys (set every model key in a bench config).
 """
+import ast
+import time
 import json
 import os
 import subprocess
@@ -25,19 +36,21 @@ ALL_CONFIGS = {  # arch -> a 124M-class config at context 1024 (those that exist
     'gpt': 'config/bench_gpt.py',
     'encoder': 'config/bench_encoder.py',
     'mdlm': 'config/bench_mdlm.py',
+    'atlas': 'config/bench_atlas.py',
 }
 
 
 def parse(argv):
-    opts = {'all': False, 'json': False, 'peak_tflops': 0.0, 'bench_iters': 20, 'bench_warmup': 5, 'nproc': 1}
+    opts = {'all': False, 'json': False, 'peak_tflops': 0.0, 'bench_iters': 20, 'bench_warmup': 5, 'nproc': 1,
+            'sample': False, 'sample_steps': 1000, 'sample_tokens': 256}
     rest = []
     for a in argv:
         key, eq, val = a[2:].partition('=') if a.startswith('--') else ('', '', '')
-        if key in ('all', 'json') and (not eq or val in ('True', 'true', '1')):
+        if key in ('all', 'json', 'sample') and (not eq or val in ('True', 'true', '1')):
             opts[key] = True
         elif key == 'peak_tflops':
             opts['peak_tflops'] = float(val)
-        elif key in ('bench_iters', 'bench_warmup', 'nproc'):
+        elif key in ('bench_iters', 'bench_warmup', 'nproc', 'sample_steps', 'sample_tokens'):
             opts[key] = int(val)
         else:
             rest.append(a)
@@ -59,6 +72,75 @@ def run_one(config_args, opts):
             res = json.load(f)
     res['config'] = ' '.join(config_args)
     return res
+
+
+def sample_one(config_args, opts):
+    """Sampling throughput (--sample) of one config; returns one row per sampler."""
+    import torch
+    from model import ModelConfig, build_model, mdlm_sample
+    keys = {}
+    for a in config_args:
+        if a.startswith('--'):
+            k, _, v = a[2:].partition('=')
+            try:
+                keys[k] = ast.literal_eval(v)
+            except (ValueError, SyntaxError):
+                keys[k] = v
+        else:
+            ns = {}
+            exec(open(a).read(), {}, ns)  # configs are data: assignments only
+            keys.update(ns)
+    device = keys.get('device', 'auto')
+    device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
+    if not keys.get('vocab_size'):
+        from prepare.common import load_meta
+        keys['vocab_size'] = load_meta(keys.get('data_dir') or os.path.join('data', keys['dataset']))['vocab_size']
+    if keys.get('arch') == 'mdlm':
+        keys['vocab_size'] += 1  # the added [MASK]
+    cfg = ModelConfig.from_dict(keys)
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device).eval()
+    sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
+    rows, base = [], {'arch': cfg.arch, 'config': ' '.join(config_args), 'device': device}
+    with torch.no_grad():
+        if cfg.arch == 'mdlm':
+            for name in ('ddpm', 'ddpm_cache'):
+                z = torch.full((1, cfg.block_size), model.mask_id, device=device)
+                g = torch.Generator(device=device).manual_seed(0)
+                sync()
+                t0 = time.time()
+                _, st = mdlm_sample(model, z, steps=opts['sample_steps'], cache=name == 'ddpm_cache', generator=g)
+                sync()
+                dt = time.time() - t0
+                rows.append({**base, 'sampler': f"{name} ({opts['sample_steps']} steps)", 'seconds': dt,
+                             'tokens_per_s': cfg.block_size / dt, 'network_calls': st['network_calls']})
+            rows[1]['speedup'] = rows[0]['seconds'] / rows[1]['seconds']
+        elif cfg.arch in ('gpt', 'backpack', 'atlas'):
+            idx = torch.zeros((1, 1), dtype=torch.long, device=device)
+            model.generate(idx, 2)  # warm-up
+            sync()
+            t0 = time.time()
+            model.generate(idx, opts['sample_tokens'], generator=torch.Generator(device=device).manual_seed(0))
+            sync()
+            dt = time.time() - t0
+            rows.append({**base, 'sampler': f"generate {opts['sample_tokens']} tokens, batch 1", 'seconds': dt,
+                         'tokens_per_s': opts['sample_tokens'] / dt})
+        else:
+            rows.append({**base, 'error': f"arch {cfg.arch} does not generate (no --sample for it)"})
+    return rows
+
+
+def sample_table(rows):
+    lines = ['| arch | config | device | sampler | seconds | tokens/s | network calls | ddpm_cache speed-up |',
+             '|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        if 'error' in r:
+            lines.append(f"| {r['arch']} | {r['config']} | {r['device']} | error: {r['error']} | | | | |")
+            continue
+        sp = f"{r['speedup']:.2f}x" if 'speedup' in r else ''
+        lines.append(f"| {r['arch']} | {r['config']} | {r['device']} | {r['sampler']} | {r['seconds']:.2f} | "
+                     f"{r['tokens_per_s']:,.1f} | {r.get('network_calls', '')} | {sp} |")
+    return '\n'.join(lines)
 
 
 def table(rows):
@@ -90,8 +172,11 @@ def main(argv):
     rows = []
     for args in runs:
         print(f"benchmarking {' '.join(args)} ...", file=sys.stderr)
-        rows.append(run_one(args, opts))
-    print(json.dumps(rows, indent=1) if opts['json'] else table(rows))
+        if opts['sample']:
+            rows.extend(sample_one(args, opts))
+        else:
+            rows.append(run_one(args, opts))
+    print(json.dumps(rows, indent=1) if opts['json'] else (sample_table if opts['sample'] else table)(rows))
 
 
 if __name__ == '__main__':

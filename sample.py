@@ -13,7 +13,7 @@ An mdlm checkpoint (masked diffusion) samples with model.mdlm_sample: `ddpm` (an
 --length beyond the context is generated semi-autoregressively (--stride new tokens per block); --text
 with [MASK] (or [MASK*n] for n of them) is infilled: its known tokens stay fixed.
 
-A causal checkpoint (gpt) generates text after --start (a string, or FILE:path). An encoder
+A causal checkpoint (gpt, backpack, atlas) generates text after --start (a string, or FILE:path). An encoder
 checkpoint fills the [MASK] positions of --text and prints, for each, the top candidates with
 their probabilities. --seed makes every run repeatable; --json (= --json_output=True) prints
 machine-readable output.

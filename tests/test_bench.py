@@ -36,3 +36,18 @@ def test_bench_py_table_and_padded_vocab_check(char_data, tmp_path):
     bad = run_train([f'--data_dir={char_data}', f'--out_dir={tmp_path / "v"}', '--vocab_size=8', '--max_iters=1'],
                     check=False)
     assert bad.returncode != 0 and 'vocab_size=8 is smaller' in bad.stderr
+
+
+def test_bench_sample_rows(char_data, tmp_path):
+    """--sample: causal generation gives tokens/s; mdlm runs ddpm and ddpm_cache with the same schedule, and
+    the cache never calls the network more often."""
+    import bench
+    cfg = tmp_path / 'm.py'
+    cfg.write_text(f"arch = 'mdlm'\ndata_dir = '{char_data}'\nn_layer = 1\nn_head = 2\nn_embd = 32\n"
+                   "block_size = 16\ndevice = 'cpu'\n")
+    opts = {'sample_steps': 40, 'sample_tokens': 5}
+    ddpm, cache = bench.sample_one([str(cfg)], opts)
+    assert ddpm['network_calls'] >= 40 and cache['network_calls'] <= ddpm['network_calls']
+    assert cache['speedup'] == pytest.approx(ddpm['seconds'] / cache['seconds'])
+    (row,) = bench.sample_one([str(cfg), '--arch=gpt'], opts)
+    assert row['tokens_per_s'] > 0 and 'generate 5 tokens' in row['sampler']

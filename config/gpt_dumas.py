@@ -1,0 +1,33 @@
+# GPT baseline of config/atlas_dumas.py: the same config with arch='gpt' (same 128-token window, no
+# memory; the mem_* keys are ignored by gpt). Issue 6.
+# Tokenizer: the balanced BPE; the English-only one with --dataset=literature_fr_enbpe --out_dir=out-gpt-fr-enbpe
+# python prepare/literature.py && python train.py config/gpt_dumas.py
+out_dir = 'out-gpt-fr-balanced'
+dataset = 'literature_fr_balanced'
+arch = 'gpt'
+n_layer = 4
+n_head = 4
+n_embd = 256
+block_size = 512
+window = 128
+pos = 'rope'
+norm = 'rmsnorm'
+bias = False
+atlas_mode = 'mag'
+mem_depth = 2
+mem_key_dim = 16              # phi_2 of a 16-dim key: C(18, 2) = 153 features
+mem_hidden = 64
+mem_poly = 2
+mem_window = 4
+mem_chunk = 32
+mem_muon = True
+mem_lr = 0.01
+batch_size = 32
+learning_rate = 3e-4
+max_iters = 5000
+min_lr = 3e-5
+warmup_iters = 200
+weight_decay = 0.1
+eval_interval = 250
+eval_iters = 20
+log_interval = 20
