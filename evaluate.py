@@ -233,6 +233,27 @@ def read_metrics(d):
     return rows
 
 
+def seed_groups(dirs, results, configs, keys):
+    """Runs whose configs differ only in seed (and out_dir) form one arm: print each metric's mean ± sample sd
+    over its seeds, one column per arm."""
+    groups = {}
+    for d in dirs:
+        key = tuple(sorted((k, repr(v)) for k, v in configs[d].items() if k not in ('seed', 'out_dir')))
+        groups.setdefault(key, []).append(d)
+    arms = [g for g in groups.values() if len(g) > 1]
+    if not arms:
+        return
+    print('\nmean ± sd over seeds (runs whose configs differ only in seed):')
+    print('| metric | ' + ' | '.join(f'{g[0]} (n={len(g)})' for g in arms) + ' |\n|---|' + '---|' * len(arms))
+    for k in keys:
+        cells = []
+        for g in arms:
+            v = [results[d][k] for d in g if isinstance(results[d].get(k), (int, float))]
+            cells.append(f'{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}' if len(v) > 1 else '')
+        if any(cells):
+            print(f'| {k} | ' + ' | '.join(cells) + ' |')
+
+
 def compare_runs(dirs, plot_path):
     results, configs = {}, {}
     for d in dirs:
@@ -252,6 +273,7 @@ def compare_runs(dirs, plot_path):
         vals = [results[d].get(k) for d in dirs]
         lines.append(f'| {k} | ' + ' | '.join('' if v is None else (f'{v:.4f}' if isinstance(v, float) else str(v)) for v in vals) + ' |')
     print('\n'.join(lines))
+    seed_groups(dirs, results, configs, keys)
     for d in dirs:  # backpack sense tables (evaluate.py writes them beside eval.json)
         sp = os.path.join(d, 'senses.txt')
         if os.path.exists(sp):

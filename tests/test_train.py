@@ -180,3 +180,16 @@ def test_ddp_refuses_accumulation_not_divisible(tmp_path, char_data):
     r = run_train([f'--data_dir={char_data}', f'--out_dir={tmp_path}', '--max_iters=1',
                    '--gradient_accumulation_steps=3'], torchrun=2, check=False)
     assert r.returncode != 0 and 'must be a multiple' in r.stderr
+
+
+def test_compare_groups_seeds_into_mean_and_sd(capsys):
+    """evaluate.py --compare: runs that differ only in seed form one arm with mean ± sample sd."""
+    import evaluate
+    results = {'a1': {'bpc': 1.0}, 'a2': {'bpc': 3.0}, 'b1': {'bpc': 2.0}, 'b2': {'bpc': 2.0}, 'c': {'bpc': 9.0}}
+    configs = {'a1': {'seed': 1, 'attention': 'x', 'out_dir': 'a1'}, 'a2': {'seed': 2, 'attention': 'x', 'out_dir': 'a2'},
+               'b1': {'seed': 1, 'attention': 'y', 'out_dir': 'b1'}, 'b2': {'seed': 2, 'attention': 'y', 'out_dir': 'b2'},
+               'c': {'seed': 1, 'attention': 'z', 'out_dir': 'c'}}
+    evaluate.seed_groups(list(results), results, configs, ['bpc'])
+    out = capsys.readouterr().out
+    assert '| a1 (n=2) | b1 (n=2) |' in out and '| bpc | 2.0000 ± 1.4142 | 2.0000 ± 0.0000 |' in out
+    assert '(n=1)' not in out and 'c (n' not in out
