@@ -310,8 +310,19 @@ if ckpt is not None:
     ckpt = None  # free memory
 
 raw_model = model
+graph_breaks = None
 if compile:
-    if master:
+    import torch._dynamo
+    torch._dynamo.config.capture_dynamic_output_shape_ops = True  # backpack's torch.unique stays in the graph
+    if master:  # count graph breaks on one real batch (a dynamo trace, no code generation)
+        xb, yb, docb, extrab = make_batch('train', 0)
+        with ctx:
+            explained = torch._dynamo.explain(model)(xb, yb, docb, **extrab)
+        graph_breaks = explained.graph_break_count
+        reasons = '; '.join(sorted({str(b.reason).splitlines()[0][:100] for b in explained.break_reasons}))
+        print(f"torch.compile: {explained.graph_count} graph(s), {graph_breaks} graph break(s)"
+              + (f": {reasons}" if reasons else ''))
+        torch._dynamo.reset()
         print("compiling the model (takes a minute)...")
     model = torch.compile(model)
 train_model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp else model
@@ -436,7 +447,8 @@ def write_bench(seconds):
     res = {'arch': arch, 'device': torch.cuda.get_device_name() if device_type == 'cuda' else device, 'dtype': dtype,
            'compile': compile, 'params': raw_model.num_params(), 'tokens_per_iter': tokens_per_iter,
            'tokens_per_s': tps, 'step_s': seconds / bench_iters, 'flops_per_token': fpt,
-           'mfu': fpt * tps / peak if peak else None, 'peak_mem_gib': mem, 'world_size': world}
+           'mfu': fpt * tps / peak if peak else None, 'peak_mem_gib': mem, 'world_size': world,
+           'graph_breaks': graph_breaks, 'activation_checkpointing': activation_checkpointing}
     if master:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / 'bench.json', 'w') as f:
