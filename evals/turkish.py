@@ -11,34 +11,26 @@ unigram/Metaspace tokenizer merges the prompt's trailing space into c's first pi
 longest common prefix are scored (so those may include a boundary piece such as '▁'; the same for every
 candidate of an item). The separator id that opens every training document is prepended when the data has one.
 """
-import json
 import math
 import os
 
 import numpy as np
 import torch
 
+from prepare.turkish_morph import tmb_raw_items
 
-TMB_SPEC = 'turkmorfbench==3.8.0'
-TMB_MEMBER = 'turkmorfbench/veri/cekirdek.json'  # the notes say veri/cekirdek.json; in the wheel it is under the package
+
 TMB_PROMPT = "Kelime: {stem}\nÇekimli biçim: "
 
 
 def load_turkmorfbench(raw_dir=os.path.join('data', 'turkish_raw')):
     """The core items as dicts (stem, gold, options, bucket, real), or None (one line printed) when the wheel
     cannot be had."""
-    import zipfile
-    from pathlib import Path
-    from prepare.common import pip_download
-    try:
-        whl = pip_download(TMB_SPEC, Path(raw_dir))
-        with zipfile.ZipFile(whl) as z:
-            d = json.loads(z.read(TMB_MEMBER).decode('utf-8'))
-    except (SystemExit, Exception) as e:
-        print(f"turkmorfbench: skipped, could not get {TMB_MEMBER} from {TMB_SPEC} ({type(e).__name__}: {e})")
+    raw = tmb_raw_items(raw_dir)
+    if raw is None:
         return None
     items = []
-    for m in d['maddeler']:
+    for m in raw:
         if m['altin'] not in m['secenek']:
             continue
         items.append({'stem': m['govde'], 'gold': m['altin'], 'options': list(m['secenek']),

@@ -13,8 +13,7 @@ zemberek's root lexicon, morfessor = Morfessor Baseline trained on the training 
 (U+E000) between the morphemes of a word that the tokenizer's pre-tokenizer removes: no piece crosses a morpheme
 boundary, the marker costs 0 bytes, decode() gives the original text. The same segmentation is applied to every
 split; meta.json 'presegment' names the segmenter (and the saved lexicon / Morfessor model beside the bins), and
-prepare.turkish_morph.load_any_tokenizer(data_dir) rebuilds the segmenting encoder (prepare.common.load_tokenizer
-alone would encode unsegmented text; decoding is the same either way).
+prepare.common.load_tokenizer(data_dir) rebuilds the segmenting encoder (prepare.turkish_morph.MorphTokenizer) from it.
 
 Sources (the first that works, unless --source is given):
   online   UD_Turkish-BOUN (train/dev/test .conllu, CC BY-SA 4.0) from raw.githubusercontent.com

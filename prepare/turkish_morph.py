@@ -516,22 +516,9 @@ class MorphTokenizer:
         return self.hf.decode(ids)
 
     def token_bytes(self):
-        """UTF-8 bytes of the ORIGINAL text each piece stands for. The marker never reaches a piece (the
-        pre-tokenizer removes it), so it counts 0 bytes. (HFTokenizer.token_bytes tells byte-level from the
-        pre-tokenizer's type, which here is a Sequence: it would count byte-level pieces as UTF-8 text.)"""
-        specials = set(self.special_ids().values())
-        byte_level = type(self.tok.decoder).__name__ == 'ByteLevel'
-        out = []
-        for i in range(self.vocab_size):
-            p = self.tok.id_to_token(i)
-            assert p is None or MARKER not in p
-            if i in specials or p is None:
-                out.append(0)
-            elif byte_level:
-                out.append(len(p))
-            else:
-                out.append(len(p.replace('\u2581', ' ').encode('utf-8')))
-        return out
+        """UTF-8 bytes of the ORIGINAL text each piece stands for: the marker never reaches a piece (the
+        pre-tokenizer removes it), so it counts 0 bytes and the HF tokenizer's own count is right."""
+        return self.hf.token_bytes()
 
     def to_meta(self):
         return {**self.hf.to_meta(), 'presegment': {**self.extra_meta, 'segmenter': self.segmenter,
@@ -544,15 +531,6 @@ class MorphTokenizer:
 
     def special_ids(self):
         return self.hf.special_ids()
-
-
-def load_any_tokenizer(data_dir):
-    """prepare.common.load_tokenizer, but a morph tokenizer (meta.json 'presegment') comes back as MorphTokenizer."""
-    from prepare.common import load_meta, load_tokenizer
-    meta = load_meta(data_dir)
-    if meta.get('presegment'):
-        return MorphTokenizer.load(data_dir, meta)
-    return load_tokenizer(data_dir)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -597,7 +575,7 @@ def baseline_first_vc(form):
     return len(w)
 
 
-TMB_SPEC = 'turkmorfbench==3.8.0'  # as evaluate.py
+TMB_SPEC = 'turkmorfbench==3.8.0'  # the wheel of TurkMorfBench (also scored by evals/turkish.py)
 TMB_MEMBER = 'turkmorfbench/veri/cekirdek.json'
 
 
@@ -623,21 +601,29 @@ def tmb_root_end(stem, form, doubling=False):
     return None
 
 
-def load_tmb_gold(raw_dir='data/turkish_raw'):
-    """TurkMorfBench core items as gold words {'form', 'root_end', 'real', 'bucket'}; None when the wheel cannot
-    be had. The items carry a stem (govde) and the gold inflected form (altin), no segmentation: the root
-    boundary is where the stem ends in the form (tmb_root_end)."""
+def tmb_raw_items(raw_dir='data/turkish_raw'):
+    """The raw TurkMorfBench core items ('maddeler' of TMB_MEMBER in the TMB_SPEC wheel, read with zipfile; the
+    package is never installed), or None with one line printed when the wheel cannot be had."""
     from prepare.common import pip_download
     try:
         whl = pip_download(TMB_SPEC, Path(raw_dir))
         with zipfile.ZipFile(whl) as z:
-            d = json.loads(z.read(TMB_MEMBER).decode('utf-8'))
+            return json.loads(z.read(TMB_MEMBER).decode('utf-8'))['maddeler']
     except (SystemExit, Exception) as e:
-        print(f"turkmorfbench: skipped ({type(e).__name__}: {e})")
+        print(f"turkmorfbench: skipped, could not get {TMB_MEMBER} from {TMB_SPEC} ({type(e).__name__}: {e})")
+        return None
+
+
+def load_tmb_gold(raw_dir='data/turkish_raw'):
+    """TurkMorfBench core items as gold words {'form', 'root_end', 'real', 'bucket'}; None when the wheel cannot
+    be had. The items carry a stem (govde) and the gold inflected form (altin), no segmentation: the root
+    boundary is where the stem ends in the form (tmb_root_end)."""
+    items = tmb_raw_items(raw_dir)
+    if items is None:
         return None
     return [{'form': m['altin'], 'stem': m['govde'],
              'root_end': tmb_root_end(m['govde'], m['altin'], m.get('kova') == 'istisna_ikizlesme'),
-             'real': bool(m.get('gercek', True)), 'bucket': m.get('kova', '')} for m in d['maddeler']]
+             'real': bool(m.get('gercek', True)), 'bucket': m.get('kova', '')} for m in items]
 
 
 def tokenizer_boundaries(tok, form):
@@ -684,7 +670,8 @@ def predictor(seg):
 def train_words_from(data_dir, limit_docs=None):
     """The training split's text, decoded from train.bin with the dataset's tokenizer."""
     import numpy as np
-    tok = load_any_tokenizer(data_dir)
+    from prepare.common import load_tokenizer
+    tok = load_tokenizer(data_dir)
     from prepare.common import load_meta
     sep = load_meta(data_dir)['sep_id']
     ids = np.fromfile(Path(data_dir) / 'train.bin', dtype=np.uint16).astype(np.int64)
@@ -790,7 +777,8 @@ def main(argv=None):
                     if json.loads(p.read_text(encoding='utf-8')).get('tokenizer') == 'hf']
         else:
             dirs = [d for d in a.tokenizers.split(',') if d and d != 'none']
-        toks = {Path(d).name: load_any_tokenizer(d) for d in dirs}
+        from prepare.common import load_tokenizer
+        toks = {Path(d).name: load_tokenizer(d) for d in dirs}
         evaluate(a.data, lex, mm, toks, load_tmb_gold() if a.tmb == 'on' else None)
     seg = make_segmenter(a.segmenter, lex, mm)
     for w in a.words:

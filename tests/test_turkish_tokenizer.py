@@ -1,11 +1,10 @@
 """Issue 7 item 2: lexicon-refined segmenter, Morfessor, root-boundary scoring and the MorphBPE-style tokenizer
 (prepare/turkish_morph.py, prepare/turkish.py --tokenizer=morph_bpe|morph_unigram). Tiny fixtures, no network."""
-import json
-import re
 
 import pytest
 
 from prepare import turkish_morph as tm
+from prepare.common import load_tokenizer
 from prepare.turkish_morph import MARKER, Lexicon, MorphTokenizer, presegment, root_boundary_accuracy, segment
 
 FIXTURE_LEXICON = {'araba', 'kedi', 'ev', 'kitap', 'çocuk', 'burun', 'hak', 'gel', 'oku', 'okul', 'göz', 'yol'}
@@ -142,7 +141,7 @@ def test_prepare_turkish_morph_dataset(tmp_path):
                   f'--out={out}'])
     meta = load_meta(out)
     assert meta['presegment']['segmenter'] == 'harmony' and meta['tokenizer'] == 'hf'
-    tok = tm.load_any_tokenizer(out)
+    tok = load_tokenizer(out)
     assert isinstance(tok, MorphTokenizer)
     ids = tok.encode(TEXT)
     assert tok.decode(ids) == TEXT
