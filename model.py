@@ -5,6 +5,11 @@ Every architecture of the toolkit, in one file. `ModelConfig.arch` picks the cla
     encoder  bidirectional RoPE encoder, the Aeneas torso (Assael et al., Nature 2025):
              pre-norm RMSNorm, no biases, GeGLU, head size d_kv free of d_model, and a 2-layer MLP
              restoration head tied to the embedding
+    mdlm     masked diffusion LM (Sahoo et al. 2024) on a DiT backbone with adaLN-zero, its samplers and
+             the importance-aware masking options
+    backpack Backpack LM (Hewitt et al. 2023): sense vectors + k-head contextualisation
+    atlas    causal LM with Atlas long-term memory (Behrouz et al. 2025) beside sliding-window attention
+    attention='agglutinative' (gpt, backpack): morphology-aware attention biases (issue 7)
 
 The shared blocks (norms, rotary embedding, attention through F.scaled_dot_product_attention with
 causal / bidirectional / document / sliding-window masks, GELU / GeGLU / SwiGLU MLPs, the
