@@ -577,8 +577,10 @@ while True:
         nonfinite_total += 1
         if nonfinite_run >= nonfinite_limit:
             save_checkpoint('last.pt')
-            fail(f"{nonfinite_run} non-finite losses/gradients in a row at iter {iter_num}; lower learning_rate, "
-                f"use dtype=bfloat16 or float32, or check the data (last good state saved to {out / 'last.pt'})")
+            hint = ("lower mem_lr (the inner learning rate: plain-gradient writes diverge when it is too large) or "
+                    "set mem_muon=True, " if arch == 'atlas' else '')
+            fail(f"{nonfinite_run} non-finite losses/gradients in a row at iter {iter_num}; {hint}lower learning_rate, "
+                 f"use dtype=bfloat16 or float32, or check the data (last good state saved to {out / 'last.pt'})")
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     data_position += world * accum

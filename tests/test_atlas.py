@@ -120,9 +120,10 @@ def test_poly_features_kernel():
     torch.testing.assert_close((fx * fy).sum(-1), a[0] + a[1] * s + a[2] * s ** 2 + a[3] * s ** 3)
 
 
-def test_causality_memory_included():
+@pytest.mark.parametrize('mode,muon,lr', [('mag', True, 0.5), ('mal', False, 0.01)])
+def test_causality_memory_included(mode, muon, lr):
     torch.manual_seed(0)
-    model = Atlas(tiny_cfg()).double().eval()
+    model = Atlas(tiny_cfg(atlas_mode=mode, mem_muon=muon, mem_lr=lr)).double().eval()
     x = torch.randint(0, 40, (2, 30))
     base, _ = model(x, all_logits=True)
     for t in (0, 5, 13, 29):
