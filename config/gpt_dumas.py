@@ -21,6 +21,7 @@ mem_poly = 2
 mem_window = 4
 mem_chunk = 32
 mem_muon = True
+activation_checkpointing = True  # as its atlas twin (costs gpt ~1/3 more compute, keeps the configs identical)
 mem_lr = 0.01
 batch_size = 32
 learning_rate = 3e-4
