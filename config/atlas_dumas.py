@@ -24,7 +24,7 @@ mem_chunk = 32
 mem_muon = True
 activation_checkpointing = True  # per-token Newton-Schulz keeps every S_t of a chunk and its
 # NS intermediates for backward (estimated, not measured: ~70 GB at batch 32 x 512 without checkpointing; ~20 GB with it)
-mem_lr = 0.01
+mem_lr = 0.05                 # NS bounds each write (spectral norm <= eta): Muon tolerates 5x the CPU configs' inner lr
 batch_size = 32
 learning_rate = 3e-4
 max_iters = 5000

@@ -23,7 +23,7 @@ mem_chunk = 64
 mem_muon = True
 activation_checkpointing = True  # per-token Newton-Schulz keeps every S_t of a chunk and
 # its NS intermediates for backward (estimated, not measured: ~330 GB at batch 8 x 1024 without checkpointing; ~30 GB with it)
-mem_lr = 0.01
+mem_lr = 0.05                 # NS bounds each write (spectral norm <= eta): Muon tolerates 5x the CPU configs' inner lr
 batch_size = 8
 gradient_accumulation_steps = 1
 compile = True

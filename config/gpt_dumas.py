@@ -22,7 +22,7 @@ mem_window = 4
 mem_chunk = 32
 mem_muon = True
 activation_checkpointing = True  # as its atlas twin (costs gpt ~1/3 more compute, keeps the configs identical)
-mem_lr = 0.01
+mem_lr = 0.05                 # NS bounds each write (spectral norm <= eta): Muon tolerates 5x the CPU configs' inner lr
 batch_size = 32
 learning_rate = 3e-4
 max_iters = 5000
