@@ -234,11 +234,12 @@ def read_metrics(d):
 
 
 def seed_groups(dirs, results, configs, keys):
-    """Runs whose configs differ only in seed (and out_dir) form one arm: print each metric's mean ± sample sd
-    over its seeds, one column per arm."""
+    """Runs whose configs differ only in seed (and out_dir; keys some run's config lacks are ignored) form one arm:
+    print each metric's mean ± sample sd over its seeds, one column per arm."""
     groups = {}
+    shared = set.intersection(*(set(configs[d]) for d in dirs))  # a key newer than a run's train.py is not compared
     for d in dirs:
-        key = tuple(sorted((k, repr(v)) for k, v in configs[d].items() if k not in ('seed', 'out_dir')))
+        key = tuple(sorted((k, repr(configs[d][k])) for k in shared if k not in ('seed', 'out_dir')))
         groups.setdefault(key, []).append(d)
     arms = [g for g in groups.values() if len(g) > 1]
     if not arms:
