@@ -75,7 +75,7 @@ class ModelConfig:
     mem_window: int = 4         # c: the Omega rule's sliding window of past keys (1 = delta rule)
     mem_chunk: int = 16         # b: chunk size of the parallel update (gradients at the chunk-start state)
     mem_muon: bool = True       # Newton-Schulz (5 steps) on the momentum before the write (Atlas)
-    mem_lr: float = 0.1         # eta_max: the inner learning rate is eta_t = mem_lr * sigmoid(.)
+    mem_lr: float = 0.05        # eta_max: the inner learning rate is eta_t = mem_lr * sigmoid(.)
     mem_conv: int = 4           # causal depthwise convolution on q, k, v (Titans); 1 = none
 
     def __post_init__(self):

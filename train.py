@@ -88,7 +88,7 @@ mem_poly = 2                    # polynomial feature map degree (0 = none, as Ti
 mem_window = 4                  # Omega window c (1 = delta rule)
 mem_chunk = 16                  # chunk size of the parallel memory update
 mem_muon = True                 # Newton-Schulz on the momentum
-mem_lr = 0.1                    # maximum inner learning rate
+mem_lr = 0.05                   # maximum inner learning rate (0.05 with Muon was measured stable; without Muon use ~0.01)
 mem_conv = 4                    # causal depthwise conv on the memory's q, k, v (1 = none)
 # optimisation
 batch_size = 12                 # per process and micro-step; 'auto' benchmarks and picks the fastest that fits
