@@ -81,7 +81,7 @@ def test_checkpoint_contract_and_load_checkpoint(resume_runs, char_data):
     with torch.no_grad():
         la = model(idx, all_logits=True)[0]
         lb = ref(idx, all_logits=True)[0]
-        assert torch.equal(la, lb)
+        assert torch.equal(la, lb)  # the same weights, shapes and kernels in one process: bitwise equal
         assert torch.equal(model(idx, all_logits=True)[0], la)  # eval mode: dropout off, repeatable
     # the metrics contract
     rows = read_metrics(full)
