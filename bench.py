@@ -177,6 +177,11 @@ def main(argv):
         else:
             rows.append(run_one(args, opts))
     print(json.dumps(rows, indent=1) if opts['json'] else (sample_table if opts['sample'] else table)(rows))
+    failed = [r for r in rows if 'error' in r]
+    if failed:  # a benchmark whose run failed has measured nothing: say so in the exit status too
+        print(f"error: {len(failed)} of {len(rows)} benchmark run(s) failed: " + '; '.join(r['error'] for r in failed),
+              file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == '__main__':

@@ -58,13 +58,15 @@ from evals.atlas import literature_metrics, memory_table
 from evals.europarl import europarl_metrics
 from evals.mdlm import evaluate_mdlm_split, generative_ppl, unigram_stats
 from evals.turkish import load_turkmorfbench, turkmorfbench
-from model import load_run, mlm_mask, objective
+from checkpoint import load_run, read_metrics, torch_load, write_text_atomic
+from model import mlm_mask, objective
 from prepare.common import die, load_meta, load_tokenizer, maskable_positions
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = ''
 ckpt_name = 'ckpt.pt'
 data_dir = ''                 # default: the checkpoint's training data
+allow_other_data = False      # True: evaluate on data_dir although it is not the run's data (same tokenizer only)
 split = 'all'                 # val | test | all (every held-out split present)
 max_tokens = 0                # 0 = the whole split
 batch_size = 32
@@ -167,8 +169,8 @@ def evaluate_split(model, ckpt, data_dir, split_name, device, max_tokens=0, batc
 
 
 def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=0, batch_size=32, seed=42, device='cpu',
-             n_spans=100, beam=20, max_gap_len=10, subset_size=500):
-    model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir)
+             n_spans=100, beam=20, max_gap_len=10, subset_size=500, allow_other_data=False):
+    model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir, allow_other_data)
     names = [s for s in ('val', 'test') if os.path.exists(os.path.join(data_dir, f'{s}.bin'))] if split == 'all' else [split]
     res = {'iter': ckpt['iter_num'], 'params': model.num_params(), 'params_non_embedding': model.num_params(True),
            'best_val_loss': ckpt['best_val_loss']}
@@ -181,7 +183,7 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=
         res.update(unigram_stats(data_dir, names))
         if gen_ppl_ckpt:
             res.update(generative_ppl(model, gen_ppl_ckpt, data_dir, gen_samples, gen_steps, seed, device))
-    evals_logged = [r for r in read_metrics(out_dir) if r.get('kind') == 'eval' and r.get('train_val_gap') is not None]
+    evals_logged = [r for r in read_metrics(os.path.join(out_dir, 'metrics.jsonl')) if r.get('kind') == 'eval' and r.get('train_val_gap') is not None]
     if evals_logged:  # the held-out side of any memorisation / grokking claim, from training's own evaluations
         res['train_val_gap_last'] = evals_logged[-1]['train_val_gap']
         res['train_val_gap_min'] = min(r['train_val_gap'] for r in evals_logged)
@@ -217,20 +219,16 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=
         if ckpt['model_args']['arch'] == 'atlas':
             print(memory_table(lit, ckpt['model_args']['n_layer']))
         res.update(lit)
-    tmp = os.path.join(out_dir, '.eval.json.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(res, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, 'eval.json'))
+    path = eval_path(out_dir, data_dir, ckpt)
+    write_text_atomic(path, json.dumps(res, indent=1))
+    print(f"wrote {path}")
     return res
 
 
-def read_metrics(d):
-    rows = []
-    p = os.path.join(d, 'metrics.jsonl')
-    if os.path.exists(p):
-        with open(p) as f:
-            rows = [json.loads(l) for l in f if l.strip()]
-    return rows
+def eval_path(out_dir, data_dir, ckpt):
+    """out_dir/eval.json for the run's own data; out_dir/eval_<data>.json for other data (--allow_other_data)."""
+    own = ckpt.get('own_data', True)
+    return os.path.join(out_dir, 'eval.json' if own else f"eval_{os.path.basename(os.path.normpath(data_dir))}.json")
 
 
 def seed_groups(dirs, results, configs, keys):
@@ -265,7 +263,7 @@ def compare_runs(dirs, plot_path):
         with open(p) as f:
             results[d] = json.load(f)
         ck = os.path.join(d, 'ckpt.pt')
-        configs[d] = torch.load(ck, map_location='cpu', weights_only=True)['config'] if os.path.exists(ck) else {}
+        configs[d] = torch_load(ck)['config'] if os.path.exists(ck) else {}
     keys = sorted({k for r in results.values() for k in r})
     if compare_keys:
         keys = [k for k in keys if any(s in k for s in compare_keys.split(','))]
@@ -299,7 +297,7 @@ def compare_runs(dirs, plot_path):
         return
     fig, ax = plt.subplots(figsize=(8, 5))
     for d in dirs:
-        rows = read_metrics(d)
+        rows = read_metrics(os.path.join(d, 'metrics.jsonl'))
         tr = [(r['iter'], r['loss']) for r in rows if r.get('kind') == 'train']
         ev = [(r['iter'], r['val_loss']) for r in rows if r.get('kind') == 'eval' and r.get('val_loss') is not None]
         if tr:
@@ -325,5 +323,4 @@ if __name__ == '__main__':
         if not out_dir:
             die("give --out_dir=DIR (a training run) or --compare=DIR1,DIR2")
         res = run_eval(out_dir, ckpt_name, data_dir, split, max_tokens, batch_size, seed, device, n_spans, beam,
-                       max_gap_len, subset_size)
-        print(f"wrote {os.path.join(out_dir, 'eval.json')}")
+                       max_gap_len, subset_size, allow_other_data)

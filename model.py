@@ -19,8 +19,6 @@ Objectives follow the arch: `objective(arch)` says which (causal next token, mas
 masked-LM corruption (BERT 80/10/10) lives here too so train.py, evaluate.py and bench.py share it.
 """
 import math
-import os
-import sys
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -79,6 +77,14 @@ class ModelConfig:
     mem_conv: int = 4           # causal depthwise convolution on q, k, v (Titans); 1 = none
 
     def __post_init__(self):
+        for k in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embd'):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
+        if not self.d_kv and self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not a multiple of n_head={self.n_head} (heads of "
+                             f"{self.n_embd / self.n_head:g}); choose sizes that divide, or set d_kv (the head size)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attention not in ('standard', 'agglutinative'):
             raise ValueError(f"unknown attention {self.attention!r}; choose standard or agglutinative")
         if self.atlas_mode not in ('mag', 'mal'):
@@ -963,10 +969,11 @@ def backpack_config_from_hf(state):
             'block_size': state['backpack.gpt2_model.wpe.weight'].shape[0]}
 
 
-def load_pretrained(model, path):
-    """--init_from=PATH: a local torch state dict, either ours or the backpack-gpt2 layout (mapped).
-    Loads with weights_only; the shapes must match the model's config."""
-    state = torch.load(path, map_location='cpu', weights_only=True)
+def load_pretrained(model, state, path='the state dict'):
+    """--init_from=PATH: a local torch state dict (loaded with weights_only by the caller), either ours or the
+    backpack-gpt2 layout (mapped); the shapes must match the model's config. Raises ValueError otherwise."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
     if isinstance(state, dict) and 'model' in state and isinstance(state['model'], dict):
         state = state['model']   # one of our checkpoints
     state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in state.items()}
@@ -1376,29 +1383,6 @@ def build_model(cfg):
     if cfg.arch not in MODELS:
         raise ValueError(f"unknown arch {cfg.arch!r}; choose one of {', '.join(MODELS)}")
     return MODELS[cfg.arch](cfg)
-
-
-def load_checkpoint(path, device='cpu'):
-    """Load a checkpoint (weights_only, so no code is unpickled) and rebuild its model in eval mode.
-    Returns (model, checkpoint dict)."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = build_model(ModelConfig.from_dict(ckpt['model_args']))
-    state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
-    model.load_state_dict(state)
-    return model.to(device).eval(), ckpt
-
-
-def load_run(out_dir, ckpt_name='ckpt.pt', device='cpu', data_dir=''):
-    """(model, checkpoint, data_dir) of a training run: its checkpoint, and the data it was trained on
-    unless data_dir is given. A missing checkpoint ends the program with one line saying what to do."""
-    path = os.path.join(out_dir, ckpt_name)
-    if not os.path.exists(path):
-        print(f"error: {path} not found: train first (python train.py config/...) or pass --out_dir of a "
-              f"training run", file=sys.stderr)
-        raise SystemExit(1)
-    model, ckpt = load_checkpoint(path, device)
-    cfg = ckpt['config']
-    return model, ckpt, data_dir or cfg.get('data_dir') or os.path.join('data', cfg['dataset'])
 
 
 def optimizer_groups(model, weight_decay):

@@ -32,18 +32,21 @@ an ATF-like line read by prepare.akkadian.parse_restoration_input, the normaliza
 probabilities, then the line with the best restoration of every gap.
 """
 import json as _json
+import os
 import sys
 
 import torch
 
 from configurator import configure
-from model import encoder_scorer, load_run, restore_gaps
+from checkpoint import load_run
+from model import encoder_scorer, restore_gaps
 from prepare.common import die, load_meta, load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = 'out'
 ckpt_name = 'ckpt.pt'
 data_dir = ''                 # default: the data directory the checkpoint was trained on
+allow_other_data = False      # True: use data_dir although it is not the run's data (same tokenizer only)
 start = '\n'                  # causal prompt, or FILE:path
 num_samples = 3
 max_new_tokens = 500
@@ -68,8 +71,27 @@ show_top = 10                 # backpack sense_edit: next-token candidates shown
 sys.argv[1:] = ['--json=True' if a == '--json' else a for a in sys.argv[1:]]
 configure(globals())
 json_output = json_output or json
+
+
+def check_options():
+    """Values the sampler cannot use: one line each, before the checkpoint is loaded."""
+    for k in ('num_samples', 'candidates', 'beam', 'max_gap_len', 'steps', 'show_top'):
+        if globals()[k] < 1:
+            die(f"--{k} must be at least 1, got {globals()[k]}")
+    for k in ('max_new_tokens', 'length', 'stride', 'top_k'):
+        if globals()[k] < 0:
+            die(f"--{k} must not be negative, got {globals()[k]}")
+    if temperature <= 0:
+        die(f"--temperature must be positive, got {temperature}")
+    if start.startswith('FILE:') and not os.path.isfile(start[5:]):
+        die(f"--start={start}: file {start[5:]!r} not found")
+    if device != 'cpu' and device.startswith('cuda') and not torch.cuda.is_available():
+        die(f"device={device} but this PyTorch has no usable CUDA device; use --device=cpu")
+
+
+check_options()
 torch.manual_seed(seed)
-model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir)
+model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir, allow_other_data)
 tok = load_tokenizer(data_dir)
 arch = ckpt['model_args']['arch']
 
@@ -123,6 +145,11 @@ def restore_akkadian():
             i += 1
     if not gaps:
         die('--text has no gap to restore: write a lost sign as x and a gap of unknown length as ... or [...]')
+    T = ckpt['model_args']['block_size']
+    longest = max([max_gap_len if n is None else n for _, n in gaps])
+    if longest >= T:
+        die(f"a restoration of {longest} signs does not fit the model's context of {T} signs with any context "
+            f"around it; use --max_gap_len below {T} (and gaps of fewer than {T} x's)")
     score_fn = encoder_scorer(model, banned_ids=specials.values())
     results = restore_gaps(score_fn, ids, gaps, mask_id=specials['[MASK]'], max_gap_len=max_gap_len, beam=beam,
                            alpha=length_alpha, topk=candidates, banned_ids=specials.values(),

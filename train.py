@@ -5,9 +5,12 @@ One training loop for every architecture; the objective follows the arch (model.
     python train.py config/train_akkadian.py --batch_size=32 --compile=True
     torchrun --standalone --nproc_per_node=2 train.py config/X.py     # DDP (NCCL on CUDA, gloo on CPU)
     python train.py config/X.py --init_from=resume                  # continue out_dir/last.pt exactly
+    python train.py config/X.py --overwrite=True                    # start over in an out_dir that holds a run
 
 Writes out_dir/ckpt.pt (best val loss), out_dir/last.pt (latest state, also on SIGTERM/SIGINT) and
-out_dir/metrics.jsonl (one JSON object per log line and per evaluation).
+out_dir/metrics.jsonl (one JSON object per log line and per evaluation). The out_dir is locked while the run
+lives; an out_dir that holds a run is never overwritten unless asked (--overwrite=True). SIGTERM / SIGINT save
+last.pt and exit with status 143 / 130, so `train.py && evaluate.py` never evaluates a stopped run.
 """
 import inspect
 import json
@@ -15,6 +18,7 @@ import math
 import os
 import random
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,8 +28,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from checkpoint import (check_data, checked_checkpoint, data_fingerprints, lock_run_dir, read_metrics, save_atomic,
+                        torch_load, write_text_atomic)
 from configurator import configure, format_config
-from model import ModelConfig, build_model, causal_probe, diffusion_noise, mlm_mask, objective, optimizer_groups
+from model import MODELS, ModelConfig, build_model, causal_probe, diffusion_noise, mlm_mask, objective, optimizer_groups
 from prepare.common import BatchLoader, die, fixed_subset, load_meta, maskable_positions
 
 # ----------------------------------------------------------------------------- defaults
@@ -34,6 +40,8 @@ out_dir = 'out'
 dataset = 'shakespeare_char'    # reads data/<dataset>/ unless data_dir is set
 data_dir = ''
 init_from = 'scratch'           # scratch | resume | PATH (a local state dict: ours or stanfordnlp/backpack-gpt2's layout)
+overwrite = False               # True: start over in an out_dir that already holds a run (its checkpoints are deleted)
+allow_other_data = False        # True: resume on data other than the run's own (the same tokenizer only)
 eval_interval = 250
 eval_iters = 20                 # batches per split at each evaluation
 log_interval = 10
@@ -126,6 +134,40 @@ if lr_decay_iters == 0:
 if init_from not in ('scratch', 'resume') and not os.path.isfile(init_from):
     die(f"init_from must be 'scratch', 'resume' or the path of a local state dict; {init_from!r} is none of them")
 
+
+def check_options():
+    """Values a config can hold but a run cannot use: one line each, before anything is built or written."""
+    if arch not in MODELS:
+        die(f"unknown arch {arch!r}; choose one of {', '.join(MODELS)}")
+    if batch_size != 'auto' and batch_size < 1:
+        die(f"batch_size must be at least 1 (or 'auto'), got {batch_size}")
+    for k in ('block_size', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters', 'log_interval'):
+        if globals()[k] < 1:
+            die(f"{k} must be at least 1, got {globals()[k]}")
+    if max_iters < 1 and not eval_only:
+        die(f"max_iters={max_iters}: nothing to train; set max_iters >= 1 (or eval_only=True to evaluate only)")
+    for k in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters'):
+        if globals()[k] < 0:
+            die(f"{k} must not be negative, got {globals()[k]}")
+    if learning_rate == 0:
+        die("learning_rate=0 would train nothing; give a positive learning rate")
+    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+        die(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
+    if device != 'auto' and not (device in ('cpu', 'cuda', 'mps') or (device.startswith('cuda:') and device[5:].isdigit())):
+        die(f"unknown device {device!r}; choose auto, cpu, cuda, cuda:N or mps")
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        die(f"device={device} but this PyTorch has no usable CUDA device (build {torch.__version__}); use --device=cpu, "
+            f"or install the CUDA build (README, GPU)")
+    if device.startswith('cuda:') and int(device[5:]) >= torch.cuda.device_count():
+        die(f"device={device} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if device == 'mps' and not torch.backends.mps.is_available():
+        die("device=mps but MPS is not available on this machine; use --device=cpu")
+    if overwrite and init_from == 'resume':
+        die("overwrite=True and init_from='resume' contradict each other: resume continues the run, overwrite deletes it")
+
+
+check_options()
+
 # ----------------------------------------------------------------------------- processes and device
 ddp = int(os.environ.get('RANK', -1)) != -1
 if device == 'auto':
@@ -147,6 +189,9 @@ if device_type == 'cpu':
     torch.set_num_threads(num_threads or max(1, torch.get_num_threads() // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
 if dtype == 'auto':
     dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+if dtype == 'float16' and device_type == 'cpu' and master:
+    print("warning: dtype=float16 on a CPU is emulated and much slower (~15x measured) than float32 or bfloat16; "
+          "use --dtype=float32 or bfloat16", file=sys.stderr)
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed + rank)
@@ -154,9 +199,19 @@ if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
+# ----------------------------------------------------------------------------- the run directory
+out = Path(out_dir)
+RUN_FILES = ('last.pt', 'ckpt.pt', 'init.pt', 'metrics.jsonl', 'eval.json', 'bench.json', 'artifacts_init.pt',
+             'artifacts_final.pt')
+existing = [n for n in RUN_FILES if (out / n).exists()]  # checked now; the lock is taken before the first write
+if existing and init_from != 'resume' and not overwrite:
+    die(f"{out} already holds a training run ({', '.join(existing)}): continue it with --init_from=resume, "
+        f"start over with --overwrite=True (deletes it), or choose another --out_dir")
+
 # ----------------------------------------------------------------------------- data
 data_dir = data_dir or os.path.join('data', dataset)
 meta = load_meta(data_dir)
+fingerprint = data_fingerprints(data_dir)  # stored in every checkpoint: evaluate/sample check they get this data
 obj = objective(arch)
 aux = tuple(a for a in meta.get('aux', {}) if a == 'flags')
 special_ids = meta.get('special_ids') or {}
@@ -251,16 +306,19 @@ if obj == 'diffusion':
     model_args['vocab_size'] = max(model_args['vocab_size'], mask_id + 1)
 iter_num, best_val_loss, data_position, nonfinite_total = 0, float('inf'), 0, 0
 ckpt = None
-out = Path(out_dir)
 if init_from == 'resume':
     path = out / 'last.pt'
     if not path.exists():
         die(f"{path} not found: nothing to resume (train without --init_from=resume first)")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = checked_checkpoint(path, device)
+    check_data(ckpt, data_dir, allow_other_data, path)
     model_args = ckpt['model_args']  # the architecture comes from the checkpoint
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
     data_position, nonfinite_total = ckpt['data_position'], ckpt.get('nonfinite_total', 0)
-model = build_model(ModelConfig(**model_args))
+try:
+    model = build_model(ModelConfig(**model_args))
+except ValueError as e:
+    die(str(e))
 if model_args.get('attention', 'standard') == 'agglutinative':
     if 'word_start' not in meta or 'token_class' not in meta:
         die(f"attention='agglutinative' needs meta.json 'word_start' and 'token_class' in {data_dir} (prepare/turkish.py writes them)")
@@ -270,7 +328,7 @@ if ckpt is not None:
 elif init_from not in ('scratch', 'resume'):  # pretrained weights from a local file; the optimizer starts fresh
     from model import load_pretrained
     try:
-        load_pretrained(model, init_from)
+        load_pretrained(model, torch_load(init_from), init_from)
     except ValueError as e:
         die(f"--init_from={init_from}: {e}")
     if master:
@@ -390,11 +448,9 @@ def save_checkpoint(name):
         return
     state = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
              'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
-             'data_position': data_position, 'nonfinite_total': nonfinite_total, 'rng': states}
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f'.{name}.tmp'
-    torch.save(state, tmp)
-    os.replace(tmp, out / name)
+             'data_position': data_position, 'nonfinite_total': nonfinite_total, 'rng': states,
+             'data_fingerprint': fingerprint}
+    save_atomic(state, out / name)
 
 
 @torch.no_grad()
@@ -425,9 +481,7 @@ def write_artifacts(name):
     state = {'token_ids': torch.cat(ids_all).int(), 'doc_offsets': torch.tensor(offsets), 'split': split, 'seed': 42,
              'embeddings': raw_model.trunk.wte.weight.detach().half().cpu(), 'layers': kept, 'iter': iter_num,
              'hidden': {str(l): torch.cat(hidden[l]) for l in kept}}
-    tmp = out / f'.artifacts_{name}.pt.tmp'
-    torch.save(state, tmp)
-    os.replace(tmp, out / f'artifacts_{name}.pt')
+    save_atomic(state, out / f'artifacts_{name}.pt')
     print(f"wrote {out / f'artifacts_{name}.pt'}: {len(docs)} documents, {offsets[-1]:,} tokens, layers {kept}")
 
 
@@ -469,16 +523,18 @@ def fail(msg):
     die(msg)
 
 
-if master:
-    out.mkdir(parents=True, exist_ok=True)
-    mpath = out / 'metrics.jsonl'
-    if init_from == 'resume' and mpath.exists():  # drop rows logged after the state we resume from
-        rows = [l for l in mpath.read_text().splitlines() if l.strip() and json.loads(l).get('iter', 0) <= iter_num]
-        tmp = out / '.metrics.jsonl.tmp'
-        tmp.write_text(''.join(r + '\n' for r in rows))
-        os.replace(tmp, mpath)
-    elif mpath.exists():
-        mpath.unlink()
+run_lock = None
+if master:  # nothing was written before this point; the lock is held until the process ends
+    run_lock = lock_run_dir(out)
+    existing = [n for n in RUN_FILES if (out / n).exists()]
+    if existing and init_from != 'resume':  # overwrite=True (checked above)
+        for n in existing:
+            (out / n).unlink()
+        print(f"overwrite=True: deleted the previous run's {', '.join(existing)} in {out}")
+mpath = out / 'metrics.jsonl'
+if master and init_from == 'resume' and mpath.exists():  # drop rows logged after the state we resume from
+    rows = [r for r in read_metrics(mpath) if r.get('iter', 0) <= iter_num]
+    write_text_atomic(mpath, ''.join(json.dumps(r) + '\n' for r in rows))
 
 stop_signal = []
 
@@ -500,13 +556,16 @@ if save_artifacts and init_from == 'scratch' and not bench_iters:
 # ----------------------------------------------------------------------------- the loop
 from tqdm import tqdm
 
-pbar = tqdm(total=max_iters, initial=iter_num, disable=not master, dynamic_ncols=True, desc=os.path.basename(out_dir))
+# a bar on a terminal; in a log file (stdout not a terminal) plain lines at every log_interval instead, as nanoGPT
+bar = master and sys.stdout.isatty() and sys.stderr.isatty()
+pbar = tqdm(total=max_iters, initial=iter_num, disable=not bar, dynamic_ncols=True, desc=os.path.basename(out_dir))
 t_start = time.time()
 t_log, iters_since_log = time.time(), 0
 nonfinite_run = 0
 nonfinite_limit = max_nonfinite + (16 if scaler.is_enabled() else 0)  # fp16 GradScaler overflows while it finds its scale
 first_step = True
 skip_eval_at = iter_num if init_from == 'resume' else -1
+already_done = init_from == 'resume' and iter_num >= max_iters and not eval_only and not bench_iters
 grad_norm = torch.zeros((), device=device)
 loss_acc = torch.zeros((), device=device)
 if bench_iters:
@@ -602,6 +661,9 @@ while True:
                          'tokens_per_s': tps, 'elapsed': time.time() - t_start, 'nonfinite_skipped': nonfinite_total,
                          **({'loss_name': loss_name} if weighted_loss else {})})
             pbar.set_postfix(loss=f'{lossf:.4f}', lr=f'{lr:.2e}', tok_s=f'{tps:,.0f}', refresh=False)
+            if not bar:
+                print(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, {tps:,.0f} tok/s, "
+                      f"{time.time() - t_start:.0f}s", flush=True)
         if ddp:  # agree on a stop request at log intervals, so every process stops at the same step
             flag = torch.tensor([1.0 if stop_signal else 0.0], device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -615,9 +677,14 @@ while True:
         break
 
 pbar.close()
+if master and already_done:
+    print(f"nothing to train: {out / 'last.pt'} is at iter {iter_num} >= max_iters={max_iters}; "
+          f"raise --max_iters to continue")
 if save_artifacts and master and not stop_signal and not bench_iters:
     write_artifacts('final')
 if master and nonfinite_total:
     print(f"skipped {nonfinite_total} steps with non-finite loss or gradients")
 if ddp:
     dist.destroy_process_group()
+if stop_signal:  # a stopped run is not a finished one: 128 + the signal, as a shell reports it
+    raise SystemExit({'SIGINT': 130}.get(stop_signal[0], 143))

@@ -8,6 +8,7 @@ Scorers: the model, and two baselines fit on the TRAIN split only (unigram, bidi
 all behind the score_fn interface of model.beam_fill, so every number has its baseline beside it.
 """
 import os
+import sys
 
 import numpy as np
 import torch
@@ -168,7 +169,7 @@ def restore_spans(scorers, spans, mask_id, banned, beam, desc=''):
     exact match within the top 5, and the sign error rate of the top-1 filling (wrong / signs)."""
     from tqdm import tqdm
     res = {name: {'exact': 0, 'exact5': 0, 'wrong': 0, 'n': 0, 'signs': 0} for name in scorers}
-    for ids, start, L in tqdm(spans, desc=desc, leave=False, disable=not spans):
+    for ids, start, L in tqdm(spans, desc=desc, leave=False, disable=not spans or not sys.stderr.isatty()):
         truth = ids[start:start + L].tolist()
         x = ids.copy()
         x[start:start + L] = mask_id

@@ -22,6 +22,7 @@ For data whose meta.json says dataset 'europarl' (prepare/europarl.py) and a cau
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -157,7 +158,7 @@ def translation_metrics(model, data_dir, device, n=200, beam=4, max_new=64):
     from tqdm import tqdm
     for mode in (['greedy'] + (['beam'] if beam > 1 else [])):
         hyps = []
-        for ids in tqdm(prompts, desc=f'translate {mode}', leave=False):
+        for ids in tqdm(prompts, desc=f'translate {mode}', leave=False, disable=not sys.stderr.isatty()):
             out = _greedy(model, ids, stop, max_new, T, device) if mode == 'greedy' else \
                 _beam(model, ids, stop, max_new, T, device, beam)
             hyps.append(tok.decode(out).strip())

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from model import load_checkpoint
+from checkpoint import load_checkpoint
 from prepare.common import die, load_meta, load_tokenizer
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO, run_train
+from checkpoint import torch_load
 from model import (Backpack, ModelConfig, backpack_from_hf, backpack_to_hf, build_model, hf_backpack_key_map,
                    load_pretrained, objective)
 
@@ -209,7 +210,7 @@ def test_hf_key_map_round_trips_and_loads(tmp_path):
                        m.state_dict()['sense_net.fc2.weight'])
     # load through the file path that train.py --init_from=PATH uses, then check the function, not just keys
     torch.save(hf, tmp_path / 'backpack_gpt2.pt')
-    load_pretrained(m, tmp_path / 'backpack_gpt2.pt')
+    load_pretrained(m, torch_load(tmp_path / 'backpack_gpt2.pt'))
     ids = torch.tensor([3, 17, 0, 39])
     with torch.no_grad():
         assert torch.allclose(m.sense_table(ids), hf_senses(hf, ids), atol=1e-12)
@@ -230,7 +231,7 @@ def test_hf_key_map_round_trips_and_loads(tmp_path):
         backpack_from_hf({k: v for k, v in hf.items() if 'final_mlp' not in k})
     with pytest.raises(ValueError, match='shape mismatch'):
         load_pretrained(build_model(ModelConfig(arch='backpack', vocab_size=V, block_size=16,
-                        n_layer=L, n_head=2, n_embd=D, n_senses=2)), tmp_path / 'backpack_gpt2.pt')
+                        n_layer=L, n_head=2, n_embd=D, n_senses=2)), torch_load(tmp_path / 'backpack_gpt2.pt'))
     assert len(hf_backpack_key_map(L)) == len(ours)
 
 

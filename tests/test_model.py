@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import model as M
+from checkpoint import load_checkpoint
 from model import ModelConfig, Rotary, apply_rotary, build_model, mlm_mask
 
 
@@ -312,8 +313,8 @@ def test_tiny_model_overfits_one_batch(arch):
 def test_load_checkpoint_rebuilds_the_same_model(tmp_path):
     model = tiny('encoder', dropout=0.1)
     state = {f'_orig_mod.{k}': v for k, v in model.state_dict().items()}  # as saved from a compiled model
-    torch.save({'model': state, 'model_args': model.cfg.to_dict(), 'iter_num': 3}, tmp_path / 'c.pt')
-    loaded, ckpt = M.load_checkpoint(tmp_path / 'c.pt')
+    torch.save({'model': state, 'model_args': model.cfg.to_dict(), 'config': {}, 'iter_num': 3}, tmp_path / 'c.pt')
+    loaded, ckpt = load_checkpoint(tmp_path / 'c.pt')
     assert ckpt['iter_num'] == 3 and not loaded.training
     idx = torch.randint(0, 48, (2, 16))
     assert torch.equal(logits_of(loaded, idx), logits_of(model, idx))

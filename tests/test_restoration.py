@@ -222,3 +222,12 @@ def test_sample_restores_known_and_unknown_length_gaps(akk_ckpt):
     assert not any(s in specials for g in (g1, g2) for c in g['candidates'] for s in c['signs'])
     j2 = json.loads(run_sample(akk_ckpt, f'--text={line}', '--json_output=True').stdout)
     assert j2 == j                                                    # --json is --json_output; repeatable
+
+
+def test_sample_refuses_a_gap_longer_than_the_context_at_once(akk_ckpt):
+    """--max_gap_len beyond the model's context is one line before any search (it used to search for a minute,
+    then fail with an IndexError)."""
+    cmd = [sys.executable, 'sample.py', f'--out_dir={akk_ckpt}', '--max_gap_len=100000', '--text=a-na ... be-li₂-ia']
+    r = subprocess.run(cmd, cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and 'Traceback' not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith('error:') and 'context' in r.stderr

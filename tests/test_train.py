@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import model as M
+from checkpoint import load_checkpoint
 from conftest import REPO, TINY, read_metrics, run_train, train_env, train_losses
 
 N, K = 8, 4  # uninterrupted run of N iterations vs K, then resumed to N
@@ -69,7 +70,7 @@ def test_checkpoint_contract_and_load_checkpoint(resume_runs, char_data):
                 'data_position'} <= set(ckpt)
     ckpt = torch.load(full / 'last.pt', map_location='cpu', weights_only=True)
     assert ckpt['model_args']['vocab_size'] == json.loads((char_data / 'meta.json').read_text())['vocab_size']
-    model, ck = M.load_checkpoint(full / 'last.pt')
+    model, ck = load_checkpoint(full / 'last.pt')
     assert not model.training and ck['iter_num'] == N
     for k, v in model.state_dict().items():
         assert torch.equal(v, ckpt['model'][k])
@@ -106,8 +107,8 @@ def test_resume_without_checkpoint_fails_cleanly(tmp_path, char_data):
 
 def test_sigterm_saves_a_resumable_state(tmp_path, char_data):
     out = tmp_path / 'sig'
-    cmd = [sys.executable, 'train.py', *TINY, '--num_threads=1', f'--data_dir={char_data}', f'--out_dir={out}',
-           '--max_iters=1000000', '--eval_interval=100000', '--dropout=0.1']
+    common = [f'--data_dir={char_data}', '--eval_interval=100000', '--dropout=0.1', '--lr_decay_iters=1000']
+    cmd = [sys.executable, 'train.py', *TINY, '--num_threads=1', f'--out_dir={out}', '--max_iters=1000000', *common]
     p = subprocess.Popen(cmd, cwd=REPO, env=train_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
@@ -123,7 +124,7 @@ def test_sigterm_saves_a_resumable_state(tmp_path, char_data):
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert p.returncode == 0, stderr[-2000:]
+    assert p.returncode == 143, stderr[-2000:]  # a stopped run is not a finished one: `train && evaluate` stops
     assert 'caught SIGTERM' in stdout + stderr
     ckpt = torch.load(out / 'last.pt', map_location='cpu', weights_only=True)
     reached = max(train_losses(out))
@@ -131,6 +132,13 @@ def test_sigterm_saves_a_resumable_state(tmp_path, char_data):
     assert ckpt['data_position'] == reached  # one micro-batch per iteration
     assert not list(out.glob('.*.tmp'))  # no temp file left behind
     assert all(torch.isfinite(v).all() for v in ckpt['model'].values())
+    # it resumes exactly: the same losses as a run that was never stopped
+    run_train([f'--out_dir={out}', f'--max_iters={reached + 2}', '--init_from=resume', *common])
+    run_train([f'--out_dir={tmp_path / "straight"}', f'--max_iters={reached + 2}', *common])
+    a, b = train_losses(tmp_path / 'straight'), train_losses(out)
+    assert sorted(a) == sorted(b) == list(range(1, reached + 3))
+    for it in a:
+        assert b[it] == pytest.approx(a[it], abs=1e-6), f"iteration {it}: {b[it]} != {a[it]}"
 
 
 def test_nonfinite_guard_stops_with_saved_state(tmp_path, char_data):
