@@ -15,7 +15,7 @@ Sums are accumulated in float64.
 An encoder checkpoint of the Akkadian data (meta.json dataset 'akkadian'; evals/akkadian.py) also gets the
 restoration metrics (issue 3), on 'subset' (subset_size val fragments, seed 42) and 'test' (the whole test split):
 masked-sign top-1/5/10 and MRR (hit@k as Lazar et al. 2021) with 15% of the target signs masked;
-span restoration of L = 1..max_gap_len consecutive signs by beam search (model.beam_fill): top-1 and
+span restoration of L = 1..max_gap_len consecutive signs by beam search (restoration.beam_fill): top-1 and
 top-5 exact match of the whole span and the sign error rate, by length and overall; the same on the
 silver set of editor-restored signs; each beside a unigram and a bidirectional n-gram baseline fit on
 the train split (the same search, another scorer). Printed as a markdown table, stored in eval.json

@@ -26,9 +26,9 @@ Akkadian restoration (an encoder trained on data whose meta.json says dataset 'a
 an ATF-like line read by prepare.akkadian.parse_restoration_input, the normalization of the data
 (`x` one lost sign, `...` / `[...]` a gap of unknown length; signs outside the vocabulary become
 [UNK], with a warning). Adjacent x's form one gap whose signs are decoded jointly by beam search
-(model.beam_fill, re-running the encoder as signs are filled); an unknown-length gap tries every length
+(restoration.beam_fill, re-running the encoder as signs are filled); an unknown-length gap tries every length
 1..max_gap_len and ranks all candidates by Aeneas's length-normalised score logp / (1 + k)^length_alpha
-(model.restore_gaps). For each gap the top `candidates` restorations are printed with their joint
+(restoration.restore_gaps). For each gap the top `candidates` restorations are printed with their joint
 probabilities, then the line with the best restoration of every gap.
 """
 import json as _json
@@ -39,7 +39,7 @@ import torch
 
 from configurator import configure
 from checkpoint import load_run
-from model import encoder_scorer, restore_gaps
+from restoration import encoder_scorer, restore_gaps
 from prepare.common import die, load_meta, load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults

@@ -5,7 +5,7 @@ Eval sets: 'subset' = subset_size val fragments chosen with seed 42 (all when fe
 the whole test split. A fragment is the run of tokens between two separators; one longer than
 block_size is cut into block_size pieces, and every piece is scored alone (attention stays inside it).
 Scorers: the model, and two baselines fit on the TRAIN split only (unigram, bidirectional n-gram),
-all behind the score_fn interface of model.beam_fill, so every number has its baseline beside it.
+all behind the score_fn interface of restoration.beam_fill, so every number has its baseline beside it.
 """
 import os
 import sys
@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import torch
 
-from model import beam_fill, encoder_scorer
+from restoration import NgramScorer, UnigramScorer, beam_fill, encoder_scorer
 from prepare.common import documents, fixed_subset, load_meta
 
 
@@ -30,87 +30,6 @@ def read_fragments(data_dir, split, spans=None):
 
 def cut_pieces(frags, T):
     return [(i[s:s + T], f[s:s + T]) for i, f in frags for s in range(0, len(i), T)]
-
-
-class UnigramScorer:
-    """Baseline: p(s) = (c(s) + k) / (N + k V) over the real signs, counts from the train split
-    (add-k); the same distribution at every position, so its ranking is the train frequency order."""
-
-    def __init__(self, train_ids, vocab_size, n_lead, k=1.0):
-        c = np.bincount(train_ids[train_ids >= n_lead], minlength=vocab_size).astype(np.float64)
-        c[:n_lead] = 0
-        p = (c + k) / (c.sum() + k * (vocab_size - n_lead))
-        p[:n_lead] = 0
-        self.counts, self.p1 = c, p
-        with np.errstate(divide='ignore'):
-            self.logp = torch.from_numpy(np.log(p)).float()
-
-    def __call__(self, x):
-        return self.logp.to(x.device).expand(*x.shape, -1)
-
-
-class NgramScorer(UnigramScorer):
-    """Baseline: a bidirectional n-gram over signs, counted on the train split only (adjacent signs
-    within a document). At a [MASK] position with known neighbours l (left) and r (right):
-        p(s | l, r) ~ c(l,s,r), backed off to c(l,s) c(s,r) / c(s) (the trigram under a first-order
-        Markov chain), backed off to the add-k unigram,
-    each level interpolated with the next by Witten-Bell smoothing (Witten & Bell 1991):
-        p = (c + u p_lower) / (C + u), C = total count of the context, u = number of distinct signs seen
-        in it. A neighbour that is not a real sign ([MASK], a gap, [UNK], the fragment edge) is unknown:
-        only the known side is used, p(s | l) ~ c(l,s) or p(s | r) ~ c(s,r), and with none the unigram.
-    Only [MASK] rows are n-gram predictions (the only rows a search or metric reads); the other rows
-    are the unigram distribution."""
-
-    def __init__(self, train_ids, vocab_size, n_lead, mask_id, k=1.0):
-        super().__init__(train_ids, vocab_size, n_lead, k)
-        V, self.V, self.n_lead, self.mask_id = vocab_size, vocab_size, n_lead, mask_id
-        a, b = train_ids[:-1], train_ids[1:]
-        ok = (a >= n_lead) & (b >= n_lead)
-        self.bi = np.zeros((V, V), dtype=np.float32)
-        np.add.at(self.bi, (a[ok], b[ok]), 1)
-        l, s, r = train_ids[:-2], train_ids[1:-1], train_ids[2:]
-        ok = (l >= n_lead) & (s >= n_lead) & (r >= n_lead)
-        keys, cnt = np.unique((l[ok] * V + s[ok]) * V + r[ok], return_counts=True)
-        ctx = (keys // (V * V)) * V + keys % V
-        order = np.argsort(ctx, kind='stable')
-        ctx, mids, cnt = ctx[order], (keys[order] // V) % V, cnt[order]
-        bounds = np.flatnonzero(np.diff(ctx)) + 1
-        self.tri = {int(c[0]): (m, n.astype(np.float64)) for c, m, n in
-                    zip(np.split(ctx, bounds), np.split(mids, bounds), np.split(cnt, bounds)) if len(c)}
-
-    @staticmethod
-    def _wb(counts, lower):
-        """Witten-Bell interpolation of count vectors (N, V) with lower-order distributions (N, V)."""
-        C = counts.sum(1, keepdims=True)
-        u = (counts > 0).sum(1, keepdims=True)
-        return np.where(C > 0, (counts + u * lower) / np.maximum(C + u, 1e-300), lower)
-
-    def __call__(self, x):
-        out = self.logp.expand(*x.shape, -1).clone()
-        xb = x.cpu().numpy()
-        bi_, ii = np.nonzero(xb == self.mask_id)
-        if len(bi_) == 0:
-            return out.to(x.device)
-        T = xb.shape[1]
-        left = np.where(ii > 0, xb[bi_, np.maximum(ii - 1, 0)], -1)
-        right = np.where(ii < T - 1, xb[bi_, np.minimum(ii + 1, T - 1)], -1)
-        lk, rk = left >= self.n_lead, right >= self.n_lead
-        p1 = np.broadcast_to(self.p1, (len(ii), self.V))
-        L = self.bi[np.maximum(left, 0)].astype(np.float64)
-        R = self.bi[:, np.maximum(right, 0)].T.astype(np.float64)
-        pl, pr = self._wb(L, p1), self._wb(R, p1)
-        pair = L * R / np.maximum(self.counts, 1)[None]          # c(l,s) c(s,r) / c(s)
-        p2 = self._wb(pair, p1)
-        tri = np.zeros_like(pair)
-        for n in np.flatnonzero(lk & rk):
-            hit = self.tri.get(int(left[n]) * self.V + int(right[n]))
-            if hit is not None:
-                tri[n, hit[0]] = hit[1]
-        p3 = self._wb(tri, p2)
-        p = np.where((lk & rk)[:, None], p3, np.where(lk[:, None], pl, np.where(rk[:, None], pr, p1)))
-        with np.errstate(divide='ignore'):
-            out[bi_, ii] = torch.from_numpy(np.log(p)).float()
-        return out.to(x.device)
 
 
 _H = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, 1 << 17))])  # harmonic numbers H_0..H_n

@@ -1,5 +1,5 @@
 """Restoration (issue 3): the beam search over gaps shared by sample.py and evaluate.py
-(model.beam_fill / restore_gaps), the baselines and ranking metrics of evals/akkadian.py, and sample.py's
+(restoration.beam_fill / restore_gaps), the baselines and ranking metrics of evals/akkadian.py, and sample.py's
 Akkadian path end to end on a tiny checkpoint. CPU, tiny models, no network."""
 import itertools
 import json
@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from conftest import REPO, run_train, train_env
-from evals.akkadian import NgramScorer, UnigramScorer, masked_sign_metrics, rank_stats
-from model import Encoder, ModelConfig, beam_fill, encoder_scorer, restore_gaps
+from evals.akkadian import masked_sign_metrics, rank_stats
+from model import Encoder, ModelConfig
+from restoration import NgramScorer, UnigramScorer, beam_fill, encoder_scorer, restore_gaps
 
 FIX = Path(__file__).parent / 'fixtures' / 'akkadian'
 PAD, MASK, N_SPECIAL, N_REAL = 0, 1, 2, 6        # tiny vocabulary: 2 specials + 6 real tokens
