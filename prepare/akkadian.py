@@ -52,7 +52,7 @@ import numpy as np
 from tqdm import tqdm
 
 from prepare.common import (OfflineError, VocabTokenizer, die, fetch_url, pip_download,
-                            split_by_document, write_dataset)
+                            split_by_document, staged_dataset, write_dataset)
 
 FLAG_OK, FLAG_DAMAGED, FLAG_RESTORED, FLAG_MISSING = 0, 1, 2, 3
 FLAG_STATE = 3        # mask of the state bits
@@ -722,7 +722,9 @@ def build_dataset(docs, out, seed=1337, source='input', extra_meta=None):
         'splits': split_ids,
     }
     meta.update(extra_meta or {})
-    return write_dataset(out, ids, meta, sep_id=sp['[SEP]'], aux={'flags': flags})
+    with staged_dataset(out) as tmp:  # out/raw, the download cache, is kept
+        meta = write_dataset(tmp, ids, meta, sep_id=sp['[SEP]'], aux={'flags': flags})
+    return meta
 
 
 def main(argv=None):

@@ -5,7 +5,8 @@ Shared data plumbing for every prepare/ script and for the training loop:
 - deterministic, disjoint, checked splits by document,
 - tokenizers: char, whole-token vocabulary (whitespace / signs), GPT-2 BPE via tiktoken,
   BPE / unigram trained with HF `tokenizers`,
-- the uint16 bin writer + meta.json (written atomically: nothing partial is left on disk),
+- the uint16 bin writer + meta.json, and staged_dataset: a dataset directory is built beside its
+  final place and swapped in as a whole, or not at all,
 - the batch loader that samples windows from the memmaps (train.py, evaluate.py, bench.py).
 
 Layout of a split file: every document is preceded by the document separator id, so the
@@ -14,9 +15,13 @@ document id of a position is cumsum(tokens == sep) and attention can be kept ins
 import hashlib
 import json
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -401,6 +406,98 @@ def load_meta(data_dir):
         return json.load(f)
 
 
+# ----------------------------------------------------------------------------- dataset directories
+
+@contextmanager
+def staged_dataset(final, keep=('raw',)):
+    """Build a dataset directory as a whole: yields an empty temporary directory beside `final` (same
+    parent, hidden name .NAME.PID.tmp) into which a prepare script writes everything (bins, meta.json,
+    tokenizer.json, any extra file). When the block ends, the temporary directory replaces `final`: the
+    old directory is renamed away, the new one renamed in, the entries named in `keep` (the download
+    cache raw/) moved over from the old one, and the old one deleted. On any exception, KeyboardInterrupt
+    included, the temporary directory is removed and `final` is left as it was.
+
+    Leftovers of a killed run (a dead pid) are dealt with first. An existing `final` must be a dataset
+    (it has meta.json) or hold nothing but `keep`: any other directory is refused, never replaced."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(final, keep)
+    if final.exists() and not final.is_dir():
+        die(f"{final} exists and is not a directory: give another output path")
+    if final.is_dir() and not (final / 'meta.json').exists():
+        other = sorted(p.name for p in final.iterdir() if p.name not in keep)
+        if other:
+            die(f"{final} exists and is not a prepared dataset (no meta.json; it holds {other[0]!r}"
+                f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}): give another output path or remove it")
+    tmp = final.parent / f'.{final.name}.{os.getpid()}.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _swap_in(tmp, final, keep)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"-> {final}")
+
+
+def _swap_in(tmp, final, keep):
+    old = final.parent / f'.{final.name}.{os.getpid()}.old'
+    # Ctrl-C / SIGTERM wait until the renames are done (they take microseconds), so an interrupt never
+    # leaves the dataset moved away; only a SIGKILL can, and _clean_stale puts it back.
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    masking = hasattr(signal, 'pthread_sigmask')
+    if masking:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        if final.exists():
+            os.replace(final, old)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if old.exists() and not final.exists():
+                os.replace(old, final)
+            raise
+        for name in keep:
+            if (old / name).exists() and not (final / name).exists():
+                os.replace(old / name, final / name)
+    finally:
+        if masking:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return False  # a leftover of an earlier build in this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _clean_stale(final, keep):
+    """Remove the .NAME.PID.tmp / .NAME.PID.old directories of runs that died (SIGKILL, power loss). An
+    .old one whose `final` is missing was moved away by a run killed mid-swap: it is moved back."""
+    pattern = re.compile(re.escape(f'.{final.name}.') + r'(\d+)\.(tmp|old)')
+    for p in sorted(final.parent.iterdir()):
+        m = pattern.fullmatch(p.name)
+        if not m or not p.is_dir() or _pid_alive(int(m.group(1))):
+            continue
+        if m.group(2) == 'old':
+            if not final.exists():
+                os.replace(p, final)
+                print(f"{final}: restored the previous dataset from {p.name} (left by an interrupted run)")
+                continue
+            for name in keep:
+                if (p / name).exists() and not (final / name).exists():
+                    os.replace(p / name, final / name)
+        shutil.rmtree(p, ignore_errors=True)
+
+
 # ----------------------------------------------------------------------------- bin writer
 
 def check_vocab_fits(vocab_size):
@@ -423,7 +520,8 @@ def write_dataset(out_dir, splits, meta, sep_id, aux=None):
     aux:    {name: {split: [uint8 array per document, ...]}} written as {split}.{name}.bin, aligned
             with the tokens (the separator position gets 0).
     meta:   dataset-specific keys; counts, vocab size check, separator id and dtypes are added here.
-    Files are first written under temporary names and renamed only when all succeeded."""
+    Files are first written under temporary names and renamed only when all succeeded. A prepare script
+    calls it on the directory of staged_dataset, so that the whole dataset is replaced at once."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_vocab_fits(meta['vocab_size'])
@@ -461,7 +559,7 @@ def write_dataset(out_dir, splits, meta, sep_id, aux=None):
         raise
     for tmp, final in staged:  # meta.json is renamed last
         os.replace(tmp, final)
-    print(f"wrote {out_dir}: " + ", ".join(f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs" for k, v in counts.items()))
+    print("wrote " + ", ".join(f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs" for k, v in counts.items()))
     return meta
 
 

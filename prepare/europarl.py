@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prepare.common import (OfflineError, HFTokenizer, die, load_from_source, fetch_url, pip_download, split_by_document,
-                            tokenizer_meta, write_dataset)
+                            staged_dataset, tokenizer_meta, write_dataset)
 
 EUROPARL_URL = 'https://www.statmt.org/europarl/v7/fr-en.tgz'
 MULTISIMLEX_URLS = {  # Multi-SimLex (Vulic et al. 2020) per-language files; only reachable online
@@ -291,6 +291,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     out = Path(a.out)
     raw = Path(a.raw) if a.raw else out / 'raw'
+    if raw.resolve() == out.resolve():
+        die("--raw must not be the dataset directory itself: it is replaced as a whole; use e.g. --raw=OUT/raw")
     raw.mkdir(parents=True, exist_ok=True)
     docs, used, licence = load_from_source(a.source, a.input, lambda: load_online(raw, a.chunk),
                                            lambda: load_offline(raw), lambda: load_input(a.input, a.chunk),
@@ -312,25 +314,26 @@ def main(argv=None):
     print(f"held-out translation pairs: {len(test):,} from the test documents "
           f"({leaked:,} test pairs whose side also occurs in train excluded)")
 
-    out.mkdir(parents=True, exist_ok=True)
     texts = {d: doc_text(docs[d]) for d in docs}
-    tok = HFTokenizer.train([texts[d] for d in splits['train']], a.vocab_size, model='bpe', specials=SPECIALS)
-    tok.save(out / 'tokenizer.json')
-    tags = {t: tok.tok.token_to_id(t) for t in TAGS}
-    assert all(tok.encode(t) == [i] for t, i in tags.items()), "language tags must be single tokens"
-    ids = {s: [tok.encode(texts[d]) for d in names] for s, names in splits.items()}
-    wordsim = {} if a.no_wordsim else word_similarity_files(raw, out)
-    tmp = out / '.test.pairs.jsonl.tmp'
-    tmp.write_text(''.join(json.dumps({'en': en, 'fr': fr, 'doc': d}, ensure_ascii=False) + '\n' for en, fr, d in test),
-                   encoding='utf-8')
-    tmp.replace(out / 'test.pairs.jsonl')
-    meta = {**tokenizer_meta(tok), 'dataset': 'europarl', 'source': used, 'licence': licence,
-            'lang_tags': tags, 'format': '<en> EN <fr> FR per pair; 20% of pairs as monolingual <en> EN / <fr> FR lines',
-            'pairs': {s: sum(len(docs[d]) for d in names) for s, names in splits.items()},
-            'test_pairs_file': 'test.pairs.jsonl', 'test_pairs': len(test), 'wordsim': wordsim,
-            'cleaning': stats, 'documents': {s: names for s, names in splits.items()},
-            'bytes': {s: sum(len(texts[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
-    write_dataset(out, ids, meta, sep_id=tok.special_ids()['[SEP]'])
+    # the download cache is carried into the new dataset directory when it lives inside (OUT/raw by default)
+    r, o = raw.resolve(), out.resolve()
+    with staged_dataset(out, keep=[r.relative_to(o).parts[0]] if r.is_relative_to(o) else []) as tmp:
+        tok = HFTokenizer.train([texts[d] for d in splits['train']], a.vocab_size, model='bpe', specials=SPECIALS)
+        tok.save(tmp / 'tokenizer.json')
+        tags = {t: tok.tok.token_to_id(t) for t in TAGS}
+        assert all(tok.encode(t) == [i] for t, i in tags.items()), "language tags must be single tokens"
+        ids = {s: [tok.encode(texts[d]) for d in names] for s, names in splits.items()}
+        wordsim = {} if a.no_wordsim else word_similarity_files(raw, tmp)
+        (tmp / 'test.pairs.jsonl').write_text(
+            ''.join(json.dumps({'en': en, 'fr': fr, 'doc': d}, ensure_ascii=False) + '\n' for en, fr, d in test),
+            encoding='utf-8')
+        meta = {**tokenizer_meta(tok), 'dataset': 'europarl', 'source': used, 'licence': licence,
+                'lang_tags': tags, 'format': '<en> EN <fr> FR per pair; 20% of pairs as monolingual <en> EN / <fr> FR lines',
+                'pairs': {s: sum(len(docs[d]) for d in names) for s, names in splits.items()},
+                'test_pairs_file': 'test.pairs.jsonl', 'test_pairs': len(test), 'wordsim': wordsim,
+                'cleaning': stats, 'documents': {s: names for s, names in splits.items()},
+                'bytes': {s: sum(len(texts[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
+        write_dataset(tmp, ids, meta, sep_id=tok.special_ids()['[SEP]'])
 
 
 if __name__ == '__main__':

