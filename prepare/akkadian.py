@@ -31,6 +31,8 @@ Beside the ids, `flags` (uint8, one per token) holds:
     bit 2     the token starts a word
     bit 3     the token is a real sign (not a gap, not a special; the separator position is 0)
 Restored and missing signs stay in the context but are never training targets: see is_target().
+A word with an unclosed `{`, `|` or `(` is malformed: from that bracket to the end of the word it is one
+[UNK] flagged missing (never a target), and a warning names the file and line.
 The vocabulary is built on the train split only; unknown signs in val/test become [UNK].
 """
 import sys
@@ -183,18 +185,40 @@ def _collapse_gaps(signs):
     return out
 
 
-def parse_atf_line(text):
+def _track_brackets(seg, broken, half, supplied, excised):
+    """The bracket states after the marks [ ] ⸢ ⸣ ˹ ˺ < > << >> of seg, text that yields no sign."""
+    k = 0
+    while k < len(seg):
+        if seg.startswith(('<<', '>>'), k):
+            excised, k = seg.startswith('<<', k), k + 2
+            continue
+        c = seg[k]
+        if c in '[]':
+            broken = c == '['
+        elif c in '<>':
+            supplied = c == '<'
+        elif c in '⸢˹⸣˺':
+            half = c in '⸢˹'
+        k += 1
+    return broken, half, supplied, excised
+
+
+def parse_atf_line(text, where=None):
     """One line of ATF transliteration (no line number) -> [(token, flag), ...].
     `[ ]` mark signs lost on the tablet (a value inside is an editor's restoration), `⸢ ⸣` / `˹ ˺`
     and `#` mark damaged signs, `< >` signs supplied by the editor (restored), `<< >>` signs
     excised by the editor (dropped); `x` is a lost sign, `...` a gap of unknown length; ? ! * are
-    stripped; `-` and `.` separate signs, spaces separate words."""
+    stripped; `-` and `.` separate signs, spaces separate words.
+    A `{`, `|` or `(` not closed within its word makes the rest of the word one [UNK], flagged
+    missing (never a target), and prints one warning for the line (`where`: file and line number)."""
+    line = text
     text = re.sub(r'\(\$.*?\$\)', ' ', text)                         # inline comments ($ ... $)
     text = ' '.join(w for w in text.split() if not w.startswith('%'))  # language shifts %sux
     out = []
     broken = half = supplied = excised = False
     cur, cur_states, cur_hash = [], [], False
     word_start = True
+    unclosed = set()
 
     def flush():
         nonlocal cur, cur_states, cur_hash, word_start
@@ -251,8 +275,18 @@ def parse_atf_line(text):
             if ch == '{':
                 flush()
             close = {'{': '}', '|': '|', '(': ')'}[ch]
-            j = text.find(close, i + 1)
-            j = n - 1 if j < 0 else j
+            space = re.compile(r'\s').search(text, i)
+            end = space.start() if space else n  # the end of the word
+            j = text.find(close, i + 1, end)
+            if j < 0:  # unclosed: the rest of the word is unreadable, one [UNK] and not a sign
+                unclosed.add(ch)
+                cur, cur_states, cur_hash = [], [], False
+                if not excised:
+                    out.append(('[UNK]', FLAG_MISSING | (FLAG_WORD_START if word_start else 0)))
+                    word_start = False
+                broken, half, supplied, excised = _track_brackets(text[i + 1:end], broken, half, supplied, excised)
+                i = end
+                continue
             for c in text[i:j + 1]:  # brackets inside {..} (e.g. {[d]}) still count
                 if c == '[':
                     broken = True
@@ -275,6 +309,9 @@ def parse_atf_line(text):
             cur_states.append((broken, half, supplied, excised))
             i += 1
     flush()
+    if unclosed:
+        print(f"warning: {where + ': ' if where else ''}unclosed {' '.join(sorted(unclosed))} in {line.strip()!r}: "
+              f"the rest of that word is read as [UNK] (never a training target)", file=sys.stderr)
     return _collapse_gaps(out)
 
 
@@ -288,8 +325,8 @@ def parse_restoration_input(text):
 _BROKEN_DOLLAR = re.compile(r'\b(broken|missing|traces?|illegible|effaced|lost|destroyed)\b', re.I)
 
 
-def parse_atf(text, source='atf'):
-    """ATF text -> documents. `&P123456 = name` starts a text; `@obverse` etc. surfaces and `#`
+def parse_atf(text, source='atf', name=None):
+    """ATF text (of the file `name`, for messages) -> documents. `&P123456 = name` starts a text; `@obverse` etc. surfaces and `#`
     comment / translation lines are skipped; numbered lines `1.`, `1'.`, `a+1.` are transliterations;
     a `$` line that says a stretch is broken / missing / traces becomes one [GAPN] (rulings are
     ignored). Lines before any `&` belong to a text named 'text'."""
@@ -300,7 +337,7 @@ def parse_atf(text, source='atf'):
         cur = {'id': doc_id, 'source': source, 'signs': []}
         docs.append(cur)
 
-    for line in text.splitlines():
+    for k, line in enumerate(text.splitlines()):
         line = line.strip()
         if not line:
             continue
@@ -318,7 +355,7 @@ def parse_atf(text, source='atf'):
             continue
         m = re.match(r"^[A-Za-z0-9+'′.]*?\d+[a-z]?'*\.\s+(.*)$", line)
         if m:
-            cur['signs'].extend(parse_atf_line(m.group(1)))
+            cur['signs'].extend(parse_atf_line(m.group(1), where=f'{name or source}:{k + 1}'))
     return [_finish(d) for d in docs if d['signs']]
 
 
@@ -490,7 +527,7 @@ def parse_word_table(path):
         for r in rs + [None]:
             key = None if r is None else str(r['line_num'])
             if key != line_key and words:
-                signs.extend(parse_atf_line(' '.join(words)))
+                signs.extend(parse_atf_line(' '.join(words), where=f'{path} fragment {fid} line {line_key}'))
                 words = []
             if r is None:
                 break
@@ -554,10 +591,10 @@ def load_rinap_pickle_lines(path_or_bytes):
     if not (isinstance(obj, tuple) and len(obj) > 10 and isinstance(obj[10], list)):
         raise ValueError("unexpected hmm_model.pkl layout: element [10] should be the list of lines")
     lines = []
-    for line in obj[10]:
+    for k, line in enumerate(obj[10]):
         if not all(isinstance(p, tuple) and len(p) == 2 and all(isinstance(v, str) for v in p) for p in line):
             raise ValueError("unexpected hmm_model.pkl line: expected (sign, reading) string pairs")
-        lines.append(parse_atf_line(_rinap_line_to_atf(line)))
+        lines.append(parse_atf_line(_rinap_line_to_atf(line), where=f'{WHEEL_PICKLE} line {k}'))
     return lines
 
 
@@ -632,7 +669,7 @@ def load_inputs(paths):
                     die(f"{f} is not valid JSON: give an ORACC corpusjson text")
                 docs += [d] if d else []
             elif ext in ('.atf', '.txt'):
-                docs += parse_atf(f.read_text(encoding='utf-8'), source=f'atf:{f.stem}')
+                docs += parse_atf(f.read_text(encoding='utf-8'), source=f'atf:{f.stem}', name=str(f))
             elif ext in ('.csv', '.tsv', '.jsonl'):
                 docs += parse_word_table(f)
             elif not p.is_dir():
