@@ -53,7 +53,7 @@ from collections import Counter
 import numpy as np
 from tqdm import tqdm
 
-from prepare.common import (OfflineError, VocabTokenizer, die, fetch_url, pip_download,
+from prepare.common import (OfflineError, VocabTokenizer, die, fetch_url, pip_download, read_utf8,
                             split_by_document, staged_dataset, write_dataset)
 
 FLAG_OK, FLAG_DAMAGED, FLAG_RESTORED, FLAG_MISSING = 0, 1, 2, 3
@@ -669,7 +669,7 @@ def load_inputs(paths):
                     die(f"{f} is not valid JSON: give an ORACC corpusjson text")
                 docs += [d] if d else []
             elif ext in ('.atf', '.txt'):
-                docs += parse_atf(f.read_text(encoding='utf-8'), source=f'atf:{f.stem}', name=str(f))
+                docs += parse_atf(read_utf8(f, 'an ATF text'), source=f'atf:{f.stem}', name=str(f))
             elif ext in ('.csv', '.tsv', '.jsonl'):
                 docs += parse_word_table(f)
             elif not p.is_dir():

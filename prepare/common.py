@@ -41,6 +41,33 @@ def die(msg):
     raise SystemExit(1)
 
 
+# ----------------------------------------------------------------------------- text encodings
+
+def decode_utf8(data, name, expected=None):
+    """The bytes of a file the user gave (--input) as text. Anything but UTF-8 is refused in one line
+    that names the file and the first bad byte: guessing an encoding would corrupt the data silently."""
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        what = f": expected {expected} in UTF-8;" if expected else ':'
+        die(f"{name} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}){what} convert it, "
+            f"e.g. iconv -f latin1 -t utf-8 {name} > converted.txt")
+
+
+def read_utf8(path, expected=None):
+    return decode_utf8(Path(path).read_bytes(), path, expected)
+
+
+def decode_replacing(data, name):
+    """The bytes of a source we do not control (a download, a registry package) as text: invalid UTF-8
+    becomes U+FFFD, and how many replacement characters that introduced is printed."""
+    text = data.decode('utf-8', errors='replace')
+    n = text.count('\ufffd') - data.count('\ufffd'.encode('utf-8'))
+    if n:
+        print(f"warning: {name}: replaced {n:,} invalid UTF-8 bytes by U+FFFD", file=sys.stderr)
+    return text
+
+
 # ----------------------------------------------------------------------------- downloads
 
 def fetch_url(url, dest, timeout=20):

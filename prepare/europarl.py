@@ -44,8 +44,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (OfflineError, HFTokenizer, die, load_from_source, fetch_url, pip_download, split_by_document,
-                            staged_dataset, tokenizer_meta, write_dataset)
+from prepare.common import (OfflineError, HFTokenizer, decode_replacing, decode_utf8, die, load_from_source, fetch_url,
+                            pip_download, read_utf8, split_by_document, staged_dataset, tokenizer_meta, write_dataset)
 
 EUROPARL_URL = 'https://www.statmt.org/europarl/v7/fr-en.tgz'
 MULTISIMLEX_URLS = {  # Multi-SimLex (Vulic et al. 2020) per-language files; only reachable online
@@ -113,7 +113,7 @@ class IdParagraphs(HTMLParser):
 
 def id_paragraphs(path):
     p = IdParagraphs()
-    p.feed(Path(path).read_text(encoding='utf-8', errors='replace'))
+    p.feed(decode_replacing(Path(path).read_bytes(), path))
     p.close()
     return p.found
 
@@ -169,14 +169,17 @@ def chunk_docs(en_lines, fr_lines, chunk, name):
             for k in range(0, len(en_lines), chunk)}
 
 
-def read_tgz(path, chunk):
+def read_tgz(path, chunk, user_file=False):
+    """A Europarl-style .tgz: the downloaded archive (invalid UTF-8 replaced and counted) or, with
+    user_file, one given with --input (anything but UTF-8 refused)."""
+    decode = decode_utf8 if user_file else decode_replacing
     en = fr = None
     with tarfile.open(path) as tf:
         for m in tf.getmembers():
             if m.name.endswith('.en'):
-                en = tf.extractfile(m).read().decode('utf-8', errors='replace').split('\n')
+                en = decode(tf.extractfile(m).read(), f'{path}:{m.name}').split('\n')
             elif m.name.endswith('.fr'):
-                fr = tf.extractfile(m).read().decode('utf-8', errors='replace').split('\n')
+                fr = decode(tf.extractfile(m).read(), f'{path}:{m.name}').split('\n')
     if en is None or fr is None:
         die(f"{path} holds no .en/.fr pair of files")
     return chunk_docs(en, fr, chunk, 'europarl')
@@ -190,12 +193,12 @@ def load_online(raw, chunk):
 def load_input(path, chunk):
     p = Path(path)
     if p.suffix in ('.tgz', '.gz') and p.exists():
-        return read_tgz(p, chunk), f'input {p}', 'as the input'
+        return read_tgz(p, chunk, user_file=True), f'input {p}', 'as the input'
     en, fr = Path(str(p) + '.en'), Path(str(p) + '.fr')
     if not (en.exists() and fr.exists()):
         die(f"--input {path}: need {en} and {fr} (line-aligned) or a .tgz")
-    return (chunk_docs(en.read_text(encoding='utf-8').split('\n'), fr.read_text(encoding='utf-8').split('\n'), chunk,
-                       p.name), f'input {p}', 'as the input')
+    return (chunk_docs(read_utf8(en).split('\n'), read_utf8(fr).split('\n'), chunk, p.name),
+            f'input {p}', 'as the input')
 
 
 # ----------------------------------------------------------------------------- cleaning, format, word similarity
@@ -246,7 +249,7 @@ def word_similarity_files(raw, out):
             for name, member in (('simlex999', 'gensim/test/test_data/simlex999.txt'),
                                  ('wordsim353', 'gensim/test/test_data/wordsim353.tsv')):
                 rows = []
-                for line in z.read(member).decode('utf-8').splitlines():
+                for line in decode_replacing(z.read(member), f'{whl.name}:{member}').splitlines():
                     parts = line.split('\t')
                     if line.startswith('#') or len(parts) < 3:
                         continue
@@ -259,7 +262,7 @@ def word_similarity_files(raw, out):
         try:
             path = fetch_url(url, raw / f'{name}.csv', timeout=10)
             rows = []
-            for line in path.read_text(encoding='utf-8').splitlines()[1:]:
+            for line in decode_replacing(path.read_bytes(), path).splitlines()[1:]:
                 parts = line.split(',')
                 if len(parts) >= 3:
                     try:

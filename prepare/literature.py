@@ -65,8 +65,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prepare import shakespeare
-from prepare.common import (OfflineError, HFTokenizer, die, fetch_url, load_from_source, pip_download,
-                            split_by_document, staged_dataset, tokenizer_meta, write_dataset)
+from prepare.common import (OfflineError, HFTokenizer, decode_replacing, die, fetch_url, load_from_source,
+                            pip_download, split_by_document, staged_dataset, tokenizer_meta, write_dataset)
 
 LANGS = ('en', 'fr', 'es')
 TOKENIZERS = ('enbpe', 'balanced')
@@ -139,7 +139,8 @@ def load_online(lang, raw):
         return docs, used
     spec, docs, got = ONLINE_BOOKS[lang], {}, []
     for ebook, title in spec['ids'].items():
-        text = fetch_url(GUTENBERG.format(id=ebook), raw / f'pg{ebook}.txt').read_text(encoding='utf-8', errors='replace')
+        path = fetch_url(GUTENBERG.format(id=ebook), raw / f'pg{ebook}.txt')
+        text = decode_replacing(path.read_bytes(), path)
         author, language = gutenberg_field(text, 'Author'), gutenberg_field(text, 'Language')
         if spec['author'].lower() not in author.lower() or spec['language'].lower() not in language.lower():
             print(f"{lang}: Gutenberg #{ebook} is {author or '?'} in {language or '?'}, not {spec['author']} in "
@@ -330,7 +331,7 @@ def take_bytes(texts, budget):
             out.append(t)
             used += len(b)
             continue
-        part = b[:budget - used].decode('utf-8', errors='ignore')
+        part = b[:budget - used].decode('utf-8', errors='ignore')  # drops only a character cut by the budget
         if part:
             out.append(part)
             used += len(part.encode('utf-8'))

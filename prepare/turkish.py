@@ -50,8 +50,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (die, fetch_url, load_from_source, make_tokenizer, pip_download, split_by_document,
-                            staged_dataset, tokenizer_meta, write_dataset)
+from prepare.common import (decode_replacing, die, fetch_url, load_from_source, make_tokenizer, pip_download,
+                            read_utf8, split_by_document, staged_dataset, tokenizer_meta, write_dataset)
 
 BOUN = 'https://raw.githubusercontent.com/UniversalDependencies/UD_Turkish-BOUN/master/tr_boun-ud-{}.conllu'
 OFFLINE_WHEEL = 'turkish-treebanks==1.0.0'
@@ -182,7 +182,7 @@ def load_online(raw):
     out = OrderedDict()
     for split in ('train', 'dev', 'test'):
         path = fetch_url(BOUN.format(split), raw / f'tr_boun-ud-{split}.conllu')
-        out.update(conllu_documents(path.read_text(encoding='utf-8'), f'boun-{split}'))
+        out.update(conllu_documents(decode_replacing(path.read_bytes(), path), f'boun-{split}'))
     return out, 'online UD_Turkish-BOUN (CC BY-SA 4.0)'
 
 
@@ -194,7 +194,7 @@ def load_offline(raw):
         for f in OFFLINE_FILES:
             if f not in names:
                 die(f"{whl.name} has no {f}; delete {raw} and try again, or give --input=PATH")
-            out.update(conllu_documents(z.read(f).decode('utf-8'), Path(f).stem))
+            out.update(conllu_documents(decode_replacing(z.read(f), f'{whl.name}:{f}'), Path(f).stem))
     return out, f'pypi wheel {OFFLINE_WHEEL} ({", ".join(OFFLINE_FILES)}; Apache-2.0)'
 
 
@@ -207,7 +207,7 @@ def load_input(path):
         die(f"{path} has no .txt or .conllu files")
     out = OrderedDict()
     for f in files:
-        text = f.read_text(encoding='utf-8', errors='replace')
+        text = read_utf8(f)
         if f.suffix == '.conllu':
             out.update(conllu_documents(text, f.stem))
         elif path.is_dir():

@@ -30,8 +30,9 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (OfflineError, TiktokenGPT2, die, load_from_source, fetch_url, make_tokenizer, pip_download,
-                            split_by_document, staged_dataset, tokenizer_meta, write_dataset)
+from prepare.common import (OfflineError, TiktokenGPT2, decode_replacing, die, load_from_source, fetch_url,
+                            make_tokenizer, pip_download, read_utf8, split_by_document, staged_dataset,
+                            tokenizer_meta, write_dataset)
 
 WIKITEXT_URL = 'https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-raw-v1.zip'
 GENSIM_SPEC = 'gensim==4.4.0'
@@ -149,7 +150,7 @@ def load_online(raw):
     with zipfile.ZipFile(path) as z:
         for split, name in (('train', 'wiki.train.raw'), ('val', 'wiki.valid.raw'), ('test', 'wiki.test.raw')):
             member = next(n for n in z.namelist() if n.endswith(name))
-            d = articles_from_wikitext(z.read(member).decode('utf-8'))
+            d = articles_from_wikitext(decode_replacing(z.read(member), f'{path.name}:{member}'))
             d = {f'{split}/{k}': v for k, v in d.items()}
             splits[split] = list(d)
             docs.update(d)
@@ -174,10 +175,10 @@ def load_input(path):
         files = sorted(path.glob('*.txt'))
         if not files:
             die(f"{path} has no .txt files; give a directory of .txt files or one WikiText-style .txt file")
-        return {f.stem: f.read_text(encoding='utf-8', errors='replace') for f in files}, None, f'input {path}'
+        return {f.stem: read_utf8(f) for f in files}, None, f'input {path}'
     if not path.exists():
         die(f"--input {path} does not exist")
-    docs = articles_from_wikitext(path.read_text(encoding='utf-8', errors='replace'))
+    docs = articles_from_wikitext(read_utf8(path))
     if len(docs) < 3:
         die(f"{path}: found {len(docs)} articles (' = Title = ' lines); give a directory of .txt files instead")
     return docs, None, f'input {path}'

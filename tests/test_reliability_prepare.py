@@ -301,3 +301,91 @@ def test_akkadian_online_downloads_cache_in_out_raw(tmp_path, monkeypatch):
         assert (out / 'raw' / 'test.zip').exists()
         check_consistent(out)
     assert hidden(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- encodings
+
+LATIN1 = 'Le roi est mort. '.encode() * 20 + 'Vive le roi, déjà!\n'.encode('latin-1') + b'more text\n' * 20
+BAD_OFFSET = LATIN1.index(b'\xe9')
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: '), err
+    return err[0]
+
+
+def _latin1_input(tmp, script):
+    """(argv, the file named in the error) for a --input whose one file is Latin-1."""
+    if script == 'europarl':
+        (tmp / 'c.en').write_bytes(LATIN1)
+        (tmp / 'c.fr').write_text('une ligne\n' * 41, encoding='utf-8')
+        return ['--input', str(tmp / 'c'), '--no_wordsim'], tmp / 'c.en'
+    if script == 'akkadian':
+        (tmp / 'l.atf').write_bytes(b'&P1\n1. a-na \xe9a-na\n')
+        return [f'--input={tmp / "l.atf"}'], tmp / 'l.atf'
+    d = tmp / 'in'
+    d.mkdir()
+    for k in range(5):
+        (d / f'ok{k}.txt').write_text('fine text\n' * 20, encoding='utf-8')
+    (d / 'bad.txt').write_bytes(LATIN1)
+    return ['--input', str(d)], d / 'bad.txt'
+
+
+@pytest.mark.parametrize('script', ['shakespeare', 'turkish', 'wikitext103', 'europarl', 'akkadian'])
+def test_input_that_is_not_utf8_fails_with_one_line(tmp_path, monkeypatch, capsys, script):
+    monkeypatch.chdir(tmp_path)
+    argv, bad = _latin1_input(tmp_path, script)
+    out = tmp_path / 'out'
+    with pytest.raises(SystemExit) as e:
+        _module(script).main(argv + ['--out', str(out)])
+    assert e.value.code == 1
+    err = one_error_line(capsys)
+    assert str(bad) in err and 'not UTF-8' in err and 'iconv' in err
+    offset = bad.read_bytes().index(b'\xe9')
+    assert f'0xe9 at offset {offset}' in err
+    assert not out.exists() or not any(p.is_file() for p in out.rglob('*'))
+
+
+def test_shakespeare_single_input_file_not_utf8(tmp_path, capsys):
+    from prepare import shakespeare
+    (tmp_path / 'plays.txt').write_bytes(LATIN1)
+    with pytest.raises(SystemExit):
+        shakespeare.main(['--input', str(tmp_path / 'plays.txt'), '--out', str(tmp_path / 'out')])
+    assert f'0xe9 at offset {BAD_OFFSET}' in one_error_line(capsys) and not (tmp_path / 'out').exists()
+
+
+def test_europarl_tgz_input_member_not_utf8(tmp_path, capsys):
+    import io
+    import tarfile
+    from prepare import europarl
+    with tarfile.open(tmp_path / 'c.tgz', 'w:gz') as tf:
+        for name, data in (('x.en', b'fine\n' * LATIN1.count(b'\n')), ('x.fr', LATIN1)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with pytest.raises(SystemExit):
+        europarl.read_tgz(tmp_path / 'c.tgz', 10, user_file=True)
+    err = one_error_line(capsys)
+    assert 'c.tgz' in err and 'x.fr' in err and f'offset {BAD_OFFSET}' in err
+    docs = europarl.read_tgz(tmp_path / 'c.tgz', 10)  # the downloaded archive: replaced, and counted
+    assert any('\ufffd' in fr for d in docs.values() for _, fr in d)
+    assert 'replaced 2 ' in capsys.readouterr().err  # é and à of déjà
+
+
+def test_sources_we_do_not_control_count_replacements(capsys):
+    text = C.decode_replacing(b'ok \xff\xfe and a real \xef\xbf\xbd', 'download.txt')
+    assert text == 'ok \ufffd\ufffd and a real \ufffd'
+    err = capsys.readouterr().err
+    assert 'download.txt' in err and 'replaced 2 ' in err  # the U+FFFD that was in the file is not counted
+    assert C.decode_replacing('clean ü'.encode(), 'x') == 'clean ü' and capsys.readouterr().err == ''
+
+
+def test_online_shakespeare_counts_replacements(tmp_path, monkeypatch, capsys):
+    from prepare import shakespeare
+    src = tmp_path / 'pg100.txt'
+    src.write_bytes(b'Contents\n\n' + b'\xff' * 3)
+    monkeypatch.setattr(shakespeare, 'fetch_url', lambda url, dest, **k: src)
+    with pytest.raises(SystemExit):  # too few works in this text: the error comes after the count
+        shakespeare.load_online(tmp_path)
+    assert 'replaced 3 ' in capsys.readouterr().err
