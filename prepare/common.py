@@ -315,6 +315,8 @@ class HFTokenizer:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         if vocab_size >= UINT16_LIMIT:
             die(f"vocab_size {vocab_size} does not fit uint16 token files; choose vocab_size < {UINT16_LIMIT}")
+        if vocab_size <= len(specials):
+            die(f"vocab_size {vocab_size} leaves no room beside the {len(specials)} special tokens; choose e.g. 4096")
         specials = list(specials)
         if model == 'bpe':
             tok = Tokenizer(models.BPE(unk_token=None))
@@ -330,7 +332,10 @@ class HFTokenizer:
                                               show_progress=False)
         else:
             die(f"unknown subword model {model!r}; use bpe or unigram")
-        tok.train_from_iterator(texts, trainer=trainer)
+        try:
+            tok.train_from_iterator(texts, trainer=trainer)
+        except Exception as e:  # tokenizers raises a bare Exception, e.g. a unigram too small for the alphabet
+            die(f"could not train a {model} tokenizer of vocab_size {vocab_size} ({e}); choose a larger vocab_size")
         return cls(tok, path)
 
     @classmethod

@@ -136,6 +136,7 @@ def libreoffice_pairs(root):
 
 
 def load_offline(raw):
+    raw.mkdir(parents=True, exist_ok=True)
     debs = {}
     for pkg in ('libreoffice-help-en-us', 'libreoffice-help-fr'):
         hit = sorted(raw.glob(f'{pkg}_*.deb'))
@@ -174,12 +175,16 @@ def read_tgz(path, chunk, user_file=False):
     user_file, one given with --input (anything but UTF-8 refused)."""
     decode = decode_utf8 if user_file else decode_replacing
     en = fr = None
-    with tarfile.open(path) as tf:
-        for m in tf.getmembers():
-            if m.name.endswith('.en'):
-                en = decode(tf.extractfile(m).read(), f'{path}:{m.name}').split('\n')
-            elif m.name.endswith('.fr'):
-                fr = decode(tf.extractfile(m).read(), f'{path}:{m.name}').split('\n')
+    try:
+        with tarfile.open(path) as tf:
+            for m in tf.getmembers():
+                if m.name.endswith('.en'):
+                    en = decode(tf.extractfile(m).read(), f'{path}:{m.name}').split('\n')
+                elif m.name.endswith('.fr'):
+                    fr = decode(tf.extractfile(m).read(), f'{path}:{m.name}').split('\n')
+    except (tarfile.TarError, EOFError, OSError) as e:  # OSError: a broken gzip stream
+        die(f"{path} is not a readable .tgz ({type(e).__name__}): expected a Europarl-style archive with .en and "
+            f".fr members" + ('' if user_file else '; delete it and run again'))
     if en is None or fr is None:
         die(f"{path} holds no .en/.fr pair of files")
     return chunk_docs(en, fr, chunk, 'europarl')
@@ -296,7 +301,8 @@ def main(argv=None):
     raw = Path(a.raw) if a.raw else out / 'raw'
     if raw.resolve() == out.resolve():
         die("--raw must not be the dataset directory itself: it is replaced as a whole; use e.g. --raw=OUT/raw")
-    raw.mkdir(parents=True, exist_ok=True)
+    if a.chunk < 1:
+        die(f"--chunk={a.chunk}: a document needs at least one line; use e.g. --chunk=1000")
     docs, used, licence = load_from_source(a.source, a.input, lambda: load_online(raw, a.chunk),
                                            lambda: load_offline(raw), lambda: load_input(a.input, a.chunk),
                                            'the offline LibreOffice help pairs')

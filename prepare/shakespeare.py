@@ -87,7 +87,8 @@ def load_input(path):
         files = sorted(path.glob('*.txt'))
         if not files:
             die(f"{path} has no .txt files; give a directory of .txt files or one .txt file")
-        return {f.stem: clean(read_utf8(f)) for f in files}, f'input {path}'
+        docs = {f.stem: clean(read_utf8(f)) for f in files}
+        return {k: v for k, v in docs.items() if v.strip()}, f'input {path}'
     if not path.exists():
         die(f"--input {path} does not exist")
     lines = clean(read_utf8(path)).split('\n')

@@ -147,9 +147,15 @@ def articles_from_wikitext(text):
 def load_online(raw):
     path = fetch_url(WIKITEXT_URL, raw / 'wikitext-103-raw-v1.zip', timeout=30)
     splits, docs = {}, {}
-    with zipfile.ZipFile(path) as z:
+    try:
+        z = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        die(f"{path} is not a valid zip file: delete it and run again")
+    with z:
         for split, name in (('train', 'wiki.train.raw'), ('val', 'wiki.valid.raw'), ('test', 'wiki.test.raw')):
-            member = next(n for n in z.namelist() if n.endswith(name))
+            member = next((n for n in z.namelist() if n.endswith(name)), None)
+            if member is None:
+                die(f"{path} has no {name}: it is not the WikiText-103 raw zip; delete it and run again")
             d = articles_from_wikitext(decode_replacing(z.read(member), f'{path.name}:{member}'))
             d = {f'{split}/{k}': v for k, v in d.items()}
             splits[split] = list(d)
@@ -175,7 +181,8 @@ def load_input(path):
         files = sorted(path.glob('*.txt'))
         if not files:
             die(f"{path} has no .txt files; give a directory of .txt files or one WikiText-style .txt file")
-        return {f.stem: read_utf8(f) for f in files}, None, f'input {path}'
+        docs = {f.stem: read_utf8(f) for f in files}
+        return {k: v for k, v in docs.items() if v.strip()}, None, f'input {path}'
     if not path.exists():
         die(f"--input {path} does not exist")
     docs = articles_from_wikitext(read_utf8(path))

@@ -389,3 +389,135 @@ def test_online_shakespeare_counts_replacements(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):  # too few works in this text: the error comes after the count
         shakespeare.load_online(tmp_path)
     assert 'replaced 3 ' in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- bad input: one line, nothing written
+
+def _zip_with(tmp, members):
+    import zipfile
+    path = tmp / 'in.zip'
+    with zipfile.ZipFile(path, 'w') as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+BINARY = bytes(range(256)) * 8
+AKKADIAN_BAD = {  # name -> (file name, content, words the error must contain)
+    'binary_atf': ('x.atf', BINARY, ['not UTF-8', 'ATF']),
+    'binary_json': ('x.json', BINARY, ['not UTF-8', 'ORACC', 'cdl']),
+    'binary_csv': ('x.csv', BINARY, ['not UTF-8', 'word table']),
+    'binary_jsonl': ('x.jsonl', BINARY, ['not UTF-8', 'word table']),
+    'binary_zip': ('x.zip', BINARY, ['zip']),
+    'json_list': ('x.json', b'[1, 2, 3]', ['ORACC', 'cdl']),
+    'json_without_cdl': ('x.json', b'{"project": "p", "textid": "P1"}', ['ORACC', 'cdl']),
+    'json_cdl_not_a_list': ('x.json', b'{"cdl": 5}', ['ORACC', 'cdl']),
+    'json_bad_node': ('x.json', b'{"cdl": [{"node": "l", "f": "not a dict"}]}', ['ORACC', 'cdl']),
+    'json_invalid': ('x.json', b'{"cdl": [', ['JSON', 'ORACC']),
+    'jsonl_not_objects': ('x.jsonl', b'[1, 2]\n', ['x.jsonl:1', 'fragment_id']),
+    'jsonl_row_lacks_column': ('x.jsonl', b'{"fragment_id": "F1", "line_num": 1, "word_idx": 1, "value_raw": "a-na"}\n'
+                                          b'{"line_num": 2}\n', ['x.jsonl:2', 'fragment_id']),
+    'csv_empty': ('x.csv', b'', ['word table']),
+    'atf_no_lines': ('x.atf', b'just some prose\nwithout line numbers\n', ['ATF']),
+    'zip_without_corpusjson': ('x.zip', None, ['corpusjson']),
+    'zip_bad_members_only': ('x.zip', {'p/corpusjson/P1.json': '[1, 2]', 'p/corpusjson/P2.json': '{"cdl": 3}'},
+                             ['x.zip', 'Akkadian']),
+    'empty_directory': ('dir', None, ['dir', 'expected']),
+}
+
+
+@pytest.mark.parametrize('case', list(AKKADIAN_BAD))
+def test_akkadian_bad_input_one_line_nothing_written(tmp_path, capsys, case):
+    name, content, words = AKKADIAN_BAD[case]
+    path = tmp_path / name
+    if case == 'empty_directory':
+        path.mkdir()
+    elif case == 'zip_without_corpusjson':
+        path = _zip_with(tmp_path, {'pkg/__init__.py': 'x = 1\n'}).rename(path)
+    elif isinstance(content, dict):
+        path = _zip_with(tmp_path, content).rename(path)
+    else:
+        path.write_bytes(content)
+    out = tmp_path / 'out'
+    with pytest.raises(SystemExit) as e:
+        A.main([f'--input={path}', f'--out={out}'])
+    assert e.value.code == 1
+    err = one_error_line(capsys)
+    assert str(path) in err, err
+    for w in words:
+        assert w in err, (w, err)
+    assert not out.exists()
+
+
+def test_akkadian_bad_input_keeps_the_existing_dataset(tmp_path, capsys):
+    out = tmp_path / 'out'
+    _akkadian(tmp_path, out, 1)
+    before = snapshot(out)
+    (tmp_path / 'x.json').write_bytes(b'[1, 2]')
+    with pytest.raises(SystemExit):
+        A.main([f'--input={tmp_path / "x.json"}', f'--out={out}'])
+    assert snapshot(out) == before and hidden(tmp_path) == []
+
+
+def test_akkadian_directory_input_skips_files_without_texts(tmp_path, capsys):
+    d = tmp_path / 'in'
+    d.mkdir()
+    (d / 'a.atf').write_text(''.join(f'&P{k}\n1. a-na LUGAL zz{chr(97 + k)}\n' for k in range(4)), encoding='utf-8')
+    (d / 'notes.txt').write_text('no transliteration here\n', encoding='utf-8')
+    A.main([f'--input={d}', f'--out={tmp_path / "out"}'])
+    assert 'skipping' in capsys.readouterr().out and (tmp_path / 'out' / 'meta.json').exists()
+
+
+def test_akkadian_oracc_zip_skips_malformed_members(tmp_path, capsys):
+    good = (FIX / 'corpusjson' / 'P000001.json').read_text(encoding='utf-8')
+    z = _zip_with(tmp_path, {'p/corpusjson/P1.json': good, 'p/corpusjson/P2.json': '[1, 2]',
+                             'p/corpusjson/P3.json': '{"cdl": [{"node": "l", "f": 7}]}'})
+    docs = A.parse_oracc_zip(z)
+    assert [d['id'] for d in docs] == ['test/sub/P000001']
+    out = capsys.readouterr().out
+    assert 'P2.json' in out and 'P3.json' in out
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['--tokenizer=bpe', '--vocab_size=-5'], ['vocab_size']),
+    (['--tokenizer=unigram', '--vocab_size=3'], ['vocab_size']),
+])
+def test_shakespeare_bad_vocab_size_one_line(tmp_path, monkeypatch, capsys, argv, words):
+    from prepare import shakespeare
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / 'plays.txt'
+    src.write_text('\n'.join(make_documents(n_docs=8, words_per_doc=200).values()), encoding='utf-8')
+    with pytest.raises(SystemExit) as e:
+        shakespeare.main(['--input', str(src), '--out', str(tmp_path / 'out')] + argv)
+    assert e.value.code == 1
+    err = one_error_line(capsys)
+    assert all(w in err for w in words) and not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('script', ['shakespeare', 'wikitext103', 'turkish'])
+def test_input_directory_of_empty_files_is_refused(tmp_path, monkeypatch, capsys, script):
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / 'in'
+    d.mkdir()
+    for k in range(5):
+        (d / f'e{k}.txt').write_text('  \n\n', encoding='utf-8')
+    argv = ['--input', str(d), '--out', str(tmp_path / 'out')] + (['--tokenizer=bpe'] if script != 'shakespeare' else [])
+    with pytest.raises(SystemExit):
+        _module(script).main(argv)
+    assert 'document' in one_error_line(capsys) and not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('case', ['missing', 'chunk0', 'not_a_tgz'])
+def test_europarl_bad_input_one_line_nothing_written(tmp_path, capsys, case):
+    from prepare import europarl
+    (tmp_path / 'c.en').write_text('a b c\n' * 20, encoding='utf-8')
+    (tmp_path / 'c.fr').write_text('d e f\n' * 20, encoding='utf-8')
+    (tmp_path / 'c.tgz').write_bytes(BINARY)
+    argv = {'missing': ['--input', str(tmp_path / 'nope')], 'chunk0': ['--input', str(tmp_path / 'c'), '--chunk=0'],
+            'not_a_tgz': ['--input', str(tmp_path / 'c.tgz')]}[case]
+    out = tmp_path / 'out'
+    with pytest.raises(SystemExit) as e:
+        europarl.main(argv + ['--out', str(out), '--no_wordsim'])
+    assert e.value.code == 1
+    one_error_line(capsys)
+    assert not out.exists()  # not even an empty raw/ cache directory
