@@ -36,6 +36,7 @@ import hashlib
 import html
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -44,8 +45,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (OfflineError, HFTokenizer, decode_replacing, decode_utf8, die, load_from_source, fetch_url,
-                            pip_download, read_utf8, split_by_document, staged_dataset, tokenizer_meta, write_dataset)
+from prepare.common import (DOWNLOAD_TIMEOUT, OfflineError, HFTokenizer, decode_replacing, decode_utf8, die,
+                            download_problem, fetch_url, load_from_source, pip_download, read_utf8, record_download,
+                            split_by_document, staged_dataset, tokenizer_meta, write_dataset)
 
 EUROPARL_URL = 'https://www.statmt.org/europarl/v7/fr-en.tgz'
 MULTISIMLEX_URLS = {  # Multi-SimLex (Vulic et al. 2020) per-language files; only reachable online
@@ -140,20 +142,34 @@ def load_offline(raw):
     debs = {}
     for pkg in ('libreoffice-help-en-us', 'libreoffice-help-fr'):
         hit = sorted(raw.glob(f'{pkg}_*.deb'))
+        problem = download_problem(hit[-1]) if hit else None
+        if problem:  # a cached .deb is reused only when it is what was downloaded
+            print(f"{hit[-1]} {problem}: downloading it again")
+            hit[-1].unlink()
+            hit = []
         if not hit:
             print(f"offline fallback: apt-get download {pkg} -> {raw}")
-            r = subprocess.run(['apt-get', 'download', pkg], cwd=raw, capture_output=True, text=True)
-            hit = sorted(raw.glob(f'{pkg}_*.deb'))
-            if r.returncode != 0 or not hit:
+            try:
+                r = subprocess.run(['apt-get', 'download', pkg], cwd=raw, capture_output=True, text=True,
+                                   timeout=DOWNLOAD_TIMEOUT)
                 last = (r.stderr.strip().splitlines() or ['no output'])[-1]
+            except subprocess.TimeoutExpired:
+                r, last = None, f"no answer within {DOWNLOAD_TIMEOUT} s"
+            hit = sorted(raw.glob(f'{pkg}_*.deb'))
+            if r is None or r.returncode != 0 or not hit:
                 die(f"apt-get download {pkg} failed ({last}); run `apt-get update` first, or give --input=PREFIX")
+            record_download(hit[-1], f'apt-get download {pkg}')
         debs[pkg] = hit[-1]
     ext = raw / 'extracted'
     if not (ext / 'usr/share/libreoffice/help/fr').exists():
         tmp = raw / '.extracting'
-        subprocess.run(['rm', '-rf', str(tmp)], check=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         for d in debs.values():
-            subprocess.run(['dpkg-deb', '-x', str(d), str(tmp)], check=True)
+            r = subprocess.run(['dpkg-deb', '-x', str(d), str(tmp)], capture_output=True, text=True)
+            if r.returncode != 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                last = (r.stderr.strip().splitlines() or ['no output'])[-1]
+                die(f"dpkg-deb could not unpack {d} ({last}); delete it and run again, or give --input=PREFIX")
         tmp.rename(ext)
     docs = libreoffice_pairs(ext)
     if not docs:

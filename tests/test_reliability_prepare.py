@@ -521,3 +521,181 @@ def test_europarl_bad_input_one_line_nothing_written(tmp_path, capsys, case):
     assert e.value.code == 1
     one_error_line(capsys)
     assert not out.exists()  # not even an empty raw/ cache directory
+
+
+# ----------------------------------------------------------------------------- downloads
+
+class FakeResponse:
+    def __init__(self, data, length=None):
+        self.data = data
+        self.headers = {'Content-Length': str(len(data) if length is None else length)}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def raise_for_status(self):
+        pass
+
+    def iter_content(self, n):
+        for k in range(0, len(self.data), n):
+            yield self.data[k:k + n]
+
+
+@pytest.fixture
+def fake_server(monkeypatch):
+    """requests.get serving `server['data']` (or raising `server['error']`); counts the calls."""
+    import requests
+    server = {'data': b'x' * 5000 + b'the end', 'calls': 0, 'error': None, 'length': None}
+
+    def get(url, stream=True, timeout=None):
+        server['calls'] += 1
+        if server['error']:
+            raise server['error']
+        return FakeResponse(server['data'], server['length'])
+    monkeypatch.setattr(requests, 'get', get)
+    return server
+
+
+def test_fetch_url_records_and_verifies_the_download(tmp_path, fake_server):
+    import hashlib
+    dest = tmp_path / 'raw' / 'file.txt'
+    C.fetch_url('https://example.org/file.txt', dest)
+    rec = json.loads((tmp_path / 'raw' / 'file.txt.sha256').read_text())
+    assert rec['size'] == len(fake_server['data']) and rec['sha256'] == hashlib.sha256(fake_server['data']).hexdigest()
+    assert C.fetch_url('https://example.org/file.txt', dest) == dest and fake_server['calls'] == 1  # reused
+    for spoil in (lambda b: b[:1000], lambda b: b[:-7] + b'THE END'):  # truncated; altered, same size
+        dest.write_bytes(spoil(fake_server['data']))
+        C.fetch_url('https://example.org/file.txt', dest)
+        assert dest.read_bytes() == fake_server['data']  # downloaded again
+    assert fake_server['calls'] == 3
+    assert hidden(dest.parent) == []
+
+
+def test_fetch_url_without_a_record_downloads_again(tmp_path, fake_server):
+    dest = tmp_path / 'file.txt'
+    dest.write_bytes(b'an old download, never checked')
+    C.fetch_url('https://example.org/file.txt', dest)
+    assert fake_server['calls'] == 1 and dest.read_bytes() == fake_server['data']
+
+
+def test_fetch_url_truncated_cache_offline_says_delete(tmp_path, fake_server, capsys):
+    import requests
+    dest = tmp_path / 'file.txt'
+    C.fetch_url('https://example.org/file.txt', dest)
+    dest.write_bytes(fake_server['data'][:100])
+    fake_server['error'] = requests.ConnectionError('unreachable')
+    with pytest.raises(SystemExit) as e:
+        C.fetch_url('https://example.org/file.txt', dest)
+    assert e.value.code == 1
+    err = one_error_line(capsys)
+    assert str(dest) in err and 'delete' in err
+    # a missing cache while offline is the usual OfflineError (the caller falls back)
+    with pytest.raises(C.OfflineError):
+        C.fetch_url('https://example.org/other.txt', tmp_path / 'other.txt')
+
+
+def test_fetch_url_short_body_is_not_kept(tmp_path, fake_server):
+    fake_server['length'] = len(fake_server['data']) + 100  # the connection closed early
+    with pytest.raises(C.OfflineError, match='incomplete'):
+        C.fetch_url('https://example.org/file.txt', tmp_path / 'file.txt')
+    assert list(tmp_path.iterdir()) == []
+
+
+def _wheel_bytes(tmp):
+    import zipfile
+    p = tmp / 'build.whl'
+    with zipfile.ZipFile(p, 'w') as z:  # stored: 20 kB, so that a cut lands in the data
+        z.writestr('pkg/data.txt', 'some data ' * 2000)
+    data = p.read_bytes()
+    p.unlink()
+    return data
+
+
+@pytest.fixture
+def fake_pip(tmp_path, monkeypatch):
+    """subprocess.run as `pip download`: writes a small valid wheel into the -d directory."""
+    wheel = _wheel_bytes(tmp_path)
+    calls = []
+
+    def run(cmd, **kw):
+        calls.append((cmd, kw))
+        d = Path(cmd[cmd.index('-d') + 1])
+        (d / 'pkg-1.0-py3-none-any.whl').write_bytes(wheel)
+        return subprocess.CompletedProcess(cmd, 0, '', '')
+    monkeypatch.setattr(C.subprocess, 'run', run)
+    return calls
+
+
+def test_pip_download_has_a_timeout_and_checks_the_cache(tmp_path, fake_pip, capsys):
+    raw = tmp_path / 'raw'
+    whl = C.pip_download('pkg==1.0', raw)
+    assert len(fake_pip) == 1 and fake_pip[0][1].get('timeout')  # a time limit is set
+    assert (raw / (whl.name + '.sha256')).exists()
+    assert C.pip_download('pkg==1.0', raw) == whl and len(fake_pip) == 1  # verified and reused
+    whl.write_bytes(whl.read_bytes()[:-300])  # truncated
+    C.pip_download('pkg==1.0', raw)
+    assert len(fake_pip) == 2 and C._archive_problem(whl) is None
+    # a wheel cached before records existed: reused when it reads back whole, else downloaded again
+    (raw / (whl.name + '.sha256')).unlink()
+    C.pip_download('pkg==1.0', raw)
+    assert len(fake_pip) == 2 and (raw / (whl.name + '.sha256')).exists()
+    (raw / (whl.name + '.sha256')).unlink()
+    whl.write_bytes(whl.read_bytes()[:500])
+    C.pip_download('pkg==1.0', raw)
+    assert len(fake_pip) == 3 and C._archive_problem(whl) is None
+
+
+def test_pip_download_timeout_is_one_line(tmp_path, monkeypatch, capsys):
+    def run(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw.get('timeout'))
+    monkeypatch.setattr(C.subprocess, 'run', run)
+    with pytest.raises(SystemExit) as e:
+        C.pip_download('pkg==1.0', tmp_path / 'raw')
+    assert e.value.code == 1
+    err = one_error_line(capsys)
+    assert 'pkg==1.0' in err and 'within' in err and '--input' in err
+
+
+def _help_tree(root):
+    base = root / 'extracted' / 'usr/share/libreoffice/help'
+    for lang, text in (('en-US', 'Choose the file to open.'), ('fr', 'Choisissez le fichier à ouvrir.')):
+        (base / lang).mkdir(parents=True)
+        (base / lang / 'a.html').write_text(f'<p id="par_id1">{text}</p>', encoding='utf-8')
+
+
+def test_apt_get_download_timeout_is_one_line(tmp_path, monkeypatch, capsys):
+    from prepare import europarl
+
+    def run(cmd, **kw):
+        assert kw.get('timeout')
+        raise subprocess.TimeoutExpired(cmd, kw['timeout'])
+    monkeypatch.setattr(europarl.subprocess, 'run', run)
+    with pytest.raises(SystemExit) as e:
+        europarl.load_offline(tmp_path / 'raw')
+    assert e.value.code == 1
+    err = one_error_line(capsys)
+    assert 'apt-get download' in err and 'within' in err
+
+
+def test_apt_get_cached_deb_is_verified(tmp_path, monkeypatch):
+    from prepare import europarl
+    raw = tmp_path / 'raw'
+    _help_tree(raw)
+    calls = []
+
+    def run(cmd, cwd=None, **kw):
+        calls.append(cmd)
+        (Path(cwd) / f'{cmd[-1]}_1.0_all.deb').write_bytes(b'!<arch>\n' + b'd' * 1000)
+        return subprocess.CompletedProcess(cmd, 0, '', '')
+    monkeypatch.setattr(europarl.subprocess, 'run', run)
+    europarl.load_offline(raw)
+    assert len(calls) == 2 and (raw / 'libreoffice-help-fr_1.0_all.deb.sha256').exists()
+    europarl.load_offline(raw)
+    assert len(calls) == 2  # both reused
+    deb = raw / 'libreoffice-help-fr_1.0_all.deb'
+    deb.write_bytes(deb.read_bytes()[:100])
+    europarl.load_offline(raw)
+    assert len(calls) == 3 and calls[-1][-1] == 'libreoffice-help-fr' and deb.stat().st_size == 1008
