@@ -542,6 +542,8 @@ def staged_dataset(final, keep=('raw',)):
     Leftovers of a killed run (a dead pid) are dealt with first. An existing `final` must be a dataset
     (it has meta.json) or hold nothing but `keep`: any other directory is refused, never replaced."""
     final = Path(final)
+    if final.is_symlink():  # build beside the real directory (same file system); the link still points at it
+        final = final.resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(final, keep)
     if final.exists() and not final.is_dir():

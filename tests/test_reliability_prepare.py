@@ -699,3 +699,21 @@ def test_apt_get_cached_deb_is_verified(tmp_path, monkeypatch):
     deb.write_bytes(deb.read_bytes()[:100])
     europarl.load_offline(raw)
     assert len(calls) == 3 and calls[-1][-1] == 'libreoffice-help-fr' and deb.stat().st_size == 1008
+
+
+def test_staged_dataset_through_a_symlink(tmp_path):
+    """data/NAME may be a link to a directory elsewhere: the link stays, the directory it names is replaced."""
+    real = tmp_path / 'disk' / 'ds'
+    real.mkdir(parents=True)
+    (real / 'meta.json').write_text('old')
+    (real / 'raw').mkdir()
+    (real / 'raw' / 'x.zip').write_bytes(b'cache')
+    (tmp_path / 'data').mkdir()
+    link = tmp_path / 'data' / 'ds'
+    link.symlink_to(real, target_is_directory=True)
+    with C.staged_dataset(link) as tmp:
+        assert tmp.parent == real.parent
+        (tmp / 'meta.json').write_text('new')
+    assert link.is_symlink() and (link / 'meta.json').read_text() == 'new'
+    assert (link / 'raw' / 'x.zip').read_bytes() == b'cache'
+    assert hidden(real.parent) == [] and hidden(link.parent) == []
