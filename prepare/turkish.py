@@ -50,8 +50,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (die, fetch_url, load_from_source, make_tokenizer, pip_download, split_by_document,
-                            tokenizer_meta, write_dataset)
+from prepare.common import (decode_replacing, die, fetch_url, load_from_source, make_tokenizer, pip_download,
+                            read_utf8, split_by_document, staged_dataset, tokenizer_meta, write_dataset)
 
 BOUN = 'https://raw.githubusercontent.com/UniversalDependencies/UD_Turkish-BOUN/master/tr_boun-ud-{}.conllu'
 OFFLINE_WHEEL = 'turkish-treebanks==1.0.0'
@@ -182,7 +182,7 @@ def load_online(raw):
     out = OrderedDict()
     for split in ('train', 'dev', 'test'):
         path = fetch_url(BOUN.format(split), raw / f'tr_boun-ud-{split}.conllu')
-        out.update(conllu_documents(path.read_text(encoding='utf-8'), f'boun-{split}'))
+        out.update(conllu_documents(decode_replacing(path.read_bytes(), path), f'boun-{split}'))
     return out, 'online UD_Turkish-BOUN (CC BY-SA 4.0)'
 
 
@@ -194,7 +194,7 @@ def load_offline(raw):
         for f in OFFLINE_FILES:
             if f not in names:
                 die(f"{whl.name} has no {f}; delete {raw} and try again, or give --input=PATH")
-            out.update(conllu_documents(z.read(f).decode('utf-8'), Path(f).stem))
+            out.update(conllu_documents(decode_replacing(z.read(f), f'{whl.name}:{f}'), Path(f).stem))
     return out, f'pypi wheel {OFFLINE_WHEEL} ({", ".join(OFFLINE_FILES)}; Apache-2.0)'
 
 
@@ -207,7 +207,7 @@ def load_input(path):
         die(f"{path} has no .txt or .conllu files")
     out = OrderedDict()
     for f in files:
-        text = f.read_text(encoding='utf-8', errors='replace')
+        text = read_utf8(f)
         if f.suffix == '.conllu':
             out.update(conllu_documents(text, f.stem))
         elif path.is_dir():
@@ -288,27 +288,34 @@ def main(argv=None):
           f"{sum(len(t.split()) for t in texts.values()):,} words, {sum(len(t) for t in texts.values()):,} characters)")
 
     splits = split_by_document(list(texts), seed=a.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    if morph:
-        tok = make_morph_tokenizer(a.tokenizer[len('morph_'):], a.segmenter, [texts[d] for d in splits['train']],
-                                   a.vocab_size, out, raw, a.morfessor_types, a.seed)
-    else:
-        tok = make_tokenizer(a.tokenizer, [texts[d] for d in splits['train']], a.vocab_size, out)
-    if a.tokenizer == 'char':
-        pieces = [('▁' if c.isspace() else c) for c in tok.itos]  # whitespace starts the next word
-    else:
-        pieces = hf_pieces(tok)
-    ws, tc = token_tables(pieces, special_ids=tok.special_ids().values())
-    ids = {s: [tok.encode(texts[d]) for d in names] for s, names in splits.items()}
-    meta = {**tokenizer_meta(tok), 'dataset': 'turkish', 'source': used,
-            'licence': 'see source (UD_Turkish-BOUN CC BY-SA 4.0; turkish-treebanks Apache-2.0)',
-            'documents': {s: names for s, names in splits.items()},
-            'bytes': {s: sum(len(texts[d].encode('utf-8')) for d in names) for s, names in splits.items()},
-            'characters': {s: sum(len(texts[d]) for d in names) for s, names in splits.items()},
-            'word_start': ws, 'token_class': tc,
-            'token_tables': 'word_start / token_class: see prepare/turkish.py (for attention=agglutinative)'}
-    sep = tok.special_ids().get('[SEP]')
-    write_dataset(out, ids, meta, sep_id=sep)
+    with staged_dataset(out) as tmp:
+        if morph:
+            tok = make_morph_tokenizer(a.tokenizer[len('morph_'):], a.segmenter, [texts[d] for d in splits['train']],
+                                       a.vocab_size, tmp, raw, a.morfessor_types, a.seed)
+        else:
+            tok = make_tokenizer(a.tokenizer, [texts[d] for d in splits['train']], a.vocab_size, tmp)
+        if a.tokenizer == 'char':
+            pieces = [('▁' if c.isspace() else c) for c in tok.itos]  # whitespace starts the next word
+        else:
+            pieces = hf_pieces(tok)
+        ws, tc = token_tables(pieces, special_ids=tok.special_ids().values())
+        ids = {s: [tok.encode(texts[d]) for d in names] for s, names in splits.items()}
+        meta = {**tokenizer_meta(tok), 'dataset': 'turkish', 'source': used,
+                'licence': 'see source (UD_Turkish-BOUN CC BY-SA 4.0; turkish-treebanks Apache-2.0)',
+                'documents': {s: names for s, names in splits.items()},
+                'bytes': {s: sum(len(texts[d].encode('utf-8')) for d in names) for s, names in splits.items()},
+                'characters': {s: sum(len(texts[d]) for d in names) for s, names in splits.items()},
+                'word_start': ws, 'token_class': tc,
+                'token_tables': 'word_start / token_class: see prepare/turkish.py (for attention=agglutinative)'}
+        sep = tok.special_ids().get('[SEP]')
+        gold = gold_morphology(docs, splits['val'] + splits['test'])
+        if gold:
+            (tmp / 'gold_morphology.json').write_text(json.dumps(
+                {'source': used, 'splits': ['val', 'test'], 'root_end': 'len(lemma) if form starts with lemma (Turkish lowercase)',
+                 'words': gold}, ensure_ascii=False))
+        write_dataset(tmp, ids, meta, sep_id=sep)
+    if gold:
+        print(f"wrote {out / 'gold_morphology.json'}: {len(gold)} held-out words with lemma / features")
     n_tok = sum(len(x) for v in ids.values() for x in v)
     n_words = sum(len(texts[d].split()) for v in splits.values() for d in v)
     counts = [tc.count(k) for k in range(4)]
@@ -316,12 +323,6 @@ def main(argv=None):
           f"{sum(len(t) for t in texts.values()) / max(1, n_tok):.2f}; vocabulary classes "
           f"word-initial {counts[0]}, suffix-like {counts[1]}, internal {counts[2]}, other {counts[3]}; "
           f"word-start pieces {sum(ws)}")
-    gold = gold_morphology(docs, splits['val'] + splits['test'])
-    if gold:
-        (out / 'gold_morphology.json').write_text(json.dumps(
-            {'source': used, 'splits': ['val', 'test'], 'root_end': 'len(lemma) if form starts with lemma (Turkish lowercase)',
-             'words': gold}, ensure_ascii=False))
-        print(f"wrote {out / 'gold_morphology.json'}: {len(gold)} held-out words with lemma / features")
 
 
 if __name__ == '__main__':

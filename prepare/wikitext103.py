@@ -30,8 +30,9 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (OfflineError, TiktokenGPT2, die, load_from_source, fetch_url, make_tokenizer, pip_download,
-                            split_by_document, tokenizer_meta, write_dataset)
+from prepare.common import (OfflineError, TiktokenGPT2, decode_replacing, die, load_from_source, fetch_url,
+                            make_tokenizer, pip_download, read_utf8, split_by_document, staged_dataset,
+                            tokenizer_meta, write_dataset)
 
 WIKITEXT_URL = 'https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-raw-v1.zip'
 GENSIM_SPEC = 'gensim==4.4.0'
@@ -146,10 +147,16 @@ def articles_from_wikitext(text):
 def load_online(raw):
     path = fetch_url(WIKITEXT_URL, raw / 'wikitext-103-raw-v1.zip', timeout=30)
     splits, docs = {}, {}
-    with zipfile.ZipFile(path) as z:
+    try:
+        z = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        die(f"{path} is not a valid zip file: delete it and run again")
+    with z:
         for split, name in (('train', 'wiki.train.raw'), ('val', 'wiki.valid.raw'), ('test', 'wiki.test.raw')):
-            member = next(n for n in z.namelist() if n.endswith(name))
-            d = articles_from_wikitext(z.read(member).decode('utf-8'))
+            member = next((n for n in z.namelist() if n.endswith(name)), None)
+            if member is None:
+                die(f"{path} has no {name}: it is not the WikiText-103 raw zip; delete it and run again")
+            d = articles_from_wikitext(decode_replacing(z.read(member), f'{path.name}:{member}'))
             d = {f'{split}/{k}': v for k, v in d.items()}
             splits[split] = list(d)
             docs.update(d)
@@ -174,10 +181,11 @@ def load_input(path):
         files = sorted(path.glob('*.txt'))
         if not files:
             die(f"{path} has no .txt files; give a directory of .txt files or one WikiText-style .txt file")
-        return {f.stem: f.read_text(encoding='utf-8', errors='replace') for f in files}, None, f'input {path}'
+        docs = {f.stem: read_utf8(f) for f in files}
+        return {k: v for k, v in docs.items() if v.strip()}, None, f'input {path}'
     if not path.exists():
         die(f"--input {path} does not exist")
-    docs = articles_from_wikitext(path.read_text(encoding='utf-8', errors='replace'))
+    docs = articles_from_wikitext(read_utf8(path))
     if len(docs) < 3:
         die(f"{path}: found {len(docs)} articles (' = Title = ' lines); give a directory of .txt files instead")
     return docs, None, f'input {path}'
@@ -205,16 +213,16 @@ def main(argv=None):
         except OfflineError as e:
             print(f"{e}: training a BPE of {a.vocab_size} tokens on the train split instead")
             kind = 'bpe'
-    out.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(kind, [docs[d] for d in splits['train']], a.vocab_size, out)
-    print(f"tokenizer: {kind}, {tok.vocab_size} ids")
-    ids = {s: [tok.encode(docs[d]) for d in names] for s, names in splits.items()}
-    meta = {**tokenizer_meta(tok), 'dataset': 'wikitext103', 'source': used,
-            'licence': 'Wikipedia text CC BY-SA (WikiText-103: CC BY-SA 3.0); gensim wheel LGPL-2.1',
-            'documents': {s: names for s, names in splits.items()},
-            'bytes': {s: sum(len(docs[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
-    sp = tok.special_ids()
-    write_dataset(out, ids, meta, sep_id=sp.get('[SEP]', sp.get('<|endoftext|>')))
+    with staged_dataset(out) as tmp:
+        tok = make_tokenizer(kind, [docs[d] for d in splits['train']], a.vocab_size, tmp)
+        print(f"tokenizer: {kind}, {tok.vocab_size} ids")
+        ids = {s: [tok.encode(docs[d]) for d in names] for s, names in splits.items()}
+        meta = {**tokenizer_meta(tok), 'dataset': 'wikitext103', 'source': used,
+                'licence': 'Wikipedia text CC BY-SA (WikiText-103: CC BY-SA 3.0); gensim wheel LGPL-2.1',
+                'documents': {s: names for s, names in splits.items()},
+                'bytes': {s: sum(len(docs[d].encode('utf-8')) for d in names) for s, names in splits.items()}}
+        sp = tok.special_ids()
+        write_dataset(tmp, ids, meta, sep_id=sp.get('[SEP]', sp.get('<|endoftext|>')))
 
 
 if __name__ == '__main__':

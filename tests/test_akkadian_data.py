@@ -364,3 +364,47 @@ def test_bad_input_dies_and_writes_nothing(tmp_path, make_input):
     with pytest.raises(SystemExit):
         A.main([f'--input={path}', f'--out={out}'])
     assert not out.exists() or not any(p.is_file() for p in out.rglob('*'))
+
+
+# ----------------------------------------------------------------------------- malformed ATF
+
+@pytest.mark.parametrize('line, expect', [
+    ('a-na |A.AN be-li2 qi2-bi2-ma', ['a', 'na', '[UNK]', 'be', 'li2', 'qi2', 'bi2', 'ma']),
+    ('a-na {d UTU be-li2', ['a', 'na', '[UNK]', 'UTU', 'be', 'li2']),
+    ('a-na URU{ki be-li2', ['a', 'na', 'URU', '[UNK]', 'be', 'li2']),   # the sign before `{` is whole
+    ('a-na ba(BA be-li2', ['a', 'na', '[UNK]', 'be', 'li2']),           # the sign before `(` is part of it
+    ('a-na be-|A.AN qi2-bi2-ma', ['a', 'na', 'be', '[UNK]', 'qi2', 'bi2', 'ma']),
+])
+def test_unclosed_bracket_ends_at_the_word_and_is_never_a_target(line, expect, capsys):
+    got = parse_atf_line(line)
+    assert toks(got) == expect
+    assert all(' ' not in t for t in toks(got))  # never a sign swallowing the rest of the line
+    bad = [f for t, f in got if t == '[UNK]']
+    assert len(bad) == 1 and state(bad[0]) == MIS and not is_target(np.array(bad, np.uint8)).any()
+    good = [f for t, f in got if t != '[UNK]']
+    assert is_target(np.array(good, np.uint8)).all()  # the well-formed words around it are unaffected
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('warning: ') and 'unclosed' in err[0] and line in err[0]
+
+
+def test_unclosed_brackets_warn_once_per_line_with_file_and_line_number(tmp_path, capsys):
+    got = parse_atf_line('|A.AN {d be (x')
+    assert toks(got) == ['[UNK]', '[UNK]', 'be', '[UNK]']
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # bracket states inside the malformed word still count: `]` closes the restoration
+    got = parse_atf_line('[a-na |A.AN] be')
+    assert toks(got) == ['a', 'na', '[UNK]', 'be'] and states(got) == [RES, RES, MIS, OK]
+    capsys.readouterr()
+    f = tmp_path / 'bad.atf'
+    f.write_text('&P1\n1. a-na LUGAL\n2. a-na |A.AN be-li2\n', encoding='utf-8')
+    docs = A.load_inputs([str(f)])
+    assert toks(docs[0]['signs']) == ['a', 'na', 'LUGAL', 'a', 'na', '[UNK]', 'be', 'li2']
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f'{f}:3' in err[0]
+
+
+def test_well_formed_compounds_and_determinatives_unchanged(capsys):
+    assert toks(parse_atf_line('li-ri-iq |A.AN| ku')) == ['li', 'ri', 'iq', '|A.AN|', 'ku']
+    assert toks(parse_atf_line('{d}UTU {1}aš-šur URU{ki} ba(BA) 1(u)')) == [
+        '{d}', 'UTU', '{m}', 'aš', 'šur', 'URU', '{ki}', 'ba', '1(u)']
+    assert capsys.readouterr().err == ''
