@@ -195,7 +195,7 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=
         res['agglutinative_biases'] = agglutinative_biases(model)
     if load_meta(data_dir).get('dataset') == 'akkadian' and ckpt['model_args']['arch'] == 'encoder':
         akk, table = akkadian_metrics(model, ckpt, data_dir, device, n_spans, beam, max_gap_len, seed, subset_size,
-                                      batch_size)
+                                      batch_size, split)
         res.update(akk)
         print(table)
     if load_meta(data_dir).get('dataset') == 'europarl' and objective(ckpt['model_args']['arch']) == 'causal':

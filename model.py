@@ -1399,7 +1399,8 @@ def mlm_mask(x, rng, mask_rate, mask_id, vocab_size, maskable, replace=(0.8, 0.1
 
     x:         (B, T) int64 clean tokens
     maskable:  (B, T) bool, positions that may be chosen (real signs, not specials/gaps/restored)
-    mask_rate: fraction of maskable positions chosen as targets
+    mask_rate: fraction of maskable positions chosen as targets; a (B,) array gives each sequence its own
+               (Aeneas draws it per sample from U(0, 0.75))
     replace:   of the chosen positions, fractions replaced by [MASK], by a random token, kept
     span_mean: 0 for independent positions; > 0 chooses spans with geometric lengths of this mean
                (real gaps are spans) until the budget mask_rate * n_maskable is spent
@@ -1408,11 +1409,12 @@ def mlm_mask(x, rng, mask_rate, mask_id, vocab_size, maskable, replace=(0.8, 0.1
     x = np.asarray(x)
     maskable = np.asarray(maskable, dtype=bool)
     B, T = x.shape
+    rates = np.broadcast_to(np.asarray(mask_rate, dtype=np.float64).reshape(-1, 1), (B, 1))
     chosen = np.zeros_like(maskable)
     if span_mean > 0:
         p = 1.0 / span_mean
         for b in range(B):
-            budget = int(round(mask_rate * maskable[b].sum()))
+            budget = int(round(rates[b, 0] * maskable[b].sum()))
             cand = np.flatnonzero(maskable[b])
             tries = 0
             while chosen[b].sum() < budget and tries < 4 * T and len(cand):
@@ -1422,7 +1424,7 @@ def mlm_mask(x, rng, mask_rate, mask_id, vocab_size, maskable, replace=(0.8, 0.1
                 span = np.arange(start, min(start + length, T))
                 chosen[b, span[maskable[b, span]]] = True
     else:
-        chosen = maskable & (rng.random((B, T)) < mask_rate)
+        chosen = maskable & (rng.random((B, T)) < rates)
     targets = np.where(chosen, x, -1)
     r = rng.random((B, T))
     inputs = x.copy()

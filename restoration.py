@@ -6,10 +6,14 @@ log p(token | x) at every position of the corrupted input; for the count-based b
 of the train split. The search (beam_fill, restore_gaps) only reads the rows of the positions it fills, so
 the model, the baselines and their product share it: the same search, different scorers.
 """
+import json
 import math
+import os
 
 import numpy as np
 import torch
+
+from prepare.common import documents, load_meta
 
 
 def encoder_scorer(model, banned_ids=(), doc=None):
@@ -69,19 +73,21 @@ def _crop(seq, pos, window):
 
 
 def restore_gaps(score_fn, ids, gaps, *, mask_id, max_gap_len=10, beam=20, alpha=1.0, topk=5, banned_ids=(),
-                 window=0):
+                 window=0, length_logprior=None):
     """Restore every gap of the 1-D token sequence `ids`, one gap at a time.
     gaps: [(start, length)]: `length` lost signs at ids[start:start+length] (a known-length gap, e.g.
           adjacent [GAP]s: decoded jointly), or length None: ids[start] is one gap of unknown length.
     A known-length gap becomes `length` [MASK]s and is filled by beam_fill. An unknown-length gap is
-    tried with every length k = 1..max_gap_len (k [MASK]s spliced in place of its token) and all
-    candidates of all lengths are ranked by Aeneas's length-normalised score logp / (1 + k)^alpha
-    (predictingthepast util/eval.py beam_search_batch, length exponent a).
+    tried with every length k = 1..max_gap_len (k [MASK]s spliced in place of its token). With a length
+    model (length_logprior[k] = log P(k), e.g. gap_length_prior) the candidates of all lengths are ranked by
+    their joint log-probability log P(k) + log p(signs | k); without one, by Aeneas's length-normalised score
+    logp / (1 + k)^alpha (predictingthepast util/eval.py beam_search_batch, length exponent a), which
+    flattens the length so much that near-impossible long fillings tie with likely short ones.
     While one gap is restored the other gaps keep the tokens the data uses for them ([GAP] per lost
     sign, one [GAPN] per unknown-length gap): that is how lost signs appear in every training context
     (they are never MLM targets), whereas [MASK] only ever stood for exactly one hidden sign.
     window > 0 crops each scored sequence to that many tokens around the gap (the model's block_size).
-    Returns per gap [(signs, joint prob, normalised score, length)], best score first, topk entries."""
+    Returns per gap [(signs, joint prob, ranking score, length)], best score first, topk entries."""
     ids = [int(i) for i in ids]
     out = []
     for start, length in gaps:
@@ -90,10 +96,32 @@ def restore_gaps(score_fn, ids, gaps, *, mask_id, max_gap_len=10, beam=20, alpha
             seq = ids[:start] + [mask_id] * k + ids[start + (length or 1):]
             seq, pos = _crop(seq, list(range(start, start + k)), window)
             for signs, lp in beam_fill(score_fn, seq, pos, beam=beam, banned_ids=banned_ids, topk=topk):
-                cands.append((signs, math.exp(lp), lp / (1 + k) ** alpha, k))  # Aeneas length normalisation
+                if length:
+                    score = lp
+                elif length_logprior is not None:
+                    score = lp + float(length_logprior[k])      # log P(k) + log p(signs | k)
+                else:
+                    score = lp / (1 + k) ** alpha               # Aeneas length normalisation
+                cands.append((signs, math.exp(lp), score, k))
         cands.sort(key=lambda c: -c[2])
         out.append(cands[:topk])
     return out
+
+
+def gap_length_prior(train_ids, train_flags, gap_id, max_gap_len, restored_state=2, sign_flag=8):
+    """log P(k), k = 0..max_gap_len (index 0 unused, -inf): how many signs a lost stretch holds, counted on the
+    train split: the lengths of the maximal runs of lost signs whose number the editor gives (`x x x`, one
+    [GAP] each) and of runs of editor-restored signs (the `[...]` the editor filled in), add-one smoothed over
+    1..max_gap_len (a run longer than that counts as max_gap_len)."""
+    counts = np.ones(max_gap_len + 1)
+    counts[0] = 0
+    runs = [train_ids == gap_id, ((train_flags & sign_flag) != 0) & ((train_flags & 3) == restored_state)]
+    for r in runs:
+        d = np.diff(np.concatenate([[0], r.astype(np.int8), [0]]))
+        lengths = np.flatnonzero(d == -1) - np.flatnonzero(d == 1)
+        np.add.at(counts, np.minimum(lengths, max_gap_len), 1)
+    with np.errstate(divide='ignore'):
+        return np.log(counts / counts.sum())
 
 
 class UnigramScorer:
@@ -175,3 +203,316 @@ class NgramScorer(UnigramScorer):
         with np.errstate(divide='ignore'):
             out[bi_, ii] = torch.from_numpy(np.log(p)).float()
         return out.to(x.device)
+
+
+class ProductScorer:
+    """A product of experts (Hinton 2002), i.e. a log-linear interpolation (Klakow 1998) of scorers:
+        log p(s | x) = sum_i w_i log p_i(s | x) - log Z(x),
+    normalised over the real signs (banned ids get -inf). With one weight 1 and the rest 0 it is that
+    scorer. The weights are chosen on held-out data (fit_product_weights), never on the test split."""
+
+    def __init__(self, scorers, weights, banned_ids=()):
+        self.scorers, self.weights = list(scorers), [float(w) for w in weights]
+        self.banned = sorted({int(i) for i in banned_ids})
+
+    @torch.no_grad()
+    def __call__(self, x):
+        total = None
+        for sf, w in zip(self.scorers, self.weights):
+            if w == 0:
+                continue
+            lp = sf(x).float()
+            lp = w * lp.masked_fill(torch.isneginf(lp), -1e4)  # -inf * 0 would be nan; -1e4 keeps it out of the top
+            total = lp if total is None else total + lp
+        if self.banned:
+            total[..., self.banned] = float('-inf')
+        return torch.log_softmax(total, dim=-1)
+
+
+def fit_product_weights(scorers, pieces, mask_id, n_lead, seed, grids, rate=0.15, max_rows=4000, batch_size=32):
+    """Weights of a ProductScorer over `scorers` ({name: score_fn}) that maximise the mean log-likelihood of
+    the true sign (a proper scoring rule) at masked positions of `pieces` ([(ids, flags)], held-out data):
+    `rate` of the target signs masked with `seed`, one sign per [MASK] as in training. grids: {name: [w, ...]}
+    searched exhaustively. Returns ({name: weight}, {'restore_fit_rows': N, 'restore_fit_loglik': ...})."""
+    from itertools import product
+    from prepare.akkadian import is_target
+    rng = np.random.default_rng(seed)
+    rows, truths = {n: [] for n in scorers}, []
+    for ids, fl in pieces:
+        chosen = is_target(fl) & (ids >= n_lead) & (rng.random(len(ids)) < rate)
+        if not chosen.any():
+            continue
+        x = ids.copy()
+        x[chosen] = mask_id
+        xt = torch.from_numpy(x)[None]
+        for n, sf in scorers.items():
+            rows[n].append(sf(xt)[0][torch.from_numpy(chosen)].double().cpu())
+        truths.append(torch.from_numpy(ids[chosen]))
+        if sum(len(t) for t in truths) >= max_rows:
+            break
+    if not truths:
+        return {n: (1.0 if k == 0 else 0.0) for k, n in enumerate(scorers)}, {'restore_fit_rows': 0}
+    true = torch.cat(truths)
+    lps = {n: torch.cat(r).masked_fill(torch.isneginf(torch.cat(r)), -1e4) for n, r in rows.items()}
+    banned = torch.zeros(lps[next(iter(lps))].shape[1], dtype=torch.bool)
+    banned[:n_lead] = True
+    best = (-float('inf'), None)
+    for ws in product(*(grids[n] for n in scorers)):
+        if not any(ws):
+            continue
+        total = sum(w * lps[n] for n, w in zip(scorers, ws)).masked_fill(banned, float('-inf'))
+        ll = torch.log_softmax(total, -1).gather(1, true[:, None]).mean().item()
+        if ll > best[0]:
+            best = (ll, ws)
+    return dict(zip(scorers, best[1])), {'restore_fit_rows': int(len(true)), 'restore_fit_loglik': best[0]}
+
+
+# ----------------------------------------------------------------------------- the default restoration scorer
+
+RESTORE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # weights tried for each expert
+RESTORE_FIT_SEED = 4242                                  # masks of the weight fit (not those of any reported metric)
+RESTORE_EXPERTS = ('model', 'ngram', 'infinigram')       # the experts of the default scorer's product
+
+
+def read_fragments(data_dir, split, spans=None):
+    """[(ids int64, flags uint8)] of the documents of a split (or of the given (start, end) spans)."""
+    ids = np.fromfile(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16).astype(np.int64)
+    fl = np.fromfile(os.path.join(data_dir, f'{split}.flags.bin'), dtype=np.uint8)
+    return [(ids[a:b], fl[a:b]) for a, b in (spans if spans is not None else documents(data_dir, split))]
+
+
+def cut_pieces(frags, T):
+    return [(i[s:s + T], f[s:s + T]) for i, f in frags for s in range(0, len(i), T)]
+
+
+def describe_product(weights):
+    return ' x '.join(f'{n}^{w:g}' for n, w in weights.items())
+
+
+def restoration_scorers(model, data_dir, max_gap_len=10, cache_dir=None, cache_key=None, verbose=True):
+    """The scorers of an Akkadian encoder: 'model' (the encoder alone), the count baselines 'unigram' and 'ngram'
+    (fit on the train split only), and 'restore', the default: the product of the encoder and the n-gram with
+    weights chosen on the val split (fit_product_weights; the test split is never read). Also returns
+    info = {weights, fit statistics, 'length_logprior': log P(k) of gap lengths from the train split}.
+    With cache_dir, the fitted weights are stored in cache_dir/restore.json under cache_key (e.g. the
+    checkpoint's iteration and data fingerprint) and reused while the key matches."""
+
+    meta = load_meta(data_dir)
+    sp = meta['special_ids']
+    n_lead, mask_id, V = len(sp), sp['[MASK]'], meta['vocab_size']
+    banned = list(range(n_lead))
+    train_ids = np.fromfile(os.path.join(data_dir, 'train.bin'), dtype=np.uint16).astype(np.int64)
+    train_fl = np.fromfile(os.path.join(data_dir, 'train.flags.bin'), dtype=np.uint8)
+    scorers = {'model': encoder_scorer(model, banned), 'unigram': UnigramScorer(train_ids, V, n_lead),
+               'ngram': NgramScorer(train_ids, V, n_lead, mask_id)}
+    scorers['infinigram'] = InfinigramScorer(train_ids, V, n_lead, mask_id, ngram=scorers['ngram'])
+    cache = os.path.join(cache_dir, 'restore.json') if cache_dir else None
+    info = None
+    if cache and os.path.exists(cache):
+        with open(cache) as f:
+            stored = json.load(f)
+        info = stored if stored.get('key') == cache_key else None
+    if info is None:
+        experts = {n: scorers[n] for n in RESTORE_EXPERTS}
+        if os.path.exists(os.path.join(data_dir, 'val.bin')) and documents(data_dir, 'val'):
+            pieces = cut_pieces(read_fragments(data_dir, 'val'), model.cfg.block_size)
+            weights, fit = fit_product_weights(experts, pieces, mask_id, n_lead, RESTORE_FIT_SEED,
+                                               {n: RESTORE_GRID for n in experts})
+        else:
+            weights, fit = {n: float(n == 'model') for n in RESTORE_EXPERTS}, {'restore_fit_rows': 0}
+        info = {'key': cache_key, 'weights': weights, **fit}
+        if cache:
+            tmp = cache + f'.{os.getpid()}.tmp'
+            with open(tmp, 'w') as f:
+                json.dump(info, f, indent=1)
+            os.replace(tmp, cache)
+    if verbose:
+        print(f"restoration scorer: {describe_product(info['weights'])} (weights chosen on val, "
+              f"{info.get('restore_fit_rows', 0)} masked signs)")
+    scorers['restore'] = ProductScorer([scorers[n] for n in info['weights']], list(info['weights'].values()), banned)
+    info['length_logprior'] = gap_length_prior(train_ids, train_fl, sp['[GAP]'], max_gap_len)
+    return scorers, info
+
+
+class InfinigramScorer:
+    """Count-based evidence of unbounded context: an infini-gram (Liu et al. 2024, "Infini-gram: Scaling Unbounded
+    n-gram Language Models to a Trillion Tokens") made bidirectional for gaps. At a [MASK] with known signs
+    l_a..l_1 on its left and r_1..r_b on its right, the context is the longest one that occurs in the train split
+    around some sign (grown one sign at a time, alternating sides, up to max_ctx a side, as the infini-gram takes
+    the longest suffix with a non-zero count), and the distribution is that of the signs found there,
+        p(s) = (c(s) + u p_ngram(s)) / (C + u),
+    Witten-Bell interpolated (u distinct signs among C occurrences) with the bidirectional n-gram, which also
+    answers where no context longer than one sign a side matches. Occurrences are read from a position index of
+    the train split (no suffix array is needed at these corpus sizes: the candidates are the occurrences of the
+    nearest sign, filtered as the context grows)."""
+
+    def __init__(self, train_ids, vocab_size, n_lead, mask_id, ngram=None, max_ctx=8):
+        self.data = np.asarray(train_ids, dtype=np.int64)
+        self.V, self.n_lead, self.mask_id, self.max_ctx = vocab_size, n_lead, mask_id, max_ctx
+        self.ngram = ngram or NgramScorer(train_ids, vocab_size, n_lead, mask_id)
+        order = np.argsort(self.data, kind='stable')
+        bounds = np.searchsorted(self.data[order], np.arange(vocab_size + 1))
+        self.pos = [order[bounds[t]:bounds[t + 1]] for t in range(vocab_size)]
+        self.cache = {}
+
+    def counts(self, left, right):
+        """(count vector, context length) of the longest matching context; None when it is one sign a side or less."""
+        key = (left, right)
+        if key in self.cache:
+            return self.cache[key]
+        d, n = self.data, len(self.data)
+        if left:
+            c = self.pos[left[-1]] + 1
+        elif right:
+            c = self.pos[right[0]] - 1
+        else:
+            return None
+        c = c[(c >= 0) & (c < n)]
+        c = c[d[c] >= self.n_lead]
+        a, b = (1, 0) if left else (0, 1)
+        if left and right:
+            c = c[(c + 1 < n)]
+            c = c[d[np.minimum(c + 1, n - 1)] == right[0]]
+            b = 1
+        grown = True
+        while grown and len(c):
+            grown = False
+            if a < len(left):
+                k = c - a - 1
+                c2 = c[(k >= 0) & (d[np.maximum(k, 0)] == left[-(a + 1)])]
+                if len(c2):
+                    c, a, grown = c2, a + 1, True
+            if b < len(right):
+                k = c + b + 1
+                c2 = c[(k < n) & (d[np.minimum(k, n - 1)] == right[b])]
+                if len(c2):
+                    c, b, grown = c2, b + 1, True
+        out = (np.bincount(d[c], minlength=self.V).astype(np.float64), a + b) if len(c) and a + b > 2 else None
+        self.cache[key] = out
+        return out
+
+    def __call__(self, x):
+        out = self.ngram(x).clone()
+        xb = x.cpu().numpy()
+        real = (xb >= self.n_lead) & (xb != self.mask_id)
+        T = xb.shape[1]
+        for b, i in zip(*np.nonzero(xb == self.mask_id)):
+            j = i
+            while j > 0 and real[b, j - 1] and i - j < self.max_ctx:
+                j -= 1
+            k = i + 1
+            while k < T and real[b, k] and k - i - 1 < self.max_ctx:
+                k += 1
+            hit = self.counts(tuple(xb[b, j:i].tolist()), tuple(xb[b, i + 1:k].tolist()))
+            if hit is None:
+                continue
+            cnt = hit[0]
+            lower = torch.exp(out[b, i].double()).numpy()
+            C, u = cnt.sum(), (cnt > 0).sum()
+            p = (cnt + u * lower) / (C + u)
+            with np.errstate(divide='ignore'):
+                out[b, i] = torch.from_numpy(np.log(p)).to(out.dtype)
+        return out.to(x.device)
+
+
+@torch.no_grad()
+def score_filling(score_fn, ids, positions, signs):
+    """Joint log-probability of one given filling under the chain rule of beam_fill (left to right, each sign
+    scored with the earlier ones filled and the later ones still [MASK]): comparable with beam_fill's scores."""
+    seq = torch.as_tensor(ids, dtype=torch.long).clone()
+    positions = sorted(int(p) for p in positions)
+    total = 0.0
+    for p, s in zip(positions, signs):
+        total += float(score_fn(seq[None])[0, p, int(s)])
+        seq[p] = int(s)
+    return total
+
+
+# ----------------------------------------------------------------------------- parallels (Aeneas contextualisation)
+
+def _doc_index(data_dir, split):
+    """(starts, ends, names): the documents of a split and their ids from meta.json (when recorded)."""
+
+    docs = documents(data_dir, split)
+    names = (load_meta(data_dir).get('splits') or {}).get(split) or []
+    if len(names) != len(docs):
+        names = [f'{split}#{k}' for k in range(len(docs))]
+    return np.array([a for a, _ in docs]), np.array([b for _, b in docs]), names
+
+
+@torch.no_grad()
+def similar_passages(model, data_dir, query_ids, n_lead, n=5, split='train', batch_size=64):
+    """The n passages of `split` most similar to the query (Aeneas's parallels: cosine similarity of the mean-pooled
+    final encoder states, Assael et al. 2025): every window of the query's length (stride half of it) inside a
+    document, embedded alone as the query is. Returns [(cosine, doc id, start, end)] best first (offsets into
+    the split's token file)."""
+    q = torch.as_tensor(query_ids, dtype=torch.long)
+    W = int(min(max(len(q), 4), model.cfg.block_size))
+    data = np.fromfile(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16).astype(np.int64)
+    starts, ends, names = _doc_index(data_dir, split)
+    wins = [(d, s) for d, (a, b) in enumerate(zip(starts, ends)) for s in range(a, max(a + 1, b - W + 1), max(1, W // 2))]
+    if not wins:
+        return []
+    device = next(model.parameters()).device
+
+    def embed(x):
+        h, _ = model.trunk(x.to(device))
+        real = (x >= n_lead).to(h.dtype).to(device)[..., None]
+        return torch.nn.functional.normalize((h * real).sum(1) / real.sum(1).clamp_min(1), dim=-1)
+
+    qe = embed(q[None][:, -W:])[0]
+    sims = []
+    for b0 in range(0, len(wins), batch_size):
+        chunk = wins[b0:b0 + batch_size]
+        x = torch.from_numpy(np.stack([np.pad(data[s:min(s + W, ends[d])], (0, max(0, s + W - ends[d])))
+                                       for d, s in chunk]))
+        sims.append(embed(x) @ qe)
+    sims = torch.cat(sims).cpu()
+    out, seen = [], set()
+    for i in sims.argsort(descending=True).tolist():  # one passage per document: the best window
+        d, s = wins[i]
+        if d in seen:
+            continue
+        seen.add(d)
+        out.append((float(sims[i]), names[d], int(s), int(min(s + W, ends[d]))))
+        if len(out) == n:
+            break
+    return out
+
+
+def context_matches(data_dir, left, right, lengths, n_lead, split='train', max_ctx=3, limit=5):
+    """Exact matches of a gap's context in `split`: occurrences of the last signs before the gap (`left`) and the
+    first after it (`right`) with g real signs between, g in `lengths`, backing off from max_ctx signs a side to
+    fewer until something matches (one side alone needs 2 signs). Returns {'left': [...], 'right': [...],
+    'fillings': [(signs, count)], 'examples': [(doc id, offset, fill)]}, or None when nothing matches."""
+    data = np.fromfile(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16).astype(np.int64)
+    starts, ends, names = _doc_index(data_dir, split)
+    left, right = [int(t) for t in left if t >= n_lead], [int(t) for t in right if t >= n_lead]
+    sizes = sorted({(a, b) for a in range(min(max_ctx, len(left)) + 1) for b in range(min(max_ctx, len(right)) + 1)
+                    if (a and b) or a + b >= 2}, key=lambda ab: (-(ab[0] + ab[1]), -min(ab)))
+    from numpy.lib.stride_tricks import sliding_window_view
+    for a, b in sizes:
+        L, R = left[len(left) - a:], right[:b]
+        found = {}
+        for g in lengths:
+            n = a + g + b
+            if n > len(data):
+                continue
+            win = sliding_window_view(data, n)
+            ok = np.ones(len(win), dtype=bool)
+            if a:
+                ok &= (win[:, :a] == L).all(1)
+            if b:
+                ok &= (win[:, a + g:] == R).all(1)
+            ok &= (win[:, a:a + g] >= n_lead).all(1)
+            for i in np.flatnonzero(ok):
+                found.setdefault(tuple(win[i, a:a + g].tolist()), []).append(int(i))
+        if found:
+            fills = sorted(found.items(), key=lambda kv: -len(kv[1]))
+            examples = []
+            for fill, pos in fills[:limit]:
+                d = int(np.searchsorted(starts, pos[0], side='right') - 1)
+                examples.append((names[d], pos[0], list(fill)))
+            return {'left': L, 'right': R, 'fillings': [(list(f), len(p)) for f, p in fills[:limit]],
+                    'examples': examples}
+    return None

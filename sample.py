@@ -26,12 +26,20 @@ Akkadian restoration (an encoder trained on data whose meta.json says dataset 'a
 an ATF-like line read by prepare.akkadian.parse_restoration_input, the normalization of the data
 (`x` one lost sign, `...` / `[...]` a gap of unknown length; signs outside the vocabulary become
 [UNK], with a warning). Adjacent x's form one gap whose signs are decoded jointly by beam search
-(restoration.beam_fill, re-running the encoder as signs are filled); an unknown-length gap tries every length
-1..max_gap_len and ranks all candidates by Aeneas's length-normalised score logp / (1 + k)^length_alpha
-(restoration.restore_gaps). For each gap the top `candidates` restorations are printed with their joint
-probabilities, then the line with the best restoration of every gap.
+(restoration.beam_fill, re-running the scorer as signs are filled). The default scorer (--scorer=restore)
+is the product of the encoder, the bidirectional n-gram and the infini-gram of the train split, with weights
+chosen on the val split (restoration.restoration_scorers; cached in out_dir/restore.json); --scorer=model
+is the encoder alone. An unknown-length gap tries every length 1..max_gap_len and ranks all candidates by
+log P(length) + log p(signs | length), P the train split's distribution of gap lengths
+(--length_model=aeneas: Aeneas's logp / (1 + k)^length_alpha instead). For each gap the top `candidates`
+restorations are printed with their joint probabilities, then the line with the best restoration of every
+gap. --answer='e-li-tum' (one per gap, '|' between) prints where the true filling ranks. --parallels=5 adds
+the 5 train passages most similar to the line (cosine of mean-pooled encoder states, Aeneas's parallels) with
+their document ids, and for each gap the exact matches of its context in the train split, whose fillings are
+offered as candidates beside the scorer's.
 """
 import json as _json
+import math
 import os
 import sys
 
@@ -60,7 +68,11 @@ json_output = False
 json = False                  # the same as json_output (the spelling --json); a bare --json means True
 beam = 20                     # Akkadian restoration: beam width of the joint search of a gap
 max_gap_len = 10              # ... longest restoration tried for a gap of unknown length
-length_alpha = 1.0            # ... length exponent a of the score logp / (1 + length)^a (Aeneas)
+length_alpha = 1.0            # ... length exponent a of the score logp / (1 + length)^a (--length_model=aeneas)
+length_model = 'prior'        # ... unknown lengths: prior (log P(k) + log p(signs | k)) | aeneas (logp / (1 + k)^a)
+scorer = 'restore'            # ... restore (encoder x n-gram x infini-gram, weights on val) | model | ngram | infinigram | unigram
+parallels = 0                 # ... N > 0: the N most similar train passages and exact context matches of each gap
+answer = ''                   # ... the true filling of each gap ('|' between gaps): print where it ranks
 steps = 128                   # mdlm: denoising steps
 sampler = 'ddpm_cache'        # mdlm: ddpm | ddpm_cache
 length = 0                    # mdlm: tokens per unconditional sample; 0 = block_size; more = semi-autoregressive
@@ -120,8 +132,13 @@ def render(signs, flags):
 
 def restore_akkadian():
     from prepare.akkadian import FLAG_WORD_START, GAP, GAPN, parse_restoration_input
+    from restoration import context_matches, describe_product, restoration_scorers, score_filling, similar_passages
     if not text.strip():
         die('--text must hold an ATF line with gaps, e.g. --text="a-na [x x] be-lí-ia qí-bí-ma"')
+    if scorer not in ('restore', 'model', 'ngram', 'infinigram', 'unigram'):
+        die(f"--scorer must be restore, model, ngram, infinigram or unigram, got {scorer!r}")
+    if length_model not in ('prior', 'aeneas'):
+        die(f"--length_model must be prior or aeneas, got {length_model!r}")
     parsed = parse_restoration_input(text)
     specials = tok.special_ids()
     toks = [t for t, _ in parsed]
@@ -150,16 +167,57 @@ def restore_akkadian():
     if longest >= T:
         die(f"a restoration of {longest} signs does not fit the model's context of {T} signs with any context "
             f"around it; use --max_gap_len below {T} (and gaps of fewer than {T} x's)")
-    score_fn = encoder_scorer(model, banned_ids=specials.values())
+    answers = [a.strip() for a in answer.split('|')] if answer else []
+    if answers and len(answers) != len(gaps):
+        die(f"--answer has {len(answers)} part(s) for {len(gaps)} gap(s): give one per gap, separated by |")
+    n_lead = len(specials)
+    scorers, info = restoration_scorers(model, data_dir, max_gap_len, cache_dir=out_dir,
+                                        cache_key=[ckpt['iter_num'], ckpt.get('data_fingerprint')], verbose=False)
+    score_fn = scorers[scorer]
+    prior = info['length_logprior'] if length_model == 'prior' else None
     results = restore_gaps(score_fn, ids, gaps, mask_id=specials['[MASK]'], max_gap_len=max_gap_len, beam=beam,
-                           alpha=length_alpha, topk=candidates, banned_ids=specials.values(),
-                           window=ckpt['model_args']['block_size'])
+                           alpha=length_alpha, topk=candidates, banned_ids=specials.values(), window=T,
+                           length_logprior=prior)
+    sign = lambda s: tok.itos[s]
+
+    def joint(start, length, fill):
+        """log p of a given filling of gap (start, length) under the scorer, ranked like the search's candidates."""
+        k = len(fill)
+        seq = ids[:start] + [specials['[MASK]']] * k + ids[start + (length or 1):]
+        lp = score_filling(score_fn, seq, range(start, start + k), fill)
+        return lp, (lp if length else (lp + float(prior[k]) if prior is not None else lp / (1 + k) ** length_alpha))
+
     out_gaps, best_signs, best_words, prev = [], [], [], 0
     for n, ((start, length), cands) in enumerate(zip(gaps, results)):
-        out_gaps.append({'gap': n + 1, 'start': start, 'length': length,
-                         'candidates': [{'signs': [tok.itos[s] for s in signs], 'prob': p, 'score': sc, 'length': k}
-                                        for signs, p, sc, k in cands]})
-        best = [tok.itos[s] for s in cands[0][0]]
+        g = {'gap': n + 1, 'start': start, 'length': length,
+             'candidates': [{'signs': [sign(s) for s in signs], 'prob': p, 'score': sc, 'length': k, 'source': scorer}
+                            for signs, p, sc, k in cands]}
+        if parallels:
+            lengths = [length] if length else range(1, max_gap_len + 1)
+            m = context_matches(data_dir, ids[max(0, start - 3):start], ids[start + (length or 1):][:3], lengths, n_lead)
+            g['context_matches'] = None
+            if m:
+                g['context_matches'] = {'left': [sign(s) for s in m['left']], 'right': [sign(s) for s in m['right']],
+                                        'fillings': [{'signs': [sign(s) for s in f], 'count': c} for f, c in m['fillings']],
+                                        'examples': [{'doc': d, 'offset': o, 'signs': [sign(s) for s in f]}
+                                                     for d, o, f in m['examples']]}
+                have = {tuple(c['signs']) for c in g['candidates']}
+                for f, c in m['fillings']:  # what the corpus puts in this gap, offered beside the model's candidates
+                    if tuple(sign(s) for s in f) in have or (length and len(f) != length):
+                        continue
+                    lp, sc = joint(start, length, f)
+                    g['candidates'].append({'signs': [sign(s) for s in f], 'prob': math.exp(lp), 'score': sc,
+                                            'length': len(f), 'source': f'parallel (x{c})'})
+                g['candidates'].sort(key=lambda c: -c['score'])
+        if answers:
+            truth = [t for t in parse_restoration_input(answers[n])]
+            fill = [tok.stoi.get(t, specials['[UNK]']) for t, _ in truth]
+            lp, sc = joint(start, length, fill)
+            rank = 1 + sum(c['score'] > sc for c in g['candidates'])
+            g['answer'] = {'signs': [t for t, _ in truth], 'prob': math.exp(lp), 'score': sc, 'rank': rank,
+                           'in_candidates': any(c['signs'] == [t for t, _ in truth] for c in g['candidates'])}
+        out_gaps.append(g)
+        best = g['candidates'][0]['signs']
         ws = words[start:start + length] if length else [words[start]] + [False] * (len(best) - 1)
         best_signs += toks[prev:start] + ['[' + best[0]] + best[1:-1] + ([best[-1] + ']'] if len(best) > 1 else [])
         if len(best) == 1:
@@ -169,18 +227,57 @@ def restore_akkadian():
     best_signs += toks[prev:]
     best_words += words[prev:]
     line = render(best_signs, best_words)
+    passages = []
+    if parallels:
+        query = [i for i in ids if i >= n_lead]
+        passages = [{'doc': d, 'cosine': c, 'text': render_ids(s, e)} for c, d, s, e in
+                    similar_passages(model, data_dir, query, n_lead, parallels)]
+    w = info['weights']
+    desc = {'restore': f"{describe_product(w)} (a product of experts, weights chosen on val)",
+            'model': 'the encoder alone', 'ngram': 'the bidirectional n-gram of the train split',
+            'infinigram': 'the bidirectional infini-gram of the train split',
+            'unigram': 'train-split sign frequencies'}[scorer]
     if json_output:
-        print(_json.dumps({'text': text, 'signs': toks, 'unknown_signs': unknown, 'gaps': out_gaps, 'best': line},
-                          ensure_ascii=False))
+        print(_json.dumps({'text': text, 'signs': toks, 'unknown_signs': unknown, 'scorer': scorer, 'weights': w,
+                           'gaps': out_gaps, 'best': line, 'parallels': passages}, ensure_ascii=False))
         return
     print(render(['x' if t == GAP else ('...' if t == GAPN else t) for t in toks], words))
+    print(f"scorer: {scorer} = {desc}; unknown lengths ranked by "
+          + ("log P(length) + log p(signs | length), P from the train split's gaps" if prior is not None else
+             f"Aeneas's logp / (1 + length)^{length_alpha:g}"))
     for g in out_gaps:
         kind = f"{g['length']} sign{'s' if g['length'] > 1 else ''}" if g['length'] else f"unknown length, tried 1..{max_gap_len}"
         print(f"gap {g['gap']} ({kind}):")
         for r, c in enumerate(g['candidates'], 1):
             extra = f"  length {c['length']}  score {c['score']:.3f}" if g['length'] is None else ''
-            print(f"  {r}. {'-'.join(c['signs']):<30} p={c['prob']:.4f}{extra}")
+            src = f"  [{c['source']}]" if c['source'] != scorer else ''
+            print(f"  {r}. {'-'.join(c['signs']):<30} p={c['prob']:.4f}{extra}{src}")
+        if 'answer' in g:
+            a = g['answer']
+            print(f"  answer {'-'.join(a['signs'])}: rank {a['rank']}" + ("" if a['in_candidates'] else
+                  f" (not among the candidates above; {a['rank'] - 1} of them score higher)") + f", p={a['prob']:.4f}")
+        if g.get('context_matches'):
+            m = g['context_matches']
+            print(f"  exact context matches in train ({'-'.join(m['left']) or '^'} [...] {'-'.join(m['right']) or '$'}): "
+                  + ', '.join(f"{'-'.join(f['signs'])} x{f['count']}" for f in m['fillings']))
+            for e in m['examples']:
+                print(f"    {e['doc']} @{e['offset']}: {'-'.join(m['left'])} [{'-'.join(e['signs'])}] {'-'.join(m['right'])}")
+        elif parallels:
+            print("  exact context matches in train: none")
     print(f"best: {line}")
+    if passages:
+        print(f"parallels (the {len(passages)} train passages closest to this line, cosine of mean-pooled encoder states):")
+        for r, p in enumerate(passages, 1):
+            print(f"  {r}. {p['doc']}  cos={p['cosine']:.3f}  {p['text']}")
+
+
+def render_ids(s, e, split='train'):
+    """The signs of split[s:e] as an ATF-like line (word starts from the flags)."""
+    import numpy as np
+    from prepare.akkadian import FLAG_WORD_START
+    d = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')[s:e]
+    f = np.memmap(os.path.join(data_dir, f'{split}.flags.bin'), dtype=np.uint8, mode='r')[s:e]
+    return render([tok.itos[int(i)] for i in d], [bool(int(x) & FLAG_WORD_START) for x in f])
 
 
 def sample_mdlm():

@@ -69,6 +69,7 @@ attention = 'standard'          # standard | agglutinative (issue 7: word/class 
 agglu_input_emb = False         # agglutinative: + zero-init token-class and position-in-word embeddings
 # objective: masked LM (arch encoder)
 mask_rate = 0.15
+mask_rate_max = 0.0             # > 0: each sequence's mask rate ~ U(0, mask_rate_max) instead (Aeneas: 0.75)
 mask_replace = 0.8              # of the chosen positions: fraction replaced by [MASK] ...
 mask_random = 0.1               # ... by a random token (the rest stay unchanged)
 span_mean = 0.0                 # > 0: mask spans with geometric lengths of this mean
@@ -233,7 +234,8 @@ def make_batch_with(loader, split, index, stream=0):
     b = loader.get(split, index, stream)
     x, y = b['x'], b['y']
     if obj == 'mlm':
-        x, y = mlm_mask(x.numpy(), b['rng'], mask_rate, mask_id, meta['vocab_size'], maskable_positions(b, meta),
+        rate = b['rng'].uniform(0.0, mask_rate_max, x.shape[0]) if mask_rate_max > 0 else mask_rate
+        x, y = mlm_mask(x.numpy(), b['rng'], rate, mask_id, meta['vocab_size'], maskable_positions(b, meta),
                         replace=(mask_replace, mask_random, 1 - mask_replace - mask_random), span_mean=span_mean,
                         rand_low=n_lead)
     extra = {}

@@ -13,23 +13,14 @@ import sys
 import numpy as np
 import torch
 
-from restoration import NgramScorer, UnigramScorer, beam_fill, encoder_scorer
+from restoration import RESTORE_EXPERTS, beam_fill, cut_pieces, read_fragments, restoration_scorers, restore_gaps
 from prepare.common import documents, fixed_subset, load_meta
 
 
 MASKED_SIGN_RATE = 0.15
+UNK_SPAN_DIVISOR = 6      # the length-hidden evaluation restores n_spans // 6 of each length's spans (10 lengths each)
+UNK_SCORERS = ('restore', 'ngram', 'infinigram', 'unigram')  # with the length hidden (the encoder alone: see README)
 SUBSET_SEED = 42
-
-
-def read_fragments(data_dir, split, spans=None):
-    """[(ids int64, flags uint8)] of the documents of a split (or of the given (start, end) spans)."""
-    ids = np.fromfile(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16).astype(np.int64)
-    fl = np.fromfile(os.path.join(data_dir, f'{split}.flags.bin'), dtype=np.uint8)
-    return [(ids[a:b], fl[a:b]) for a, b in (spans if spans is not None else documents(data_dir, split))]
-
-
-def cut_pieces(frags, T):
-    return [(i[s:s + T], f[s:s + T]) for i, f in frags for s in range(0, len(i), T)]
 
 
 _H = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, 1 << 17))])  # harmonic numbers H_0..H_n
@@ -105,6 +96,26 @@ def restore_spans(scorers, spans, mask_id, banned, beam, desc=''):
             for name, r in res.items()}
 
 
+def restore_unknown_length(scorers, spans, mask_id, gapn_id, banned, beam, max_gap_len, length_logprior, desc=''):
+    """The spans of restore_spans with the length hidden: the span becomes one [GAPN] (as `...` in the data)
+    and restoration.restore_gaps tries every length 1..max_gap_len, ranking by log P(k) + log p(signs | k)
+    with the train split's gap-length distribution. Returns {scorer: {exact, exact5, len_acc}}: the top
+    restoration is the true span (length included), the true span is in the top 5, the top length is right."""
+    from tqdm import tqdm
+    res = {name: {'exact': 0, 'exact5': 0, 'len_acc': 0} for name in scorers}
+    for ids, start, L in tqdm(spans, desc=desc, leave=False, disable=not spans or not sys.stderr.isatty()):
+        truth = ids[start:start + L].tolist()
+        x = np.concatenate([ids[:start], [gapn_id], ids[start + L:]])
+        for name, sf in scorers.items():
+            top = restore_gaps(sf, x, [(start, None)], mask_id=mask_id, max_gap_len=max_gap_len, beam=beam, topk=5,
+                               banned_ids=banned, length_logprior=length_logprior)[0]
+            r = res[name]
+            r['exact'] += top[0][0] == truth
+            r['exact5'] += any(c[0] == truth for c in top)
+            r['len_acc'] += top[0][3] == L
+    return {name: {k: v / len(spans) for k, v in r.items()} for name, r in res.items()}
+
+
 def _runs(mask):
     """(start, length) of the maximal runs of True in a bool array."""
     d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
@@ -112,7 +123,7 @@ def _runs(mask):
 
 
 def akkadian_metrics(model, ckpt, data_dir, device='cpu', n_spans=100, beam=20, max_gap_len=10, seed=42,
-                     subset_size=500, batch_size=32):
+                     subset_size=500, batch_size=32, split='all'):
     """Restoration metrics of an Akkadian encoder checkpoint: masked-sign top-1/5/10 and MRR, span
     restoration by length (beam search), the silver set of editor-restored signs; each for the model,
     the unigram and the n-gram baselines. Returns (flat dict of numbers, markdown table)."""
@@ -122,19 +133,19 @@ def akkadian_metrics(model, ckpt, data_dir, device='cpu', n_spans=100, beam=20, 
     n_lead, mask_id, V = len(sp), sp['[MASK]'], meta['vocab_size']
     banned = list(range(n_lead))
     T = ckpt['model_args']['block_size']
-    train_ids = np.fromfile(os.path.join(data_dir, 'train.bin'), dtype=np.uint16).astype(np.int64)
-    scorers = {'model': encoder_scorer(model, banned), 'unigram': UnigramScorer(train_ids, V, n_lead),
-               'ngram': NgramScorer(train_ids, V, n_lead, mask_id)}
+    scorers, info = restoration_scorers(model, data_dir, max_gap_len)
+    gapn = sp['[GAPN]']
     sets = {}
-    if os.path.exists(os.path.join(data_dir, 'val.bin')):
+    if split in ('all', 'val') and os.path.exists(os.path.join(data_dir, 'val.bin')):
         n_val = len(documents(data_dir, 'val'))
         sub = fixed_subset(data_dir, 'val', subset_size, seed=SUBSET_SEED)  # the same subset as train.py's artifacts
         print(f"eval subset: {len(sub)} of {n_val} val fragments (seed {SUBSET_SEED})"
               + (" = all of them" if len(sub) == n_val else ""))
         sets['subset'] = read_fragments(data_dir, 'val', sub)
-    if os.path.exists(os.path.join(data_dir, 'test.bin')):
+    if split in ('all', 'test') and os.path.exists(os.path.join(data_dir, 'test.bin')):
         sets['test'] = read_fragments(data_dir, 'test')
-    res = {}
+    res = {f'restore_weight_{n}': w for n, w in info['weights'].items()}
+    res['restore_fit_rows'] = info.get('restore_fit_rows', 0)
 
     def put(prefix, name, key, value):
         res[f"{prefix}_{'' if name == 'model' else name + '_'}{key}"] = value
@@ -151,6 +162,7 @@ def akkadian_metrics(model, ckpt, data_dir, device='cpu', n_spans=100, beam=20, 
         # spans of L consecutive target signs inside one piece
         tgt = [is_target(f) & (i >= n_lead) for i, f in pieces]
         agg = {name: {'exact': 0.0, 'exact5': 0.0, 'wrong': 0.0, 'n': 0, 'signs': 0} for name in scorers}
+        unknown = []  # a third of each length's spans, restored again with the length hidden
         for L in range(1, max_gap_len + 1):
             cand = [(j, s) for j, t in enumerate(tgt) if len(t) >= L
                     for s in np.flatnonzero(np.convolve(t, np.ones(L, int), 'valid') == L)]
@@ -171,11 +183,19 @@ def akkadian_metrics(model, ckpt, data_dir, device='cpu', n_spans=100, beam=20, 
                 a['n'] += m['n']
                 a['signs'] += m['signs']
             res[f'{set_name}_span{L}_count'] = r['model']['n']
+            unknown += spans[:max(1, n_spans // UNK_SPAN_DIVISOR)]
         for name, a in agg.items():
             if a['n']:
                 put(set_name, name, 'span_exact', a['exact'] / a['n'])
                 put(set_name, name, 'span_exact5', a['exact5'] / a['n'])
                 put(set_name, name, 'span_ser', a['wrong'] / a['signs'])
+        if unknown:
+            r = restore_unknown_length({n: scorers[n] for n in UNK_SCORERS}, unknown, mask_id, gapn, banned, beam, max_gap_len,
+                                       info['length_logprior'], desc=f'{set_name} unknown length')
+            res[f'{set_name}_unk_count'] = len(unknown)
+            for name, m in r.items():
+                for k, v in m.items():
+                    put(set_name, name, f'unk_{k}', v)
         # silver: maximal runs of editor-restored signs, restored the same way
         silver = []
         for ids, fl in pieces:
@@ -206,14 +226,18 @@ def akkadian_table(res, set_names, max_gap_len=10):
     rows = ['top1', 'top5', 'top10', 'mrr']
     for L in list(range(1, max_gap_len + 1)) + ['']:
         rows += [f'span{L}_exact', f'span{L}_exact5', f'span{L}_ser']
-    rows += ['silver_exact', 'silver_exact5', 'silver_ser']
-    head = '| metric | ' + ' | '.join(f'{s} {n}' for s in set_names for n in ('model', 'unigram', 'n-gram')) + ' |'
-    lines = [head, '|---|' + '---:|' * (3 * len(set_names))]
+    rows += ['silver_exact', 'silver_exact5', 'silver_ser', 'unk_exact', 'unk_exact5', 'unk_len_acc']
+    names = ('model', 'restore', 'unigram', 'ngram', 'infinigram')
+    head = '| metric | ' + ' | '.join(f'{s} {n}' for s in set_names
+                                     for n in ('encoder', 'restore', 'unigram', 'n-gram', 'infini-gram')) + ' |'
+    lines = [head, '|---|' + '---:|' * (len(names) * len(set_names))]
     for r in rows:
-        vals = [res.get(f"{s}_{'' if n == 'model' else n + '_'}{r}") for s in set_names for n in ('model', 'unigram', 'ngram')]
+        vals = [res.get(f"{s}_{'' if n == 'model' else n + '_'}{r}") for s in set_names for n in names]
         if all(v is None for v in vals):
             continue
         lines.append(f'| {r} | ' + ' | '.join('' if v is None else f'{v:.3f}' for v in vals) + ' |')
     counts = ', '.join(f"{s}: {res.get(f'{s}_fragments', 0)} fragments, {res.get(f'{s}_masked_signs', 0)} masked signs, "
                        f"{res.get(f'{s}_silver_count', 0)} silver spans" for s in set_names)
-    return '\n'.join(lines) + f'\n({counts}; span{{L}}: L consecutive signs restored jointly by beam search)'
+    w = ' x '.join(f"{n}^{res.get(f'restore_weight_{n}', 0):g}" for n in RESTORE_EXPERTS)
+    return '\n'.join(lines) + (f'\n({counts}; span{{L}}: L consecutive signs restored jointly by beam search; unk_: '
+                               f'the same spans with the length hidden; restore = {w}, weights chosen on val)')

@@ -121,6 +121,126 @@ def test_restore_gaps_ranks_lengths_by_normalised_score():
     assert seen[0][0].tolist() == [2, MASK, MASK, 3, 99, 4] and seen[-1][0, 1:3].tolist() == [90, 90]
 
 
+def test_length_prior_ranks_by_joint_probability():
+    """With a length model the unknown-length candidates are ranked by log P(k) + log p(signs | k): under a
+    uniform scorer over 2 signs (log p = -k log 2) and a prior that favours k = 3 enough, k = 3 wins; with a flat
+    prior the shortest filling wins (the normalised score would let long fillings tie)."""
+    ids = [2, 3, 99, 4]
+    prior = np.log(np.array([1e-300, 0.05, 0.05, 0.8, 0.05, 0.05]))
+    res = restore_gaps(uniform_scorer(2), ids, [(2, None)], mask_id=MASK, max_gap_len=5, beam=4, topk=40,
+                       banned_ids=range(N_SPECIAL), length_logprior=prior)[0]
+    assert res[0][3] == 3
+    for signs, p, score, k in res:
+        assert math.isclose(score, k * math.log(0.5) + prior[k], rel_tol=1e-6)
+    flat = np.log(np.full(6, 1 / 5))
+    res = restore_gaps(uniform_scorer(2), ids, [(2, None)], mask_id=MASK, max_gap_len=5, beam=4, topk=40,
+                       banned_ids=range(N_SPECIAL), length_logprior=flat)[0]
+    assert {r[3] for r in res[:2]} == {1}
+
+
+def test_gap_length_prior_counts_lost_and_restored_runs():
+    from restoration import gap_length_prior
+    G = 5
+    ids = np.array([7, G, G, 7, G, 7, 7, G, G, 7, 7])
+    flags = np.zeros(len(ids), np.uint8)
+    flags[[3, 4]] = 0  # (the [GAP] runs above: lengths 2, 1, 2)
+    ids = np.concatenate([ids, [8, 8, 8, 9]])
+    flags = np.concatenate([flags, [8 | 2, 8 | 2, 8 | 2, 8]])  # one run of 3 editor-restored signs
+    lp = gap_length_prior(ids, flags, G, max_gap_len=4)
+    counts = np.array([0, 1 + 1, 1 + 2, 1 + 1, 1 + 0], float)  # add-one: runs of 1: one, of 2: two, of 3: one
+    assert np.isneginf(lp[0]) and np.allclose(np.exp(lp[1:]), counts[1:] / counts.sum())
+
+
+def test_product_scorer_is_the_normalised_product():
+    from restoration import ProductScorer
+    g = torch.Generator().manual_seed(0)
+    a = torch.log_softmax(torch.randn(1, 3, V, generator=g), -1)
+    b = torch.log_softmax(torch.randn(1, 3, V, generator=g), -1)
+    banned = range(N_SPECIAL)
+    prod = ProductScorer([lambda x: a, lambda x: b], [0.7, 1.3], banned)(torch.zeros(1, 3, dtype=torch.long))
+    want = 0.7 * a + 1.3 * b
+    want[..., :N_SPECIAL] = float('-inf')
+    # float32 log-softmax of the same sums: agreement to rounding
+    assert torch.allclose(prod, torch.log_softmax(want, -1), atol=1e-5)
+    alone = ProductScorer([lambda x: a, lambda x: b], [1.0, 0.0], banned)(torch.zeros(1, 3, dtype=torch.long))
+    want = a.clone()
+    want[..., :N_SPECIAL] = float('-inf')
+    assert torch.allclose(alone, torch.log_softmax(want, -1), atol=1e-5)
+
+
+def test_fit_product_weights_keeps_the_informative_expert_and_drops_noise():
+    """A scorer that knows the masked sign and one that is random noise: the fit on held-out positions gives the
+    first a positive weight and the noise none, and the fitted product is at least as likely as either alone."""
+    from restoration import fit_product_weights
+    rng = np.random.default_rng(0)
+    pieces = [(rng.integers(N_SPECIAL, V, 12), np.full(12, 8, np.uint8)) for _ in range(30)]  # 8: a preserved sign
+    def oracle(x):  # knows the piece from its unmasked signs, so it knows the masked ones
+        x0 = x[0].numpy()
+        ids = next(i for i, _ in pieces if ((x0 == MASK) | (x0 == i)).all())
+        lp = torch.full((*x.shape, V), math.log(0.02))
+        lp[..., :N_SPECIAL] = float('-inf')
+        lp[0, torch.arange(len(ids)), torch.from_numpy(ids)] = math.log(1 - 0.02 * (N_REAL - 1))
+        return lp
+    noise_g = torch.Generator().manual_seed(1)
+
+    def noise(x):
+        lp = torch.log_softmax(3 * torch.randn(*x.shape, V, generator=noise_g), -1)
+        lp[..., :N_SPECIAL] = float('-inf')
+        return lp
+    weights, fit = fit_product_weights({'oracle': oracle, 'noise': noise}, pieces, MASK, N_SPECIAL, seed=3,
+                                       grids={'oracle': (0.0, 0.5, 1.0), 'noise': (0.0, 0.5, 1.0)}, rate=0.3)
+    assert weights['oracle'] > 0 and weights['noise'] == 0 and fit['restore_fit_rows'] > 0
+
+
+def test_infinigram_uses_the_longest_matching_context():
+    """Train text where the sign between c and d is X after 'a b' and Y after 'f b': the trigram (c _ d) cannot
+    tell them apart, the infini-gram's longer context can; with no context beyond one sign a side it is the
+    n-gram."""
+    from restoration import InfinigramScorer
+    a, b, c, d, e, f, X, Y = range(N_SPECIAL, N_SPECIAL + 8)
+    Vb = N_SPECIAL + 8
+    train = np.array([a, b, c, X, d, e, f, b, c, Y, d, e] * 5 + [X, Y])
+    ng = NgramScorer(train, Vb, N_SPECIAL, MASK)
+    inf = InfinigramScorer(train, Vb, N_SPECIAL, MASK, ngram=ng)
+    x = torch.tensor([[a, b, c, MASK, d, e], [f, b, c, MASK, d, e], [PAD, PAD, c, MASK, d, PAD]])
+    p_ng, p_inf = ng(x)[:, 3].exp(), inf(x)[:, 3].exp()
+    assert abs(p_ng[0, X] - p_ng[0, Y]) < 1e-6                    # the n-gram sees both equally
+    assert p_inf[0, X] > 0.8 and p_inf[1, Y] > 0.8                 # the long context decides
+    assert torch.allclose(p_inf.sum(-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(p_inf[2], p_ng[2], atol=1e-6)            # one sign a side: the n-gram itself
+
+
+def test_context_matches_and_similar_passages(tmp_path):
+    """Exact matches of a gap's context in the train split, with their counts and documents; the most similar
+    passage to a line copied from the train split is that line itself (cosine 1)."""
+    from prepare.common import VocabTokenizer, tokenizer_meta, write_dataset
+    from restoration import context_matches, similar_passages
+    from prepare.akkadian import EXTRA_SPECIALS
+    tok = VocabTokenizer.build([list('abcdefghxyz')], extra_specials=EXTRA_SPECIALS)
+    docs = {'train': [tok.encode(list('abcxdeabcydeab')), tok.encode(list('ghghabczde'))],
+            'val': [tok.encode(list('hgf'))]}
+    meta = {**tokenizer_meta(tok), 'dataset': 'akkadian', 'splits': {'train': ['P1', 'P2'], 'val': ['P3']}}
+    flags = {s: [np.full(len(d), 8, np.uint8) for d in ds] for s, ds in docs.items()}
+    write_dataset(tmp_path, docs, meta, sep_id=tok.special_ids()['[SEP]'], aux={'flags': flags})
+    n_lead = len(tok.special_ids())
+    e = lambda s: tok.encode(list(s))
+    m = context_matches(tmp_path, e('abc'), e('de'), [1], n_lead)
+    assert m['left'] == e('abc') and m['right'] == e('de')
+    assert sorted(m['fillings'], key=lambda f: f[0]) == sorted([(e('x'), 1), (e('y'), 1), (e('z'), 1)])
+    assert {d for d, _, _ in m['examples']} == {'P1', 'P2'}
+    assert context_matches(tmp_path, e('hhh'), e('fff'), [1, 2], n_lead) is None
+    model = tiny_encoder_for(tok.vocab_size)
+    best = similar_passages(model, tmp_path, e('ghghabczde'), n_lead, n=2)
+    assert best[0][1] == 'P2' and best[0][0] == pytest.approx(1.0, abs=1e-5) and len(best) == 2
+
+
+def tiny_encoder_for(vocab_size):
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch='encoder', vocab_size=vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16, d_kv=8,
+                      norm='rmsnorm', mlp='geglu', pos='rope', bias=False)
+    return Encoder(cfg).eval()
+
+
 # ----------------------------------------------------------------------------- baselines and metrics
 
 def test_ngram_is_a_distribution_over_real_signs_from_train_counts():
