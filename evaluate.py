@@ -17,9 +17,12 @@ restoration metrics (issue 3), on 'subset' (subset_size val fragments, seed 42) 
 masked-sign top-1/5/10 and MRR (hit@k as Lazar et al. 2021) with 15% of the target signs masked;
 span restoration of L = 1..max_gap_len consecutive signs by beam search (restoration.beam_fill): top-1 and
 top-5 exact match of the whole span and the sign error rate, by length and overall; the same on the
-silver set of editor-restored signs; each beside a unigram and a bidirectional n-gram baseline fit on
-the train split (the same search, another scorer). Printed as a markdown table, stored in eval.json
-as test_top1, test_ngram_top5, subset_span3_exact, test_unigram_span_ser, test_silver_count, ...
+silver set of editor-restored signs; the same spans with the length hidden (unk_exact, unk_exact5,
+unk_len_acc); each for the encoder alone (test_top1, ...), the default restoration scorer (test_restore_top1,
+...: the product of the encoder, the n-gram and the infini-gram, weights chosen on val: restore_weight_*)
+and the count baselines fit on the train split: unigram, bidirectional n-gram, infini-gram (the same search,
+another scorer). Printed as a markdown table, stored in eval.json as test_top1, test_restore_top5,
+test_ngram_top5, subset_span3_exact, test_unigram_span_ser, test_restore_unk_len_acc, test_silver_count, ...
 
 An mdlm checkpoint (masked diffusion; evals/mdlm.py) reports the plain MDLM NELBO whatever its training options: windows
 of block_size, one t per window stratified over the split, uniform log-linear masking, float64 sums:

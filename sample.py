@@ -254,8 +254,9 @@ def restore_akkadian():
             print(f"  {r}. {'-'.join(c['signs']):<30} p={c['prob']:.4f}{extra}{src}")
         if 'answer' in g:
             a = g['answer']
-            print(f"  answer {'-'.join(a['signs'])}: rank {a['rank']}" + ("" if a['in_candidates'] else
-                  f" (not among the candidates above; {a['rank'] - 1} of them score higher)") + f", p={a['prob']:.4f}")
+            where = (f"rank {a['rank']}" if a['in_candidates'] else
+                     f"not among the {len(g['candidates'])} candidates above (rank {a['rank']} or worse)")
+            print(f"  answer {'-'.join(a['signs'])}: {where}, p={a['prob']:.3g}")
         if g.get('context_matches'):
             m = g['context_matches']
             print(f"  exact context matches in train ({'-'.join(m['left']) or '^'} [...] {'-'.join(m['right']) or '$'}): "

@@ -352,3 +352,18 @@ def test_sample_refuses_a_gap_longer_than_the_context_at_once(akk_ckpt):
     r = subprocess.run(cmd, cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and 'Traceback' not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith('error:') and 'context' in r.stderr
+
+
+def test_sample_parallels_answer_and_scorers(akk_ckpt):
+    """--parallels prints the most similar train passages with their document ids and each gap's exact context
+    matches; --answer prints where the truth ranks; the default scorer is the product fitted on val."""
+    line = 'a-na x be-li₂-ia'
+    j = json.loads(run_sample(akk_ckpt, f'--text={line}', '--parallels=2', '--answer=a', '--json').stdout)
+    assert j['scorer'] == 'restore' and set(j['weights']) == {'model', 'ngram', 'infinigram'}
+    assert len(j['parallels']) == 2 and all(p['doc'].startswith('P') and -1 <= p['cosine'] <= 1 for p in j['parallels'])
+    g = j['gaps'][0]
+    assert g['answer']['signs'] == ['a'] and g['answer']['rank'] >= 1
+    assert 'context_matches' in g
+    r = run_sample(akk_ckpt, f'--text={line}', '--parallels=2', '--answer=a', '--scorer=ngram')
+    assert 'answer a: rank' in r.stdout and 'parallels (the 2 train passages' in r.stdout
+    assert (akk_ckpt / 'restore.json').exists()  # the fitted weights are cached beside the checkpoint
