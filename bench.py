@@ -20,7 +20,7 @@ H heads of size Q, context T). The peak is known for H100, H200 and A100 and giv
 them; the number of denoising calls ddpm_cache saves depends only on the random unmasking schedule):
 causal archs generate sample_tokens tokens at batch 1 with model.generate (no KV cache: every step re-runs
 the context window), mdlm draws one block_size sequence with `ddpm` and with `ddpm_cache` at sample_steps
-steps and reports both and their ratio (the issue-8 target is >= 2x at 1000 steps). The model is built from
+steps and reports both and their ratio (the README's target is >= 2x at 1000 steps). The model is built from
 ModelConfig's defaults plus the config's keys (set every model key in a bench config).
 """
 import ast

@@ -13,7 +13,7 @@ maskable ones, chosen with a fixed seed), and bits per byte are over the masked 
 Sums are accumulated in float64.
 
 An encoder checkpoint of the Akkadian data (meta.json dataset 'akkadian'; evals/akkadian.py) also gets the
-restoration metrics (issue 3), on 'subset' (subset_size val fragments, seed 42) and 'test' (the whole test split):
+restoration metrics, on 'subset' (subset_size val fragments, seed 42) and 'test' (the whole test split):
 masked-sign top-1/5/10 and MRR (hit@k as Lazar et al. 2021) with 15% of the target signs masked;
 span restoration of L = 1..max_gap_len consecutive signs by beam search (restoration.beam_fill): top-1 and
 top-5 exact match of the whole span and the sign error rate, by length and overall; the same on the
@@ -192,7 +192,7 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=
         res['train_val_gap_min'] = min(r['train_val_gap'] for r in evals_logged)
     for k, v in res.items():
         print(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
-    if ckpt['model_args'].get('attention', 'standard') == 'agglutinative':  # issue 7: learned biases per head
+    if ckpt['model_args'].get('attention', 'standard') == 'agglutinative':  # learned biases per head
         from model import agglutinative_biases, format_agglutinative_biases
         print(format_agglutinative_biases(model))
         res['agglutinative_biases'] = agglutinative_biases(model)

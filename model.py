@@ -9,7 +9,7 @@ Every architecture of the toolkit, in one file. `ModelConfig.arch` picks the cla
              the importance-aware masking options
     backpack Backpack LM (Hewitt et al. 2023): sense vectors + k-head contextualisation
     atlas    causal LM with Atlas long-term memory (Behrouz et al. 2025) beside sliding-window attention
-    attention='agglutinative' (gpt, backpack): morphology-aware attention biases (issue 7)
+    attention='agglutinative' (gpt, backpack): morphology-aware attention biases
 
 The shared blocks (norms, rotary embedding, attention through F.scaled_dot_product_attention with
 causal / bidirectional / document / sliding-window masks, GELU / GeGLU / SwiGLU MLPs, the
@@ -46,14 +46,14 @@ class ModelConfig:
     doc_mask: bool = False      # attention never crosses document boundaries (packed sequences)
     activation_checkpointing: bool = False  # recompute each block in backward (non-reentrant): less memory, ~1/3 more compute
     window: int = 0             # sliding-window attention: query i sees keys i - window < j <= i (0 = all)
-    # issue 7: morphology-aware causal attention (see the agglutinative section after attention_mask)
+    # morphology-aware causal attention (see the agglutinative section after attention_mask)
     attention: str = 'standard'     # standard | agglutinative (causal trunks only: gpt, backpack)
     agglu_input_emb: bool = False   # + zero-init embeddings of token class and position in word (Segatron style)
     # mdlm (masked diffusion, DiT backbone): see the mdlm section below
     mask_id: int = -1           # id of [MASK]; -1 -> vocab_size - 1 (a mask token added to the vocabulary)
     cond_dim: int = 128         # timestep-embedding width feeding adaLN
     time_cond: bool = False     # condition on sigma(t) (MDLM default: off, which makes ddpm_cache valid)
-    importance: bool = False    # train an importance estimator jointly (issue 4, importance-aware options)
+    importance: bool = False    # train an importance estimator jointly (the importance-aware options)
     imp_n_layer: int = 2
     imp_n_embd: int = 256
     imp_n_head: int = 4
@@ -206,8 +206,8 @@ def attention_mask(doc=None, causal=True, window=0, T=None, device=None):
     return m
 
 
-# ----------------------------------------------------------------------------- agglutinative attention (issue 7)
-# MorphBias (notes/agglutinative.md section 1). Per head h, query i, key j <= i:
+# ----------------------------------------------------------------------------- agglutinative attention
+# MorphBias (the README, agglutinative attention). Per head h, query i, key j <= i:
 #     logit = q.k/sqrt(d) + a_h 1[w_i = w_j] + c_h[tau_j] - g_h m_h (w_i - w_j),   m_h = 2^(-8h/H)
 # w_t = cumsum(word_start)_t - 1 (word index), tau_t the token class: 0 word-initial, 1 suffix-like,
 # 2 other word-internal, 3 digit/punctuation/special. Both come from two vocabulary lookup tables
@@ -497,7 +497,7 @@ class Encoder(LM):
     """The Aeneas torso: a bidirectional pre-norm RMSNorm encoder with RoPE, no biases, GeGLU and
     d_kv independent of d_model; the embedding goes through a LayerNorm; restoration head
     Dense -> GELU -> LayerNorm -> Dense, logits = h E^T tied to the embedding
-    (notes/encoder_and_akkadian.md section 1). Aeneas divides these logits by sqrt(d); with
+    (the README, Akkadian restoration). Aeneas divides these logits by sqrt(d); with
     N(0, 0.02) embeddings that keeps every logit near 0 and held our small runs on the unigram plateau
     for hundreds of steps (Akkadian, 3x128: val loss 5.35 vs 4.79 after 1500 steps), so we drop it."""
     causal = False
@@ -520,7 +520,7 @@ class Encoder(LM):
 
 
 # ----------------------------------------------------------------------------- mdlm: masked diffusion LM (DiT)
-# MDLM (Sahoo et al., NeurIPS 2024, arXiv 2406.07524; notes/mdlm.md). Absorbing-state diffusion: every
+# MDLM (Sahoo et al., NeurIPS 2024, arXiv 2406.07524; the README, MDLM). Absorbing-state diffusion: every
 # token is independently replaced by [MASK] with probability 1 - alpha_t. Log-linear schedule
 # alpha_t = 1 - (1 - eps) t, eps = 1e-3, so the mask probability is (1 - eps) t and the NELBO weight
 # alpha'_t / (1 - alpha_t) = -1/t. SUBS parameterisation: the [MASK] logit is -inf, and unmasked
@@ -803,7 +803,7 @@ def mdlm_semi_ar(model, n, length, steps=128, stride=0, cache=True, generator=No
 
 
 # ----------------------------------------------------------------------------- backpack: sense vectors + contextualisation
-# Backpack language models (Hewitt, Thickstun, Manning, Liang, ACL 2023, arXiv 2305.16765; notes/backpack.md).
+# Backpack language models (Hewitt, Thickstun, Manning, Liang, ACL 2023, arXiv 2305.16765; the README, Backpack).
 # Each token x gets k non-contextual sense vectors C(x) = FF(E x) in R^{k x d} (eq. 1, 10); the causal
 # Trunk (with positions) gives h_{1:n}, and a k-head key-query attention without values gives the weights
 # alpha_l = softmax(h K_l^T Q_l h^T / sqrt(d/k)) (eq. 3, 11, 12), causal, normalised per sense l. The output
@@ -813,7 +813,7 @@ def mdlm_semi_ar(model, n, length, steps=128, stride=0, cache=True, generator=No
 # size d, one head per sense), summed over heads. `decompose` keeps the explicit alpha for diagnostics.
 
 class SenseNetwork(nn.Module):
-    """C(x) = FF(E x) as HF BackpackSenseNetwork (App. A.1; notes/backpack.md section 2):
+    """C(x) = FF(E x) as HF BackpackSenseNetwork (App. A.1; the README, Backpack):
     r = Drop(E x); h = LN0(r); r = h + r; h = LN1(r); r = MLP1(h) + r (d -> 4d -> d); h = LN2(r);
     senses = MLP2(h) (d -> 4d -> k d), laid out (k, d) per token. GELU is the tanh form (GPT-2's gelu_new).
     No positions and no other tokens: a token's senses are a function of its id alone."""
@@ -990,12 +990,12 @@ def load_pretrained(model, state, path='the state dict'):
     return model
 
 
-# ----------------------------------------------------------------------------- atlas (issue 6)
-# Atlas (Behrouz et al. 2025, "ATLAS: Learning to Optimally Memorize the Context at Test Time"; notes/atlas.md).
+# ----------------------------------------------------------------------------- atlas
+# Atlas (Behrouz et al. 2025, "ATLAS: Learning to Optimally Memorize the Context at Test Time"; the README, Atlas).
 # Per layer and head a deep memory M_W maps feature-mapped keys to values and is trained *at test time*:
 #   Omega rule (eq. 9):    min_W  sum_{i=t-c+1..t} gamma_i 1/2 ||M_W(phi(k_i)) - v_i||^2
 #   Atlas (eq. 32-33):     S_t = theta_t S_{t-1} + grad_t,   W_t = alpha_t W_{t-1} - eta_t NS_5(S_t)
-# (the descent-consistent signs of notes/atlas.md section 2; NS_5 = Newton-Schulz, off with mem_muon=False:
+# (the descent-consistent signs of the README, Atlas; NS_5 = Newton-Schulz, off with mem_muon=False:
 # W_t = alpha_t W_{t-1} - eta_t S_t). Every gate is input-dependent and raw: alpha retention, eta inner lr
 # (eta_max * sigmoid), theta momentum, gamma window admission, each a sigmoid of a linear map of x_t.
 # Chunked parallel form (Titans section 3.2, Atlas section 5): inside a chunk of b tokens every gradient is
@@ -1006,7 +1006,7 @@ def load_pretrained(model, state, path='the state dict'):
 # With c = 1, no feature map, no NS and eta = 1 it is the Titans update (Behrouz et al. 2025a, eq. 13-14):
 #   S'_t = eta'_t S'_{t-1} - theta'_t grad,  M_t = (1 - alpha'_t) M_{t-1} + S'_t
 # with S' = -S, eta' = theta (momentum), theta' = gamma (lr on the gradient) and alpha' = 1 - alpha.
-# Differences from the public code (notes/atlas.md, pitfalls): writes are differentiable (the outer loss trains
+# Differences from the public code (the README, Atlas): writes are differentiable (the outer loss trains
 # W_K, W_V and every gate through them); the window sums raw per-token gradients; NS acts on the momentum.
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)   # Muon's quintic Newton-Schulz coefficients
@@ -1297,7 +1297,7 @@ def causal_probe(model, x, y):
     """What a causal model does with long context, on one batch (x, y = next tokens):
     retrieval_loss   cross-entropy at retrieval_positions (answer seen only beyond the attention window),
                      with their fraction; only when the model has a window (atlas, or gpt with window > 0);
-    mem{l}_*         for atlas, per layer (notes/atlas.md section 5): storage loss pre / post write and
+    mem{l}_*         for atlas, per layer (the README, Atlas): storage loss pre / post write and
                      write efficiency; effective rank, spectral entropy, Frobenius norm, distance from W0,
                      Hoyer sparsity and momentum norm per memory matrix (per batch element and head, then
                      averaged: never across the batch); gate health on raw sigmoid values."""

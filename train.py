@@ -65,7 +65,7 @@ rope_base = 10000.0
 doc_mask = False
 activation_checkpointing = False  # recompute each block in backward (non-reentrant): memory for compute
 window = 0                      # sliding-window attention (causal archs): query i sees keys i - window < j <= i
-attention = 'standard'          # standard | agglutinative (issue 7: word/class biases from meta.json's token tables)
+attention = 'standard'          # standard | agglutinative (word/class biases from meta.json's token tables)
 agglu_input_emb = False         # agglutinative: + zero-init token-class and position-in-word embeddings
 # objective: masked LM (arch encoder)
 mask_rate = 0.15

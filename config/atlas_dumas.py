@@ -1,4 +1,4 @@
-# Atlas on French at the original study's size (issue 6; Dumas online, Wikipedia leads offline): 4 layers,
+# Atlas on French at the original study's size (Dumas online, Wikipedia leads offline): 4 layers,
 # d_model 256, 4 heads, batch 32, AdamW lr 3e-4; context 512 with a 128-token attention window, so older
 # context reaches a prediction only through the memory. Its baseline, config/gpt_dumas.py, is this file with arch='gpt'.
 # Tokenizer: the balanced BPE; the English-only one with --dataset=literature_fr_enbpe --out_dir=out-atlas-fr-enbpe

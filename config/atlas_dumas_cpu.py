@@ -1,4 +1,4 @@
-# Atlas (deep Omega-rule memory + sliding-window attention, MAG) on French, CPU-sized (issue 6): Dumas
+# Atlas (deep Omega-rule memory + sliding-window attention, MAG) on French, CPU-sized: Dumas
 # online; offline, Wikipedia lead sections (no French literature exists in any registry).
 # Its baseline, config/gpt_dumas_cpu.py, is this file with arch='gpt' (the same window, no memory).
 # Tokenizer: data/literature_fr_balanced (equal bytes of EN/FR/ES); the English-only one with

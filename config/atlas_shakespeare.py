@@ -1,4 +1,4 @@
-# Atlas on Shakespeare at the original study's size (issue 6): 4 layers, d_model 256, 4 heads, batch 32,
+# Atlas on Shakespeare at the original study's size: 4 layers, d_model 256, 4 heads, batch 32,
 # AdamW lr 3e-4; context 512 with a 128-token attention window, so older context reaches a prediction only
 # through the memory. Its baseline, config/gpt_shakespeare.py, is this file with arch='gpt'.
 # Tokenizer: the balanced BPE; the English-only one with --dataset=literature_en_enbpe --out_dir=out-atlas-en-enbpe

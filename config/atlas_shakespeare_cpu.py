@@ -1,4 +1,4 @@
-# Atlas (deep Omega-rule memory + sliding-window attention, MAG) on Shakespeare, CPU-sized (issue 6).
+# Atlas (deep Omega-rule memory + sliding-window attention, MAG) on Shakespeare, CPU-sized.
 # Its baseline, config/gpt_shakespeare_cpu.py, is this file with arch='gpt' (the same window, no memory).
 # Tokenizer: data/literature_en_balanced (equal bytes of EN/FR/ES); the English-only one with
 #   --dataset=literature_en_enbpe --out_dir=out-atlas-en-enbpe-cpu

@@ -1,4 +1,4 @@
-# Backpack-Micro-shaped LM on EN-FR (issue 5): Hewitt et al. 2023's Micro size (6 layers, 6 heads, 384 wide,
+# Backpack-Micro-shaped LM on EN-FR: Hewitt et al. 2023's Micro size (6 layers, 6 heads, 384 wide,
 # 16 senses, context 512). transformer_europarl.py is the same config with arch='gpt' (checked in
 # tests/test_backpack.py). python prepare/europarl.py && python train.py config/backpack_europarl.py
 out_dir = 'out-europarl-backpack'

@@ -1,4 +1,4 @@
-# Issue 7: agglutinative (MorphBias) vs standard attention on Turkish. config/agglutinative_turkish.py and
+# Agglutinative (MorphBias) vs standard attention on Turkish. config/agglutinative_turkish.py and
 # config/baseline_turkish.py are identical except attention (and out_dir): 6 layers, 8 heads, d 512,
 # context 512, AdamW lr 1e-4, weight decay 0.01 (the original setting). Compare bits per character.
 # python prepare/turkish.py && python train.py config/baseline_turkish.py

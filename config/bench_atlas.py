@@ -1,4 +1,4 @@
-# Atlas at the GPT-2 124M shape for bench.py (issue 8: target >= 0.5x the tokens/s of bench_gpt.py):
+# Atlas at the GPT-2 124M shape for bench.py (target >= 0.5x the tokens/s of bench_gpt.py):
 # 12 layers, d 768, 12 heads, context 1024, sliding window 512, MLP memory on phi_2 of a 16-dim key
 # (153 features), Omega window 4, chunk 64, Newton-Schulz on the momentum.
 # Data: any prepared corpus (ids only need to be < vocab_size); python prepare/shakespeare.py

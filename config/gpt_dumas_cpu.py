@@ -1,5 +1,5 @@
 # GPT baseline of config/atlas_dumas_cpu.py: the same config with arch='gpt' (same window, no memory; the
-# mem_* keys are ignored by gpt). Issue 6.
+# mem_* keys are ignored by gpt).
 # Tokenizer: data/literature_fr_balanced (equal bytes of EN/FR/ES); the English-only one with
 #   --dataset=literature_fr_enbpe --out_dir=out-gpt-fr-enbpe-cpu
 # python prepare/literature.py && python train.py config/gpt_dumas_cpu.py

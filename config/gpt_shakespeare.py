@@ -1,5 +1,5 @@
 # GPT baseline of config/atlas_shakespeare.py: the same config with arch='gpt' (same 128-token window, no
-# memory; the mem_* keys are ignored by gpt). Issue 6.
+# memory; the mem_* keys are ignored by gpt).
 # Tokenizer: the balanced BPE; the English-only one with --dataset=literature_en_enbpe --out_dir=out-gpt-en-enbpe
 # python prepare/literature.py && python train.py config/gpt_shakespeare.py
 out_dir = 'out-gpt-en-balanced'

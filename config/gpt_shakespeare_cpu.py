@@ -1,5 +1,5 @@
 # GPT baseline of config/atlas_shakespeare_cpu.py: the same config with arch='gpt' (same window, no memory; the
-# mem_* keys are ignored by gpt). Issue 6.
+# mem_* keys are ignored by gpt).
 # Tokenizer: data/literature_en_balanced (equal bytes of EN/FR/ES); the English-only one with
 #   --dataset=literature_en_enbpe --out_dir=out-gpt-en-enbpe-cpu
 # python prepare/literature.py && python train.py config/gpt_shakespeare_cpu.py

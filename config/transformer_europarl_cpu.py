@@ -1,4 +1,4 @@
-# Transformer baseline of config/backpack_europarl_cpu.py: the same config with arch='gpt' (issue 5).
+# Transformer baseline of config/backpack_europarl_cpu.py: the same config with arch='gpt'.
 # python prepare/europarl.py && python train.py config/transformer_europarl_cpu.py
 out_dir = 'out-europarl-transformer-cpu'
 dataset = 'europarl'

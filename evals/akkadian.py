@@ -1,5 +1,5 @@
 """
-Akkadian restoration metrics of an encoder checkpoint (issue 3; data whose meta.json says dataset 'akkadian').
+Akkadian restoration metrics of an encoder checkpoint (data whose meta.json says dataset 'akkadian').
 
 Eval sets: 'subset' = subset_size val fragments chosen with seed 42 (all when fewer exist), 'test' =
 the whole test split. A fragment is the run of tokens between two separators; one longer than

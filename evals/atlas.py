@@ -1,4 +1,4 @@
-"""Long-context metrics of causal checkpoints on the literature data (issue 6: atlas vs gpt, per language and
+"""Long-context metrics of causal checkpoints on the literature data (atlas vs gpt, per language and
 tokenizer; prepare/literature.py).
 
 masked word accuracy  every word of the split (prepare.literature.word_spans over meta.json's word tables) with

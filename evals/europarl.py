@@ -1,5 +1,5 @@
 """
-EN-FR metrics of a causal checkpoint, gpt or backpack (issue 5: backpack vs gpt).
+EN-FR metrics of a causal checkpoint, gpt or backpack (backpack vs gpt).
 
 For data whose meta.json says dataset 'europarl' (prepare/europarl.py) and a causal checkpoint:
 - perplexity / bits per byte per language: a token's language is that of the last <en>/<fr> tag before it

@@ -1,5 +1,5 @@
 """
-English-French parallel text for the Backpack vs transformer comparison (issue 5) -> data/europarl.
+English-French parallel text for the Backpack vs transformer comparison -> data/europarl.
 
     python prepare/europarl.py                               # online Europarl v7, else the offline fallback
     python prepare/europarl.py --source=offline              # LibreOffice help EN/FR paragraph pairs

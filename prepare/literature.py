@@ -1,5 +1,5 @@
 """
-Literary text in three languages for the Atlas cross-lingual study (issue 6): English (Shakespeare),
+Literary text in three languages for the Atlas cross-lingual study: English (Shakespeare),
 French (Dumas) and Spanish (Lope de Vega), each tokenized by two byte-level BPEs of the same size.
 
     python prepare/literature.py                                   # en, fr, es x enbpe, balanced (auto source)
@@ -47,7 +47,7 @@ tables of the vocabulary for masked-word accuracy:
                  (Unicode L*) or apostrophes; bytes of a multi-byte character cut by the piece count as
                  letters (word_tables, word_spans below).
 
-Tokenizer study (issue 6: "tokens per character, fertility, byte-fallback/UNK rate per language"),
+Tokenizer study ("tokens per character, fertility, byte-fallback/UNK rate per language"),
 tokenizer_stats() on the val split of each language: tokens_per_char, fertility (tokens per
 whitespace-separated word), byte_fallback_rate (fraction of tokens whose bytes are not a complete UTF-8
 sequence, i.e. pieces that cut a multi-byte character), unk_rate (fraction of [UNK]; 0 for byte-level

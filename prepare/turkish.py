@@ -1,5 +1,5 @@
 """
-Turkish running text, split by document, for the agglutinative-attention comparison (issue 7).
+Turkish running text, split by document, for the agglutinative-attention comparison.
 
     python prepare/turkish.py                               # unigram 4096 -> data/turkish_unigram
     python prepare/turkish.py --source=offline
@@ -61,7 +61,7 @@ GOLD_MAX_WORDS = 5000
 
 # ----------------------------------------------------------------------------- token tables
 
-# suffix templates in archiphonemes: A = a|e, I = ı|i|u|ü, D = d|t, C = c|ç (notes/agglutinative.md section 4)
+# suffix templates in archiphonemes: A = a|e, I = ı|i|u|ü, D = d|t, C = c|ç (the README, agglutinative attention)
 _SINGLE = ['lAr', 'DA', 'DAn', 'nIn', 'In', 'yI', 'I', 'yA', 'A', 'sI', 'Im', 'In', 'ImIz', 'InIz', 'm', 'n',
            'mIz', 'nIz', 'lIk', 'CI', 'lI', 'sIz', 'DI', 'mIş', 'Iyor', 'yor', 'yAcAk', 'AcAk', 'mAk', 'mA',
            'yIp', 'Ip', 'ken', 'ki', 'DIr', 'nA', 'nDA', 'nDAn', 'ylA', 'lA', 'DIk', 'yAn', 'An', 'sA', 'Ar', 'Ir']

@@ -1,6 +1,6 @@
 """
-Turkish morpheme segmenter without a lexicon (issue 7): the vowel-harmony suffix stripper of
-notes/agglutinative.md section 4, scored on the root boundary of gold_morphology.json (prepare/turkish.py).
+Turkish morpheme segmenter without a lexicon: the vowel-harmony suffix stripper of
+the README, agglutinative attention, scored on the root boundary of gold_morphology.json (prepare/turkish.py).
 
     python prepare/turkish_morph.py --eval [--data=data/turkish_unigram] [--lexicon=zemberek|FILE|none]
            [--morfessor=train|MODEL|none] [--tokenizers=auto|DIR,DIR...|none] [--tmb=on|off]
@@ -33,7 +33,7 @@ Known limits (no lexicon): a root that ends like a suffix is cut (araba -> arab+
 consonant alternation is not undone (çocuğun -> çocuğ+un, whose gold root 'çocuk' is no prefix of the form,
 so gold_morphology.json has root_end=None for it); vowel-dropping stems (başlıyor -> başl+ıyor).
 
-Refinements (issue 7, item 2):
+Refinements:
   * segment(word, lexicon=LEX): among all the root ends the stripper's rules allow, prefer one whose root is a
     lexicon entry (exact entry first, then up to root-final voicing b/c/d/g/ğ <- p/ç/t/k, a dropped high vowel
     burn <- burun, a doubled consonant hakk <- hak); the harmony choice wins ties, then the longest root; no

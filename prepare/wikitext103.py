@@ -1,5 +1,5 @@
 """
-English Wikipedia articles for the language models of issue 4 (MDLM vs GPT), split by article.
+English Wikipedia articles for the language models of the MDLM comparison (MDLM vs GPT), split by article.
 
     python prepare/wikitext103.py                       # -> data/wikitext103 (GPT-2 BPE, or a trained BPE offline)
     python prepare/wikitext103.py --tokenizer=bpe --vocab_size=8192

@@ -1,4 +1,4 @@
-"""Issue 7: morphology-aware ("agglutinative") attention. Word index / token class from vocabulary tables,
+"""morphology-aware ("agglutinative") attention. Word index / token class from vocabulary tables,
 causality with non-zero biases, exact equivalence to standard attention at zero init, gradients reaching
 every new parameter, the Turkish token tables and the paired configs."""
 import ast

@@ -1,4 +1,4 @@
-"""Atlas memory (issue 6): causality, chunked == sequential, the Titans special case, writes store, gradients
+"""Atlas memory: causality, chunked == sequential, the Titans special case, writes store, gradients
 reach the write path, and the diagnostics' effective rank."""
 import math
 

@@ -1,4 +1,4 @@
-"""Backpack LM (issue 5): exact decomposition, non-contextual senses, causality, the gpt comparison,
+"""Backpack LM: exact decomposition, non-contextual senses, causality, the gpt comparison,
 the backpack-gpt2 key map, the EN-FR configs and the europarl alignment. Tiny models, CPU, no network."""
 import math
 import runpy

@@ -1,4 +1,4 @@
-"""prepare/literature.py (issue 6): per-language datasets under two tokenizers, the enbpe tokenizer trained on
+"""prepare/literature.py: per-language datasets under two tokenizers, the enbpe tokenizer trained on
 English train text only, the balanced one on equal bytes per language, document splits, the word tables /
 word spans used for masked-word accuracy, the tokenizer study numbers, and one-line errors that leave
 nothing behind. Fixture texts are written by the tests; nothing touches the network or a registry."""

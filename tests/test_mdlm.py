@@ -1,4 +1,4 @@
-"""MDLM (issue 4): the NELBO, SUBS, the time sampling, the samplers and the importance-aware options, on tiny
+"""MDLM: the NELBO, SUBS, the time sampling, the samplers and the importance-aware options, on tiny
 models on CPU."""
 import itertools
 import math

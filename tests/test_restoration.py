@@ -1,4 +1,4 @@
-"""Restoration (issue 3): the beam search over gaps shared by sample.py and evaluate.py
+"""Restoration: the beam search over gaps shared by sample.py and evaluate.py
 (restoration.beam_fill / restore_gaps), the baselines and ranking metrics of evals/akkadian.py, and sample.py's
 Akkadian path end to end on a tiny checkpoint. CPU, tiny models, no network."""
 import itertools

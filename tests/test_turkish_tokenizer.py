@@ -1,4 +1,4 @@
-"""Issue 7 item 2: lexicon-refined segmenter, Morfessor, root-boundary scoring and the MorphBPE-style tokenizer
+"""Lexicon-refined segmenter, Morfessor, root-boundary scoring and the MorphBPE-style tokenizer
 (prepare/turkish_morph.py, prepare/turkish.py --tokenizer=morph_bpe|morph_unigram). Tiny fixtures, no network."""
 
 import pytest
