@@ -341,3 +341,15 @@ def test_activation_checkpointing_changes_nothing_but_memory(arch, extra):
     assert grads[0][1].keys() == grads[1][1].keys()
     for n in grads[0][1]:
         torch.testing.assert_close(grads[0][1][n], grads[1][1][n], rtol=100 * tol, atol=tol, msg=n)
+
+
+def test_mlm_mask_per_sequence_rates():
+    """mask_rate as a (B,) array gives each sequence its own rate (Aeneas draws it from U(0, 0.75)): a row at rate 0
+    gets no target, a row at 0.75 about three quarters of its maskable positions, with or without spans."""
+    V = 50
+    x = np.random.default_rng(0).integers(5, V, (3, 400))
+    maskable = np.ones_like(x, dtype=bool)
+    for span in (0.0, 3.0):
+        _, targets = mlm_mask(x, np.random.default_rng(1), np.array([0.0, 0.75, 0.3]), 4, V, maskable, span_mean=span)
+        frac = (targets.numpy() != -1).mean(1)
+        assert frac[0] == 0 and abs(frac[1] - 0.75) < 0.06 and abs(frac[2] - 0.3) < 0.06, (span, frac)
