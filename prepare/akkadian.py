@@ -8,9 +8,11 @@ Sources
 - online:  ORACC project JSON zips (https://oracc.museum.upenn.edu/json/<project>.zip, fallback host
            build-oracc), cached under <out>/raw/. Only Akkadian words (f.lang 'akk...') are kept; a text
            without Akkadian signs is dropped. Document id = project/textid.
-- input:   local ORACC zips (.zip), single corpusjson texts (.json), ATF files (.atf/.txt), or a word
-           table (.csv/.tsv/.jsonl) with the columns of the original study: fragment_id, line_num,
-           word_idx, value_raw, value_signs, certainty, source. Document id = &-id / fragment_id.
+- input:   local ORACC zips (.zip), single corpusjson texts (.json), ATF files (.atf/.txt) as ORACC
+           writes them (protocols, surfaces, #lem: lines, translations, $ lines, lexical columns, scores,
+           bilinguals, language shifts: see parse_atf), or a word table (.csv/.tsv/.jsonl) with the
+           columns of the original study: fragment_id, line_num, word_idx, value_raw, value_signs,
+           certainty, source. Document id = &-id / fragment_id. As online, only Akkadian words are kept.
 - offline: the 2,352 RINAP lines of the wheel akkadian==1.0.12 (akkadian/output/hmm_model.pkl,
            element [10]), read with an unpickler that refuses every global. The lines carry no text ids
            and come in shuffled order (neighbouring lines belong to different kings' inscriptions), so no
@@ -414,41 +416,98 @@ def parse_restoration_input(text):
     return parse_atf_line(text)
 
 
-_BROKEN_DOLLAR = re.compile(r'\b(broken|missing|traces?|illegible|effaced|lost|destroyed)\b', re.I)
+# The label of a numbered transliteration line: `1.`, `1'.`, `1′.`, `1´.`, `1’.` (primes as scholars
+# type them), `11b'.`, `1.1′′.` (the lines of a composite), `1-2.`, `a+1.`.
+_LINE_NUMBER = re.compile(r"^([0-9A-Za-z'′″´’+\-–.]*\d[0-9A-Za-z'′″´’+\-–.]*?)\.\s+(.*)$")
+# A manuscript's line in a score: `A₁_obv_i_3′:`, `e_obv_15′–16′:`, `B:`; its siglum is up to the first `_`.
+_SCORE_LINE = re.compile(r'^([^\s:_]+)(_[^\s:]*)?:\s*(.*)$')
 
 
 def parse_atf(text, source='atf', name=None):
-    """ATF text (of the file `name`, for messages) -> documents. `&P123456 = name` starts a text; `@obverse` etc. surfaces and `#`
-    comment / translation lines are skipped; numbered lines `1.`, `1'.`, `a+1.` are transliterations;
-    a `$` line that says a stretch is broken / missing / traces becomes one [GAPN] (rulings are
-    ignored). Lines before any `&` belong to a text named 'text'."""
+    """ATF text (of the file `name`, for messages) -> documents, as ORACC writes it:
+    - `&P123456 = name` (or &Q / &X) starts a text; lines before any `&` belong to a text named 'text'.
+    - Transliteration: numbered lines `1.`, `1'.`, `1′.`, `a+1.`; the Akkadian line of a bilingual,
+      `== %sb ...`; in a score (`@score`), the manuscripts' lines `A₁_obv_i_3′: ...`, kept as one run of
+      lines per manuscript (in the order the sigla first appear) after the text's own lines, whose
+      composite is normalized (`%n`) and so gives no sign.
+    - Language: `#atf: lang CODE` sets the text's language; without it a text is Akkadian, unless it
+      comes from an ORACC project (a `#project:` line), where ORACC's default, Sumerian, applies. Only
+      Akkadian words are kept (parse_atf_line follows the `%` shifts); a text without an Akkadian sign
+      gives no document.
+    - Ignored: `@` structure (surfaces `@obverse`, `@column 1`, `@h1`, ...), `#` protocols and comments
+      (`#lem:` lemmatisation, `#note:`, `#tr.en:` interlinear translations, `#link:`), `>>` links,
+      `||` parallels, and a translation block, from `@translation` to `@end translation` or the next
+      text: none of its words is a sign.
+    - A `$` state line that says text is broken / missing / traces / lacuna becomes one [GAPN];
+      rulings, blank space and other `$` notes give nothing.
+    Lines of any other form are counted and reported in one warning for a file that gives texts."""
     docs, cur = [], None
+    unread = []
 
     def start(doc_id):
         nonlocal cur
-        cur = {'id': doc_id, 'source': source, 'signs': []}
+        cur = {'id': doc_id, 'source': source, 'signs': [], 'witnesses': {}, 'lang': None,
+               'oracc': False, 'score': False, 'translation': False}
         docs.append(cur)
 
     for k, line in enumerate(text.splitlines()):
-        line = line.strip()
+        line = line.strip().lstrip('\ufeff')
         if not line:
             continue
         if line.startswith('&'):
             doc_id = line[1:].split('=')[0].strip() or f'text{len(docs)}'
             start(doc_id)
             continue
-        if line[0] in '#@=|>' or line.startswith('//'):
-            continue
         if cur is None:
             start('text')
+        if line.startswith('@translation'):
+            cur['translation'] = True
+            continue
+        if line.startswith('@end translation'):
+            cur['translation'] = False
+            continue
+        if cur['translation']:
+            continue
+        m = re.match(r'#atf:\s*lang\s+(\S+)', line)
+        if m:
+            cur['lang'] = m.group(1)
+            continue
+        if line.startswith('#project:'):
+            cur['oracc'] = True
+            continue
+        if line.startswith('@score'):
+            cur['score'] = True
+            continue
+        if line[0] in '#@>' or line.startswith(('||', '//')) or (line[0] == '=' and not line.startswith('==')):
+            continue
         if line.startswith('$'):
-            if _BROKEN_DOLLAR.search(line):
+            if _LOSS.search(line) and 'ruling' not in line.lower():
                 cur['signs'].append((GAPN, FLAG_MISSING))
             continue
-        m = re.match(r"^[A-Za-z0-9+'′.]*?\d+[a-z]?'*\.\s+(.*)$", line)
+        lang = cur['lang'] or ('sux' if cur['oracc'] else 'akk')
+        where = f'{name or source}:{k + 1}'
+        if line.startswith('=='):  # the other-language line of a bilingual: `== %sb DINGIR-MEŠ GAL#-MEŠ#`
+            cur['signs'].extend(parse_atf_line(line[2:], where=where, lang=lang))
+            continue
+        m = _LINE_NUMBER.match(line)
         if m:
-            cur['signs'].extend(parse_atf_line(m.group(1), where=f'{name or source}:{k + 1}'))
-    return [_finish(d) for d in docs if d['signs']]
+            cur['signs'].extend(parse_atf_line(m.group(2), where=where, lang=lang))
+            continue
+        m = _SCORE_LINE.match(line) if cur['score'] else None
+        if m:
+            cur['witnesses'].setdefault(m.group(1), []).extend(parse_atf_line(m.group(3), where=where, lang=lang))
+            continue
+        unread.append(k + 1)
+    for d in docs:
+        for signs in d.pop('witnesses').values():
+            d['signs'].extend(signs)
+        for key in ('lang', 'oracc', 'score', 'translation'):
+            d.pop(key)
+    docs = [_finish(d) for d in docs if any(f & FLAG_SIGN for _, f in d['signs'])]
+    if unread and docs:  # (a file that gives no text at all is reported by its caller, in one line)
+        print(f"warning: {name or source}: {len(unread)} line(s) read as no transliteration (neither numbered "
+              f"lines nor ATF protocol/structure lines), e.g. line {unread[0]}", file=sys.stderr)
+    return docs
 
 
 def _finish(doc):
@@ -806,6 +865,9 @@ def load_inputs(paths):
             got = load_input_file(f)
             if not got:
                 msg = f"{f}: no text with an Akkadian sign found: expected {EXPECTED[f.suffix.lower()]}"
+                if f.suffix.lower() in ('.atf', '.txt'):
+                    msg += ("; only Akkadian words are read (a Sumerian text, by its `#atf: lang` or ORACC's "
+                            "default, or one with nothing but gaps gives no document)")
                 if not p.is_dir():
                     die(msg)
                 print(f"skipping {msg}")
