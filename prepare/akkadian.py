@@ -181,10 +181,11 @@ def _make_token(raw, state, word_start):
 
 
 def _collapse_gaps(signs):
-    """Adjacent unknown-length gaps are one gap."""
+    """Adjacent unknown-length gaps are one gap (a word start when either was)."""
     out = []
     for t, f in signs:
         if t == GAPN and out and out[-1][0] == GAPN:
+            out[-1] = (GAPN, out[-1][1] | (f & FLAG_WORD_START))
             continue
         out.append((t, f))
     return out
