@@ -8,9 +8,11 @@ Sources
 - online:  ORACC project JSON zips (https://oracc.museum.upenn.edu/json/<project>.zip, fallback host
            build-oracc), cached under <out>/raw/. Only Akkadian words (f.lang 'akk...') are kept; a text
            without Akkadian signs is dropped. Document id = project/textid.
-- input:   local ORACC zips (.zip), single corpusjson texts (.json), ATF files (.atf/.txt), or a word
-           table (.csv/.tsv/.jsonl) with the columns of the original study: fragment_id, line_num,
-           word_idx, value_raw, value_signs, certainty, source. Document id = &-id / fragment_id.
+- input:   local ORACC zips (.zip), single corpusjson texts (.json), ATF files (.atf/.txt) as ORACC
+           writes them (protocols, surfaces, #lem: lines, translations, $ lines, lexical columns, scores,
+           bilinguals, language shifts: see parse_atf), or a word table (.csv/.tsv/.jsonl) with the
+           columns of the original study: fragment_id, line_num, word_idx, value_raw, value_signs,
+           certainty, source. Document id = &-id / fragment_id. As online, only Akkadian words are kept.
 - offline: the 2,352 RINAP lines of the wheel akkadian==1.0.12 (akkadian/output/hmm_model.pkl,
            element [10]), read with an unpickler that refuses every global. The lines carry no text ids
            and come in shuffled order (neighbouring lines belong to different kings' inscriptions), so no
@@ -91,8 +93,9 @@ _SUBSCRIPT = str.maketrans('₀₁₂₃₄₅₆₇₈₉', '0123456789')
 _ACUTE = dict(zip('áéíúÁÉÍÚ', 'aeiuAEIU'))
 _GRAVE = dict(zip('àèìùÀÈÌÙ', 'aeiuAEIU'))
 _ASCII_ATF = (('sz', 'š'), ('SZ', 'Š'), ('Sz', 'Š'), ('s,', 'ṣ'), ('S,', 'Ṣ'), ('t,', 'ṭ'), ('T,', 'Ṭ'),
-              ('h,', 'h'), ('H,', 'H'), ('ḫ', 'h'), ('Ḫ', 'H'), ("'", 'ʾ'), ('’', 'ʾ'), ('ʼ', 'ʾ'))
-_MARKS = re.compile(r'[#?!*\[\]⸢⸣˹˺<>]')
+              ("s'", 'ś'), ("S'", 'Ś'), ('h,', 'h'), ('H,', 'H'), ('ḫ', 'h'), ('Ḫ', 'H'),
+              ("'", 'ʾ'), ('’', 'ʾ'), ('ʼ', 'ʾ'))
+_MARKS = re.compile(r'[#?!*\[\]⸢⸣˹˺<>$]')
 _DET_ALIASES = {'1': 'm', 'diš': 'm', 'm': 'm', 'f': 'f', 'munus': 'f', 'mi2': 'f', 'sal': 'f'}
 
 
@@ -100,8 +103,10 @@ def normalize_sign(s):
     """The one normalization of a sign value, used for ORACC JSON, ATF, word tables, the RINAP pickle,
     restoration input and evaluation alike:
     - Unicode NFC; a correction `ku!(LU)` keeps the reading `ku`; the marks # ? ! * [ ] ⸢ ⸣ ˹ ˺ < >
-      are removed (damage has already been recorded in the flag), and so is a stray `/`.
-    - ASCII ATF: sz->š, s,->ṣ, t,->ṭ, ' -> ʾ; ḫ is written h (ORACC's convention; h, and ḫ -> h).
+      are removed (damage has already been recorded in the flag), and so are a stray `/` and the `$`
+      of a sign whose reading is uncertain (`$KA` -> KA).
+    - ASCII ATF (ORACC's table): sz->š, s,->ṣ, t,->ṭ, s'->ś, ' -> ʾ; ḫ is written h (ORACC's
+      convention; h, and ḫ -> h).
     - Homophone indices are ASCII digits after the value: ₀-₉ -> 0-9 (ša₂ -> ša2); index 1 is
       dropped (ša₁ -> ša); the unknown index ₓ stays ₓ; accents are indices: á é í ú -> a2 e2 i2 u2,
       à è ì ù -> a3 e3 i3 u3 (lí -> li2, šám -> šam2).
@@ -176,53 +181,87 @@ def _make_token(raw, state, word_start):
 
 
 def _collapse_gaps(signs):
-    """Adjacent unknown-length gaps are one gap."""
+    """Adjacent unknown-length gaps are one gap (a word start when either was)."""
     out = []
     for t, f in signs:
         if t == GAPN and out and out[-1][0] == GAPN:
+            out[-1] = (GAPN, out[-1][1] | (f & FLAG_WORD_START))
             continue
         out.append((t, f))
     return out
 
 
-def _track_brackets(seg, broken, half, supplied, excised):
-    """The bracket states after the marks [ ] ⸢ ⸣ ˹ ˺ < > << >> of seg, text that yields no sign."""
-    k = 0
-    while k < len(seg):
-        if seg.startswith(('<<', '>>'), k):
-            excised, k = seg.startswith('<<', k), k + 2
-            continue
-        c = seg[k]
-        if c in '[]':
-            broken = c == '['
-        elif c in '<>':
-            supplied = c == '<'
-        elif c in '⸢˹⸣˺':
-            half = c in '⸢˹'
-        k += 1
-    return broken, half, supplied, excised
+# ATF language codes read as Akkadian: the ORACC shorthands (%a, %sb = Standard Babylonian, %na =
+# Neo-Assyrian, ...) and every full code akk / akk-x-... . Any other code (%s, %sux, %e Emesal, %h
+# Hittite, ...) is another language, whose words are not kept, as in the ORACC JSON.
+_AKKADIAN_CODES = {'a', 'akk', 'oakk', 'eakk', 'ur3akk', 'oa', 'ob', 'ma', 'mb', 'na', 'nb', 'sb', 'lb', 'ca'}
 
 
-def parse_atf_line(text, where=None):
-    """One line of ATF transliteration (no line number) -> [(token, flag), ...].
+def is_akkadian(code):
+    """True for an ATF language code (`#atf: lang CODE`, `%CODE`) of Akkadian."""
+    code = code.strip().lower().split('/')[0]
+    return code in _AKKADIAN_CODES or code.startswith('akk')
+
+
+def _language_shift(code, akk, normalized):
+    """A shift `%CODE` -> (Akkadian?, normalized?). `%n` switches to normalized text (words, not
+    signs), `%g` back to the graphemic transliteration of the same language; `%a/n` is normalized
+    Akkadian."""
+    base, _, mode = code.partition('/')
+    if base == 'n':
+        return akk, True
+    if base == 'g':
+        return akk, False
+    return is_akkadian(base), mode == 'n'
+
+
+# A whole word that is ATF notation, not a sign: the lexical column markers (`=` equivalent, `"`
+# pronunciation, `~` sign, `|` sign name, `#` sign value, `^` word, `@` contained signs), the column
+# separator `&` / `&N`, a bullet `*` or `*(P₂)`, field markers `,!sv`, and the score marks `//` (a line
+# break of the manuscript), `→` (the line runs on), `—` / `–` (nothing in this manuscript), `/`.
+_NOTATION_WORD = re.compile(r'[="~|#^@]|&\d*|\*(\([^)\s]*\))?|,!\w+|/+|→|—|–')
+# A footnote mark `^1^` pointing to a `#note: ^1^ ...` line.
+_FOOTNOTE = re.compile(r'\^\d+\^')
+# What a `$` state line or an inline `($ ... $)` comment says when text is lost: one [GAPN].
+_LOSS = re.compile(r'\b(broken|missing|traces?|illegible|effaced|lost|destroyed|lacuna|breaks?|abraded)\b', re.I)
+
+
+def _inline_comment(m):
+    """An inline comment ($ ... $): a gap when it says text is lost (`($obv i breaks$)`), else nothing."""
+    return ' ... ' if _LOSS.search(m.group(1)) and 'ruling' not in m.group(1).lower() else ' '
+
+
+def parse_atf_line(text, where=None, lang='akk'):
+    """One line of ATF transliteration (no line number) -> [(token, flag), ...] of its Akkadian signs.
     `[ ]` mark signs lost on the tablet (a value inside is an editor's restoration), `⸢ ⸣` / `˹ ˺`
-    and `#` mark damaged signs, `< >` signs supplied by the editor (restored), `<< >>` signs
-    excised by the editor (dropped); `x` is a lost sign, `...` a gap of unknown length; ? ! * are
-    stripped; `-` and `.` separate signs, spaces separate words.
+    and `#` mark damaged signs, `< >` signs supplied by the editor (restored), `<( )>` signs implied
+    by a MIN or ditto (restored; an implied `...` is no loss and gives nothing), `<< >>` signs excised
+    by the editor (dropped); `x` is a lost sign, `...` a gap of unknown length; ? ! * are stripped, and
+    so are footnote marks `^1^`; `-`, `--` (logogram joins), `.`, `+`, `:` and `;` separate signs,
+    spaces separate words; lexical column markers and score marks (_NOTATION_WORD) are no signs.
+    Language: the line starts in `lang` (the text's `#atf: lang`); a shift `%sux`, `%a`, `%sb`, ...
+    lasts to the end of the line or the next shift, one inside a gloss `{{ }}` or `<( )>` to its end.
+    Only Akkadian graphemic signs are kept (`%n` normalized words are not signs); gaps in another
+    language's words are dropped too.
     A `{`, `|` or `(` not closed within its word makes the rest of the word one [UNK], flagged
     missing (never a target), and prints one warning for the line (`where`: file and line number)."""
     line = text
-    text = re.sub(r'\(\$.*?\$\)', ' ', text)                         # inline comments ($ ... $)
-    text = ' '.join(w for w in text.split() if not w.startswith('%'))  # language shifts %sux
+    text = _FOOTNOTE.sub('', text)
+    text = re.sub(r'\(\$(.*?)\$\)', _inline_comment, text)           # inline comments ($ ... $)
     out = []
-    broken = half = supplied = excised = False
+    broken = half = supplied = excised = implied = False
+    akk, normalized = is_akkadian(lang), False
+    scopes = []  # the language outside each open gloss {{ }} / implied <( )>
     cur, cur_states, cur_hash = [], [], False
     word_start = True
     unclosed = set()
 
+    def keep():
+        return akk and not normalized
+
     def flush():
         nonlocal cur, cur_states, cur_hash, word_start
-        if cur:
+        if cur and keep():
             raw = ''.join(cur)
             if any(s[3] for s in cur_states):
                 state = None  # excised: not on the tablet's reading
@@ -240,73 +279,129 @@ def parse_atf_line(text, where=None):
                 word_start = False
         cur, cur_states, cur_hash = [], [], False
 
+    def add(c):
+        cur.append(c)
+        cur_states.append((broken, half, supplied, excised))
+
+    def mark(s, k):
+        """Apply the bracket or damage mark at s[k]; the number of characters it takes (0: no mark)."""
+        nonlocal broken, half, supplied, excised, cur_hash
+        if s.startswith(('<<', '>>'), k):
+            excised = s.startswith('<<', k)
+            return 2
+        c = s[k]
+        if c in '[]':
+            broken = c == '['
+        elif c in '<>':
+            supplied = c == '<'
+        elif c in '⸢˹⸣˺':
+            half = c in '⸢˹'
+        elif c == '#':
+            cur_hash = True
+        else:
+            return 0
+        return 1
+
+    def word_end(i):
+        space = re.compile(r'\s').search(text, i)
+        return space.start() if space else n
+
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
-        if text.startswith('<<', i):
-            excised, i = True, i + 2
-        elif text.startswith('>>', i):
-            excised, i = False, i + 2
-        elif ch == '<':
-            supplied, i = True, i + 1
-        elif ch == '>':
-            supplied, i = False, i + 1
-        elif ch == '[':
-            broken, i = True, i + 1
-        elif ch == ']':
-            broken, i = False, i + 1
-        elif ch in '⸢˹':
-            half, i = True, i + 1
-        elif ch in '⸣˺':
-            half, i = False, i + 1
+        if (i == 0 or text[i - 1].isspace()) and not ch.isspace() and _NOTATION_WORD.fullmatch(text[i:word_end(i)]):
+            i = word_end(i)  # a lexical column marker or a score mark, not a sign
+        elif ch == '*' and not cur:  # a bullet `*` / `*(diš)` (a punctuation), not a collation mark after a sign
+            m = re.match(r'\*(\([^)\s]*\))?', text[i:])
+            i += len(m.group(0))
+        elif ch == '%' and not cur:  # language shift
+            m = re.match(r'%([\w/-]+)', text[i:])
+            code = m.group(1) if m else ''
+            akk, normalized = _language_shift(code, akk, normalized)
+            i += 1 + len(code)
+        elif text.startswith(('{{', '{('), i):  # a gloss {{..}} or a scribe's note {(he-pi₂)}: signs
+            flush()                                # written on the tablet; their language shifts end with them
+            scopes.append((akk, normalized))
+            i += 2
+        elif text.startswith(('}}', ')}'), i):
+            flush()
+            if scopes:
+                akk, normalized = scopes.pop()
+            i += 2
+        elif text.startswith('<(', i):  # implied by MIN / a ditto sign: MIN<(GU₄.GAL)>
+            flush()
+            scopes.append((akk, normalized))
+            supplied = implied = True
+            i += 2
+        elif text.startswith(')>', i):
+            flush()
+            if scopes:
+                akk, normalized = scopes.pop()
+            supplied = implied = False
+            i += 2
+        elif ch in '[]<>⸢˹⸣˺#':
+            i += mark(text, i)
         elif ch.isspace():
             flush()
             word_start, i = True, i + 1
         elif text.startswith('...', i) or ch == '…':
             flush()
-            out.append(_make_token('...', _OK, word_start))  # a gap is always flagged missing
-            word_start, i = False, i + (1 if ch == '…' else 3)
-        elif ch in '-.+:':
+            if keep() and not implied:  # an implied `...` (MIN<(...)>) is nothing lost
+                out.append(_make_token('...', _OK, word_start))  # a gap is always flagged missing
+                word_start = False
+            i += 1 if ch == '…' else 3
+        elif ch in '-.+:;':  # `--` joins the logograms of a name: {m}{d}60--DIN-su--E
             flush()
             i += 1
-        elif ch == '#':
-            cur_hash, i = True, i + 1
+            if ch == ':' and i < n and text[i] in '\'"':  # the dividers :' and :"
+                i += 1
+        elif ch == ')' or (ch == '(' and not cur and ')' in text[i:]):  # `[(x x)]`: around signs, not of one
+            flush()
+            i += 1
         elif ch in '{|(':
             if ch == '{':
                 flush()
             close = {'{': '}', '|': '|', '(': ')'}[ch]
-            space = re.compile(r'\s').search(text, i)
-            end = space.start() if space else n  # the end of the word
+            end = word_end(i)  # the end of the word
             j = text.find(close, i + 1, end)
             if j < 0:  # unclosed: the rest of the word is unreadable, one [UNK] and not a sign
                 unclosed.add(ch)
                 cur, cur_states, cur_hash = [], [], False
-                if not excised:
+                if not excised and keep():
                     out.append(('[UNK]', FLAG_MISSING | (FLAG_WORD_START if word_start else 0)))
                     word_start = False
-                broken, half, supplied, excised = _track_brackets(text[i + 1:end], broken, half, supplied, excised)
+                k = i + 1
+                while k < end:  # the brackets in the rest of the word still open and close
+                    k += mark(text, k) or 1
+                cur_hash = False
                 i = end
                 continue
-            for c in text[i:j + 1]:  # brackets inside {..} (e.g. {[d]}) still count
-                if c == '[':
-                    broken = True
-                elif c == ']':
-                    broken = False
-                elif c in '⸢˹':
-                    half = True
-                elif c in '⸣˺':
-                    half = False
-                elif c == '#':
-                    cur_hash = True
-                else:
-                    cur.append(c)
-                    cur_states.append((broken, half, supplied, excised))
+            if ch == '{':  # determinatives / phonetic glosses {+tu-ut-ku}: one {..} token per sign
+                inner = text[i + 1:j]
+                plus = '+' if inner.startswith('+') else ''
+                inner += '-'
+                k = len(plus)
+                while k < len(inner):
+                    if inner[k] in '-.':
+                        if cur:
+                            cur = ['{', plus, *cur, '}']
+                        flush()
+                        k += 1
+                    else:
+                        taken = mark(inner, k)
+                        if not taken:
+                            add(inner[k])
+                        k += taken or 1
+            else:  # a compound |A.AN| or the (..) of a number / qualified value stays in its sign
+                k = i
+                while k <= j:
+                    taken = mark(text, k)
+                    if not taken:
+                        add(text[k])
+                    k += taken or 1
             i = j + 1
-            if ch == '{':
-                flush()
         else:
-            cur.append(ch)
-            cur_states.append((broken, half, supplied, excised))
+            add(ch)
             i += 1
     flush()
     if unclosed:
@@ -322,41 +417,98 @@ def parse_restoration_input(text):
     return parse_atf_line(text)
 
 
-_BROKEN_DOLLAR = re.compile(r'\b(broken|missing|traces?|illegible|effaced|lost|destroyed)\b', re.I)
+# The label of a numbered transliteration line: `1.`, `1'.`, `1′.`, `1´.`, `1’.` (primes as scholars
+# type them), `11b'.`, `1.1′′.` (the lines of a composite), `1-2.`, `a+1.`.
+_LINE_NUMBER = re.compile(r"^([0-9A-Za-z'′″´’+\-–.]*\d[0-9A-Za-z'′″´’+\-–.]*?)\.\s+(.*)$")
+# A manuscript's line in a score: `A₁_obv_i_3′:`, `e_obv_15′–16′:`, `B:`; its siglum is up to the first `_`.
+_SCORE_LINE = re.compile(r'^([^\s:_]+)(_[^\s:]*)?:\s*(.*)$')
 
 
 def parse_atf(text, source='atf', name=None):
-    """ATF text (of the file `name`, for messages) -> documents. `&P123456 = name` starts a text; `@obverse` etc. surfaces and `#`
-    comment / translation lines are skipped; numbered lines `1.`, `1'.`, `a+1.` are transliterations;
-    a `$` line that says a stretch is broken / missing / traces becomes one [GAPN] (rulings are
-    ignored). Lines before any `&` belong to a text named 'text'."""
+    """ATF text (of the file `name`, for messages) -> documents, as ORACC writes it:
+    - `&P123456 = name` (or &Q / &X) starts a text; lines before any `&` belong to a text named 'text'.
+    - Transliteration: numbered lines `1.`, `1'.`, `1′.`, `a+1.`; the Akkadian line of a bilingual,
+      `== %sb ...`; in a score (`@score`), the manuscripts' lines `A₁_obv_i_3′: ...`, kept as one run of
+      lines per manuscript (in the order the sigla first appear) after the text's own lines, whose
+      composite is normalized (`%n`) and so gives no sign.
+    - Language: `#atf: lang CODE` sets the text's language; without it a text is Akkadian, unless it
+      comes from an ORACC project (a `#project:` line), where ORACC's default, Sumerian, applies. Only
+      Akkadian words are kept (parse_atf_line follows the `%` shifts); a text without an Akkadian sign
+      gives no document.
+    - Ignored: `@` structure (surfaces `@obverse`, `@column 1`, `@h1`, ...), `#` protocols and comments
+      (`#lem:` lemmatisation, `#note:`, `#tr.en:` interlinear translations, `#link:`), `>>` links,
+      `||` parallels, and a translation block, from `@translation` to `@end translation` or the next
+      text: none of its words is a sign.
+    - A `$` state line that says text is broken / missing / traces / lacuna becomes one [GAPN];
+      rulings, blank space and other `$` notes give nothing.
+    Lines of any other form are counted and reported in one warning for a file that gives texts."""
     docs, cur = [], None
+    unread = []
 
     def start(doc_id):
         nonlocal cur
-        cur = {'id': doc_id, 'source': source, 'signs': []}
+        cur = {'id': doc_id, 'source': source, 'signs': [], 'witnesses': {}, 'lang': None,
+               'oracc': False, 'score': False, 'translation': False}
         docs.append(cur)
 
     for k, line in enumerate(text.splitlines()):
-        line = line.strip()
+        line = line.strip().lstrip('\ufeff')
         if not line:
             continue
         if line.startswith('&'):
             doc_id = line[1:].split('=')[0].strip() or f'text{len(docs)}'
             start(doc_id)
             continue
-        if line[0] in '#@=|>' or line.startswith('//'):
-            continue
         if cur is None:
             start('text')
+        if line.startswith('@translation'):
+            cur['translation'] = True
+            continue
+        if line.startswith('@end translation'):
+            cur['translation'] = False
+            continue
+        if cur['translation']:
+            continue
+        m = re.match(r'#atf:\s*lang\s+(\S+)', line)
+        if m:
+            cur['lang'] = m.group(1)
+            continue
+        if line.startswith('#project:'):
+            cur['oracc'] = True
+            continue
+        if line.startswith('@score'):
+            cur['score'] = True
+            continue
+        if line[0] in '#@>' or line.startswith(('||', '//')) or (line[0] == '=' and not line.startswith('==')):
+            continue
         if line.startswith('$'):
-            if _BROKEN_DOLLAR.search(line):
+            if _LOSS.search(line) and 'ruling' not in line.lower():
                 cur['signs'].append((GAPN, FLAG_MISSING))
             continue
-        m = re.match(r"^[A-Za-z0-9+'′.]*?\d+[a-z]?'*\.\s+(.*)$", line)
+        lang = cur['lang'] or ('sux' if cur['oracc'] else 'akk')
+        where = f'{name or source}:{k + 1}'
+        if line.startswith('=='):  # the other-language line of a bilingual: `== %sb DINGIR-MEŠ GAL#-MEŠ#`
+            cur['signs'].extend(parse_atf_line(line[2:], where=where, lang=lang))
+            continue
+        m = _LINE_NUMBER.match(line)
         if m:
-            cur['signs'].extend(parse_atf_line(m.group(1), where=f'{name or source}:{k + 1}'))
-    return [_finish(d) for d in docs if d['signs']]
+            cur['signs'].extend(parse_atf_line(m.group(2), where=where, lang=lang))
+            continue
+        m = _SCORE_LINE.match(line) if cur['score'] else None
+        if m:
+            cur['witnesses'].setdefault(m.group(1), []).extend(parse_atf_line(m.group(3), where=where, lang=lang))
+            continue
+        unread.append(k + 1)
+    for d in docs:
+        for signs in d.pop('witnesses').values():
+            d['signs'].extend(signs)
+        for key in ('lang', 'oracc', 'score', 'translation'):
+            d.pop(key)
+    docs = [_finish(d) for d in docs if any(f & FLAG_SIGN for _, f in d['signs'])]
+    if unread and docs:  # (a file that gives no text at all is reported by its caller, in one line)
+        print(f"warning: {name or source}: {len(unread)} line(s) read as no transliteration (neither numbered "
+              f"lines nor ATF protocol/structure lines), e.g. line {unread[0]}", file=sys.stderr)
+    return docs
 
 
 def _finish(doc):
@@ -714,6 +866,9 @@ def load_inputs(paths):
             got = load_input_file(f)
             if not got:
                 msg = f"{f}: no text with an Akkadian sign found: expected {EXPECTED[f.suffix.lower()]}"
+                if f.suffix.lower() in ('.atf', '.txt'):
+                    msg += ("; only Akkadian words are read (a Sumerian text, by its `#atf: lang` or ORACC's "
+                            "default, or one with nothing but gaps gives no document)")
                 if not p.is_dir():
                     die(msg)
                 print(f"skipping {msg}")

@@ -71,7 +71,8 @@ def test_atf_line_every_damage_marker():
         ('lu? ši!-pir* ku!(LU)', ['lu', 'ši', 'pir', 'ku'], [OK] * 4),   # ? ! * only stripped
         ('[{d}]UTU ⸢{d}⸣30', ['{d}', 'UTU', '{d}', '30'], [RES, OK, DMG, OK]),
         ('URU{ki} {1}aš-šur KUR.MEŠ', ['URU', '{ki}', '{m}', 'aš', 'šur', 'KUR', 'MEŠ'], [OK] * 7),
-        ('a : b ($ erasure $) %sux c', ['a', 'b', 'c'], [OK] * 3),       # divider, inline comment, lang shift
+        ('a : b ($ erasure $) c', ['a', 'b', 'c'], [OK] * 3),            # divider, inline comment
+        ('a %sux b c %sb d', ['a', 'd'], [OK] * 2),                      # only Akkadian words, as ORACC JSON
     ]
     for line, t, s in cases:
         got = parse_atf_line(line)
