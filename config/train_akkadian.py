@@ -19,7 +19,8 @@ dropout = 0.1
 block_size = 512
 doc_mask = True          # attention never crosses fragment boundaries
 # masked LM: 15% of the preserved/damaged signs, BERT 80/10/10; span_mean > 0 masks geometric spans
-mask_rate = 0.15
+mask_rate = 0.15                # (used only when mask_rate_max = 0)
+mask_rate_max = 0.75            # per-sequence mask rate ~ U(0, 0.75), as Aeneas trains
 mask_replace = 0.8
 mask_random = 0.1
 span_mean = 0.0
