@@ -180,15 +180,16 @@ def probe_labels(tt):
 
 def render_context(tt, i, words=2):
     """The words around token i in its document, as ATF (signs joined by '-', determinatives attached),
-    token i marked «so»."""
+    token i marked «thus»."""
+    from prepare.akkadian import FLAG_DAMAGED, FLAG_RESTORED
     d, w = tt['doc'][i], tt['word'][i]
     js = np.flatnonzero((tt['doc'] == d) & (np.abs(tt['word'] - w) <= words))
     out, prev_word, prev_tok = [], None, None
     for j in js:
         t = {'[GAP]': 'x', '[GAPN]': '...'}.get(tt['tok'][j], tt['tok'][j])
-        if tt['state'][j] == 2:
+        if tt['state'][j] == FLAG_RESTORED:
             t = f'[{t}]'
-        elif tt['state'][j] == 1:
+        elif tt['state'][j] == FLAG_DAMAGED:
             t += '#'
         if j == i:
             t = f'«{t}»'
@@ -477,13 +478,13 @@ def write_report(tmp, info, stage_names, layers, M, probes, feats, summaries):
          f"{info['sae_batch']} tokens (lr {info['sae_lr']}), trained on the clean saved states of the training part. "
          f"Wall time {info['seconds']:.0f} s ({info['threads']} thread(s)).", '',
          '## Sparse autoencoders, per layer', '',
-         '|h|: mean norm of the states; eff. dim: their effective dimension (participation ratio of the covariance '
+         'mean norm: of the states; eff. dim: their effective dimension (participation ratio of the covariance '
          'eigenvalues, (sum l)^2 / sum l^2). FVU and L0 on the held-out documents (FVU of the training part beside it, '
          'and FVU PCA: the held-out FVU of the top-L0 principal components of the training part, a dense code of as '
          'many numbers per token); dead / dense (active on more than '
          f"{info['dense_threshold']:.0%} of tokens) over the whole subset. Masked-sign loss: {info['mask_desc']}",
          '']
-    head = ['stage', 'layer', '|h|', 'eff. dim', 'FVU', 'FVU train', 'FVU PCA', 'L0', 'dead', 'dense', 'loss clean',
+    head = ['stage', 'layer', 'mean norm', 'eff. dim', 'FVU', 'FVU train', 'FVU PCA', 'L0', 'dead', 'dense', 'loss clean',
             'loss SAE', 'loss mean-abl.', 'recovered', 'FVU masked in.']
     rows = []
     for s in stage_names:

@@ -293,11 +293,12 @@ def test_interpret_takes_other_stages_with_the_same_layout(akk_run, tmp_path):
     other = tmp_path / 'other'
     other.mkdir()
     shutil.copy(out / 'artifacts_final.pt', other / 'artifacts_pretrained.pt')
-    r = run_interpret(other, f'--data_dir={data}')
+    r = run_interpret(other, f'--data_dir={data}', '--sae=l1', '--l1_coeff=0.1')   # and the L1 SAE end to end
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'downstream check of pretrained skipped: no checkpoint pretrained.pt' in r.stdout
     M = json.loads((other / 'interpret' / 'metrics.json').read_text())
-    assert 'pretrained_L2_fvu' in M and 'pretrained_L2_loss_sae' not in M
+    assert 'pretrained_L2_fvu' in M and 'pretrained_L2_loss_sae' not in M and M['sae'] == 'l1'
+    assert 'L1 (Bricken et al. 2023)' in (other / 'interpret' / 'report.md').read_text()
     # without --data_dir nothing says which data the artifacts belong to: one line
     r = run_interpret(other)
     assert r.returncode == 1 and r.stderr.strip().count('\n') == 0 and '--data_dir' in r.stderr
