@@ -3,7 +3,7 @@ What did the model learn? Sparse autoencoders, feature tables and linear probes 
 `train.py --save_artifacts=True` saved before and after training.
 
     python interpret.py --out_dir=out-akkadian                      # TopK SAE, 4 x d latents, k = 16
-    python interpret.py --out_dir=out-akkadian --sae=l1 --l1_coeff=0.1
+    python interpret.py --out_dir=out-akkadian --sae=l1 --l1_coeff=0.1 --result_dir=out-akkadian/interpret_l1
     python interpret.py --out_dir=DIR --stages=init,final --data_dir=data/akkadian --expansion=8 --k=32
 
 Input: every out_dir/artifacts_NAME.pt (train.py's write_artifacts: token ids, document offsets, the
@@ -11,7 +11,7 @@ embedding matrix and float16 hidden states per layer of the fixed eval subset: a
 seed 42), `init` and `final` first. Any out_dir whose artifacts have this layout works (a pretrained or
 fine-tuned encoder only has to write artifacts_NAME.pt the same way, one state per token of the dataset's
 subset, subword states pooled per sign); the token ids must equal those of the subset of data_dir.
-Output: out_dir/interpret/ (replaced as a whole, never half-written):
+Output: out_dir/interpret/ or --result_dir (replaced as a whole, never half-written):
   report.md                    everything below with the pictures, read in that order
   metrics.json                 flat keys: {stage}_L{layer}_{metric}
   sae_by_layer.png             FVU, L0 and the masked-sign losses by layer, one line per stage
@@ -74,6 +74,7 @@ from sae import SAE_KINDS, density, dead_dense, encode_all, fvu, pca_fvu, sae_me
 # ----------------------------------------------------------------------------- defaults
 out_dir = ''
 stages = ''                   # comma-separated artifact names (artifacts_NAME.pt); '' = all in out_dir, init and final first
+result_dir = ''               # where the results go; '' = out_dir/interpret (e.g. out_dir/interpret_l1 to keep both SAEs)
 data_dir = ''                 # default: the run's training data (its checkpoint's config)
 sae = 'topk'                  # topk (Gao et al. 2024) | l1 (Bricken et al. 2023)
 expansion = 4                 # latents = expansion x d_model
@@ -308,23 +309,24 @@ def run_pieces(model, x, spans, layers=None, replace=None):
     for s, e in spans:
         by_len.setdefault(e - s, []).append((s, e))
     N = int(spans[-1][1]) if spans else 0
+    dev = next(model.parameters()).device
     logits, hidden = None, {}
     for n, group in by_len.items():
-        idx = torch.stack([x[s:e] for s, e in group])
+        idx = torch.stack([x[s:e] for s, e in group]).to(dev)
         want = set(layers or ()) | ({replace[0]} if replace else set())
-        if replace:
+        if replace:  # the replacement (an SAE) runs on the CPU, in float32
             _, hs = model.trunk(idx, None, {replace[0]})
             h = hs[replace[0]]
-            h = replace[1](h.reshape(-1, h.shape[-1]).float()).reshape(h.shape).to(h.dtype)
+            h = replace[1](h.reshape(-1, h.shape[-1]).float().cpu()).reshape(h.shape).to(h.device, h.dtype)
             lg, _, hs = model(idx, hidden_layers=want, from_layer=(replace[0], h))
         else:
             lg, _, hs = model(idx, hidden_layers=want)
         if logits is None:
             logits = torch.empty(N, lg.shape[-1])
         for b, (s, e) in enumerate(group):
-            logits[s:e] = lg[b].float()
+            logits[s:e] = lg[b].float().cpu()
             for l in layers or ():
-                hidden.setdefault(l, torch.empty(N, hs[l].shape[-1]))[s:e] = hs[l][b].float()
+                hidden.setdefault(l, torch.empty(N, hs[l].shape[-1]))[s:e] = hs[l][b].float().cpu()
     return logits, hidden
 
 
@@ -397,7 +399,8 @@ def plot_all(tmp, stage_names, layers, M, probes, dens):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    colors = {s: c for s, c in zip(stage_names, ('tab:blue', 'tab:red', 'tab:green', 'tab:purple', 'tab:orange'))}
+    palette = ('tab:blue', 'tab:red', 'tab:green', 'tab:purple', 'tab:orange', 'tab:brown', 'tab:pink', 'tab:olive')
+    colors = {s: palette[i % len(palette)] for i, s in enumerate(stage_names)}
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for s in stage_names:
@@ -584,8 +587,9 @@ def main():
     print(f"interpret: {out}, stages {', '.join(stage_names)}, layers {layers}, {len(ids):,} tokens of {len(offsets) - 1} "
           f"{split} documents ({held_desc}); {sae} SAE with {n_latents} latents")
 
-    tmp = out / f'.interpret.{os.getpid()}.tmp'
-    final_dir = out / 'interpret'
+    final_dir = Path(result_dir) if result_dir else out / 'interpret'
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final_dir.parent / f'.{final_dir.name}.{os.getpid()}.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -707,7 +711,7 @@ def main():
         (tmp / 'metrics.json').write_text(json.dumps({k2: (None if isinstance(v, float) and not math.isfinite(v) else v)
                                                       for k2, v in M.items()}, indent=1) + '\n')
         torch.save({'kind': sae, 'k': k, 'layers': layers, 'stages': stage_names, 'state_dicts': saes}, tmp / 'saes.pt')
-        old = out / f'.interpret.{os.getpid()}.old'
+        old = final_dir.parent / f'.{final_dir.name}.{os.getpid()}.old'
         if final_dir.exists():
             final_dir.rename(old)
         tmp.rename(final_dir)
