@@ -387,9 +387,12 @@ class Trunk(nn.Module):
         self.agglu_word_start.copy_(ws.clamp(0, 1))
         self.agglu_token_class.copy_(tc)
 
-    def forward(self, idx, doc=None, hidden_layers=None):
+    def forward(self, idx, doc=None, hidden_layers=None, from_layer=None):
         """Returns the final hidden states (B, T, d) and, if hidden_layers is given, a dict
-        {layer: hidden} where layer 0 is the embedding output and layer i the output of block i."""
+        {layer: hidden} where layer 0 is the embedding output and layer i the output of block i.
+        from_layer=(l, h) continues the forward pass from given states h (B, T, d) of layer l: h replaces
+        the output of block l (l = 0: the embedding output) and only blocks l+1.. run (idx still gives the
+        masks); the interpretability checks (interpret.py) put SAE reconstructions or ablations there."""
         B, T = idx.shape
         if T > self.cfg.block_size and self.wpe is not None:
             raise ValueError(f"sequence of {T} tokens is longer than block_size {self.cfg.block_size}")
@@ -411,10 +414,18 @@ class Trunk(nn.Module):
                 d = self.cfg.n_embd
                 x = x + self.agglu_type_emb.view(AGGLU_CLASSES, d)[agglu['tau']] \
                     + self.agglu_inword_emb.view(AGGLU_MAX_INWORD + 1, d)[agglu['inword'].clamp(max=AGGLU_MAX_INWORD)]
+        first = 0
+        if from_layer is not None:
+            first, x = from_layer
+            if not 0 <= first <= len(self.blocks) or x.shape != (B, T, self.cfg.n_embd):
+                raise ValueError(f"from_layer: layer {first} of 0..{len(self.blocks)} with states of shape "
+                                 f"{(B, T, self.cfg.n_embd)}, got {tuple(x.shape)}")
         hidden = {}
-        if hidden_layers is not None and 0 in hidden_layers:
-            hidden[0] = x
+        if hidden_layers is not None and first in hidden_layers:
+            hidden[first] = x
         for i, block in enumerate(self.blocks, 1):
+            if i <= first:
+                continue
             x = run_block(self.cfg, block, x, rope, mask, agglu)
             if hidden_layers is not None and i in hidden_layers:
                 hidden[i] = x
@@ -510,8 +521,8 @@ class Encoder(LM):
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d), nn.Dropout(cfg.dropout), nn.Linear(d, d))
         self._init_weights(cfg.n_layer)
 
-    def forward(self, idx, targets=None, doc=None, hidden_layers=None):
-        h, hidden = self.trunk(idx, doc, hidden_layers)
+    def forward(self, idx, targets=None, doc=None, hidden_layers=None, from_layer=None):
+        h, hidden = self.trunk(idx, doc, hidden_layers, from_layer)
         logits = F.linear(self.head(h), self.trunk.wte.weight)
         loss = self.loss(logits, targets) if targets is not None else None
         if hidden_layers is not None:

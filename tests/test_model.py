@@ -136,6 +136,29 @@ def test_doc_mask_isolates_documents(arch):
     assert d[:, 11:].max() > 1e-4
 
 
+@pytest.mark.parametrize('arch', ['gpt', 'encoder'])
+def test_from_layer_continues_the_forward_pass(arch):
+    """Feeding a layer's own states back with from_layer gives the full forward pass (every layer, with a
+    document mask), and other states there change the output: the blocks after l really run on them."""
+    T = 16
+    doc = docs_of(T)
+    model = scrambled(tiny(arch, n_layer=3, doc_mask=True))
+    torch.manual_seed(1)
+    idx = torch.randint(0, 48, (2, T))
+    with torch.no_grad():
+        full, hs = model.trunk(idx, doc, {0, 1, 2, 3})
+        for l in range(4):
+            out, again = model.trunk(idx, doc, {l, 3}, from_layer=(l, hs[l]))
+            assert torch.allclose(out, full, atol=1e-12) and torch.allclose(again[3], hs[3], atol=1e-12)
+            assert torch.equal(again[l], hs[l])
+            other, _ = model.trunk(idx, doc, None, from_layer=(l, hs[l] + torch.randn_like(hs[l])))
+            assert (other - full).abs().max() > 1e-4
+        if arch == 'encoder':  # the Encoder passes it through to its head
+            assert torch.allclose(model(idx, doc=doc, from_layer=(2, hs[2]))[0], model(idx, doc=doc)[0], atol=1e-12)
+        with pytest.raises(ValueError, match='from_layer'):
+            model.trunk(idx, doc, None, from_layer=(4, hs[3]))
+
+
 def test_attention_mask_none_when_sdpa_is_exact():
     assert M.attention_mask(None, causal=True, T=8) is None
     m = M.attention_mask(torch.tensor([[0, 0, 1, 1]]), causal=True)
