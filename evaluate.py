@@ -70,6 +70,7 @@ out_dir = ''
 ckpt_name = 'ckpt.pt'
 data_dir = ''                 # default: the checkpoint's training data
 allow_other_data = False      # True: evaluate on data_dir although it is not the run's data (same tokenizer only)
+use_ema = True                # the checkpoint's EMA weights when it has them (train.py ema_decay > 0); False: the raw weights
 split = 'all'                 # val | test | all (every held-out split present)
 max_tokens = 0                # 0 = the whole split
 batch_size = 32
@@ -172,11 +173,11 @@ def evaluate_split(model, ckpt, data_dir, split_name, device, max_tokens=0, batc
 
 
 def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=0, batch_size=32, seed=42, device='cpu',
-             n_spans=100, beam=20, max_gap_len=10, subset_size=500, allow_other_data=False):
-    model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir, allow_other_data)
+             n_spans=100, beam=20, max_gap_len=10, subset_size=500, allow_other_data=False, use_ema=True):
+    model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir, allow_other_data, use_ema)
     names = [s for s in ('val', 'test') if os.path.exists(os.path.join(data_dir, f'{s}.bin'))] if split == 'all' else [split]
     res = {'iter': ckpt['iter_num'], 'params': model.num_params(), 'params_non_embedding': model.num_params(True),
-           'best_val_loss': ckpt['best_val_loss']}
+           'best_val_loss': ckpt['best_val_loss'], 'ema_weights': int(ckpt['weights'] == 'ema')}
     for s in names:
         if ckpt['model_args']['arch'] == 'mdlm':  # the plain NELBO, whatever the training options
             res.update(evaluate_mdlm_split(model, ckpt, data_dir, s, device, max_tokens, batch_size, seed, nelbo_samples))
@@ -326,4 +327,4 @@ if __name__ == '__main__':
         if not out_dir:
             die("give --out_dir=DIR (a training run) or --compare=DIR1,DIR2")
         res = run_eval(out_dir, ckpt_name, data_dir, split, max_tokens, batch_size, seed, device, n_spans, beam,
-                       max_gap_len, subset_size, allow_other_data)
+                       max_gap_len, subset_size, allow_other_data, use_ema)

@@ -55,6 +55,7 @@ out_dir = 'out'
 ckpt_name = 'ckpt.pt'
 data_dir = ''                 # default: the data directory the checkpoint was trained on
 allow_other_data = False      # True: use data_dir although it is not the run's data (same tokenizer only)
+use_ema = True                # the checkpoint's EMA weights when it has them (train.py ema_decay > 0); False: the raw weights
 start = '\n'                  # causal prompt, or FILE:path
 num_samples = 3
 max_new_tokens = 500
@@ -103,7 +104,7 @@ def check_options():
 
 check_options()
 torch.manual_seed(seed)
-model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir, allow_other_data)
+model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir, allow_other_data, use_ema)
 tok = load_tokenizer(data_dir)
 arch = ckpt['model_args']['arch']
 
