@@ -76,7 +76,7 @@ def generative_ppl(model, gpt_path, data_dir, n_samples=8, steps=128, seed=42, d
         nb = min(batch_size, n_samples - b0)
         z = torch.full((nb, T), model.mask_id, dtype=torch.long, device=device)
         x, st = mdlm_sample(model, z, steps, True, g)
-        saved, calls = saved + st['calls_saved'], calls + st['network_calls']
+        saved, calls = saved + st['rows_saved'], calls + st['row_calls']
         seq = torch.cat([torch.full((nb, 1), sep, dtype=torch.long, device=device), x], dim=1)
         for c in range(0, T, Tg):  # windows of the gpt's context, each with the tokens before it as targets
             inp, tgt = seq[:, c:c + Tg], seq[:, c + 1:c + Tg + 1]
@@ -95,4 +95,4 @@ def generative_ppl(model, gpt_path, data_dir, n_samples=8, steps=128, seed=42, d
         ref.append(float(-(cnt / cnt.sum() * np.log(cnt / cnt.sum())).sum()))
     return {'gen_ppl': math.exp(nll / count), 'gen_unigram_entropy': float(np.mean(ents)),
             'data_window_unigram_entropy': float(np.mean(ref)), 'gen_samples': n_samples,
-            'gen_steps': steps, 'gen_calls_saved': saved}
+            'gen_steps': steps, 'gen_row_calls': calls, 'gen_rows_saved': saved}
