@@ -32,6 +32,9 @@ of block_size, one t per window stratified over the split, uniform log-linear ma
 gen_samples unconditional samples (gen_steps steps, ddpm_cache, float64) under that gpt, always with the
 samples' unigram entropy: gen_ppl, gen_unigram_entropy (nats; a low entropy means repetitive samples),
 and data_window_unigram_entropy, the same measure on real windows of the same length.
+--gen_ppl_judge=DIR scores them instead with a local Hugging Face causal LM (MDLM's judge is gpt2-large; the
+samples are decoded and re-tokenized with its tokenizer; `transformers` is imported only then); the judge is
+printed beside the number (gen_judge_hf 1 in eval.json).
 
 A causal checkpoint (gpt or backpack) of the EN-FR data (meta.json dataset 'europarl', prepare/europarl.py)
 also gets per-language perplexity / bits per byte ({split}_en_ppl, {split}_fr_bpb), translation of the
@@ -87,6 +90,7 @@ subset_size = 500             # the 'subset' eval set: this many val fragments, 
 # mdlm checkpoints
 nelbo_samples = 2             # (t, mask) draws per window for the NELBO
 gen_ppl_ckpt = ''             # a gpt checkpoint trained on the same data: generative perplexity of samples
+gen_ppl_judge = ''            # a local Hugging Face causal LM directory (e.g. gpt2-large) as the judge instead (transformers)
 gen_samples = 8               # unconditional samples scored for gen_ppl
 gen_steps = 128               # their denoising steps
 # EN-FR checkpoints (data of prepare/europarl.py; gpt and backpack)
@@ -185,8 +189,9 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=
             res.update(evaluate_split(model, ckpt, data_dir, s, device, max_tokens, batch_size, seed))
     if ckpt['model_args']['arch'] == 'mdlm':
         res.update(unigram_stats(data_dir, names))
-        if gen_ppl_ckpt:
-            res.update(generative_ppl(model, gen_ppl_ckpt, data_dir, gen_samples, gen_steps, seed, device))
+        if gen_ppl_ckpt or gen_ppl_judge:
+            res.update(generative_ppl(model, gen_ppl_ckpt, data_dir, gen_samples, gen_steps, seed, device,
+                                      judge=gen_ppl_judge))
     evals_logged = [r for r in read_metrics(os.path.join(out_dir, 'metrics.jsonl')) if r.get('kind') == 'eval' and r.get('train_val_gap') is not None]
     if evals_logged:  # the held-out side of any memorisation / grokking claim, from training's own evaluations
         res['train_val_gap_last'] = evals_logged[-1]['train_val_gap']
