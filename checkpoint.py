@@ -55,13 +55,23 @@ def checked_checkpoint(path, map_location='cpu'):
     return ckpt
 
 
-def load_checkpoint(path, device='cpu'):
+def load_checkpoint(path, device='cpu', use_ema=True):
     """Load a checkpoint (weights_only, so no code is unpickled) and rebuild its model in eval mode.
-    Returns (model, checkpoint dict)."""
+    With use_ema (the default) and a checkpoint that holds an EMA of the weights (train.py's ema_decay > 0,
+    ckpt['ema']), the model gets the EMA weights, cast to the parameters' dtype; else the raw weights.
+    ckpt['weights'] says which: 'ema' or 'raw'. Returns (model, checkpoint dict)."""
     ckpt = checked_checkpoint(path, device)
     try:
         model = build_model(ModelConfig.from_dict(ckpt['model_args']))
         state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
+        ckpt['weights'] = 'raw'
+        if use_ema and ckpt.get('ema'):
+            for k, v in ckpt['ema'].items():
+                k = k.removeprefix('_orig_mod.').removeprefix('module.')
+                if k not in state:
+                    raise KeyError(f"EMA entry {k} is not a weight of the model")
+                state[k] = v.to(state[k].dtype)
+            ckpt['weights'] = 'ema'
         model.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError, KeyError) as e:
         die(f"{path}: the weights do not fit the model its model_args describe "
@@ -69,14 +79,21 @@ def load_checkpoint(path, device='cpu'):
     return model.to(device).eval(), ckpt
 
 
-def load_run(out_dir, ckpt_name='ckpt.pt', device='cpu', data_dir='', allow_other_data=False):
+def load_run(out_dir, ckpt_name='ckpt.pt', device='cpu', data_dir='', allow_other_data=False, use_ema=True):
     """(model, checkpoint, data_dir) of a training run: its checkpoint, and the data it was trained on
     unless data_dir is given, which must then be that data (see check_data); ckpt['own_data'] says whether
-    it is. A missing checkpoint ends the program with one line saying what to do."""
+    it is. The weights are the EMA ones when the checkpoint has them and use_ema (see load_checkpoint);
+    one line says which were loaded. A missing checkpoint ends the program with one line saying what to do."""
     path = os.path.join(out_dir, ckpt_name)
     if not os.path.exists(path):
         die(f"{path} not found: train first (python train.py config/...) or pass --out_dir of a training run")
-    model, ckpt = load_checkpoint(path, device)
+    model, ckpt = load_checkpoint(path, device, use_ema)
+    if ckpt['weights'] == 'ema':
+        print(f"weights: EMA (decay {ckpt['config'].get('ema_decay')}) of {path}; --use_ema=False for the raw weights",
+              file=sys.stderr)
+    else:
+        print(f"weights: raw of {path}" + (" (it holds an EMA: --use_ema=True uses it)" if ckpt.get('ema') else
+                                          " (it holds no EMA)"), file=sys.stderr)
     cfg = ckpt['config']
     data_dir = data_dir or cfg.get('data_dir') or os.path.join('data', cfg['dataset'])
     ckpt['own_data'] = check_data(ckpt, data_dir, allow_other_data, path)

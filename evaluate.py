@@ -32,6 +32,9 @@ of block_size, one t per window stratified over the split, uniform log-linear ma
 gen_samples unconditional samples (gen_steps steps, ddpm_cache, float64) under that gpt, always with the
 samples' unigram entropy: gen_ppl, gen_unigram_entropy (nats; a low entropy means repetitive samples),
 and data_window_unigram_entropy, the same measure on real windows of the same length.
+--gen_ppl_judge=DIR scores them instead with a local Hugging Face causal LM (MDLM's judge is gpt2-large; the
+samples are decoded and re-tokenized with its tokenizer; `transformers` is imported only then); the judge is
+printed beside the number (gen_judge_hf 1 in eval.json).
 
 A causal checkpoint (gpt or backpack) of the EN-FR data (meta.json dataset 'europarl', prepare/europarl.py)
 also gets per-language perplexity / bits per byte ({split}_en_ppl, {split}_fr_bpb), translation of the
@@ -70,6 +73,7 @@ out_dir = ''
 ckpt_name = 'ckpt.pt'
 data_dir = ''                 # default: the checkpoint's training data
 allow_other_data = False      # True: evaluate on data_dir although it is not the run's data (same tokenizer only)
+use_ema = True                # the checkpoint's EMA weights when it has them (train.py ema_decay > 0); False: the raw weights
 split = 'all'                 # val | test | all (every held-out split present)
 max_tokens = 0                # 0 = the whole split
 batch_size = 32
@@ -86,6 +90,7 @@ subset_size = 500             # the 'subset' eval set: this many val fragments, 
 # mdlm checkpoints
 nelbo_samples = 2             # (t, mask) draws per window for the NELBO
 gen_ppl_ckpt = ''             # a gpt checkpoint trained on the same data: generative perplexity of samples
+gen_ppl_judge = ''            # a local Hugging Face causal LM directory (e.g. gpt2-large) as the judge instead (transformers)
 gen_samples = 8               # unconditional samples scored for gen_ppl
 gen_steps = 128               # their denoising steps
 # EN-FR checkpoints (data of prepare/europarl.py; gpt and backpack)
@@ -172,11 +177,11 @@ def evaluate_split(model, ckpt, data_dir, split_name, device, max_tokens=0, batc
 
 
 def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=0, batch_size=32, seed=42, device='cpu',
-             n_spans=100, beam=20, max_gap_len=10, subset_size=500, allow_other_data=False):
-    model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir, allow_other_data)
+             n_spans=100, beam=20, max_gap_len=10, subset_size=500, allow_other_data=False, use_ema=True):
+    model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir, allow_other_data, use_ema)
     names = [s for s in ('val', 'test') if os.path.exists(os.path.join(data_dir, f'{s}.bin'))] if split == 'all' else [split]
     res = {'iter': ckpt['iter_num'], 'params': model.num_params(), 'params_non_embedding': model.num_params(True),
-           'best_val_loss': ckpt['best_val_loss']}
+           'best_val_loss': ckpt['best_val_loss'], 'ema_weights': int(ckpt['weights'] == 'ema')}
     for s in names:
         if ckpt['model_args']['arch'] == 'mdlm':  # the plain NELBO, whatever the training options
             res.update(evaluate_mdlm_split(model, ckpt, data_dir, s, device, max_tokens, batch_size, seed, nelbo_samples))
@@ -184,8 +189,9 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=
             res.update(evaluate_split(model, ckpt, data_dir, s, device, max_tokens, batch_size, seed))
     if ckpt['model_args']['arch'] == 'mdlm':
         res.update(unigram_stats(data_dir, names))
-        if gen_ppl_ckpt:
-            res.update(generative_ppl(model, gen_ppl_ckpt, data_dir, gen_samples, gen_steps, seed, device))
+        if gen_ppl_ckpt or gen_ppl_judge:
+            res.update(generative_ppl(model, gen_ppl_ckpt, data_dir, gen_samples, gen_steps, seed, device,
+                                      judge=gen_ppl_judge))
     evals_logged = [r for r in read_metrics(os.path.join(out_dir, 'metrics.jsonl')) if r.get('kind') == 'eval' and r.get('train_val_gap') is not None]
     if evals_logged:  # the held-out side of any memorisation / grokking claim, from training's own evaluations
         res['train_val_gap_last'] = evals_logged[-1]['train_val_gap']
@@ -326,4 +332,4 @@ if __name__ == '__main__':
         if not out_dir:
             die("give --out_dir=DIR (a training run) or --compare=DIR1,DIR2")
         res = run_eval(out_dir, ckpt_name, data_dir, split, max_tokens, batch_size, seed, device, n_spans, beam,
-                       max_gap_len, subset_size, allow_other_data)
+                       max_gap_len, subset_size, allow_other_data, use_ema)

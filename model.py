@@ -760,37 +760,52 @@ def mdlm_sample(model, z, steps=128, cache=True, generator=None, t_end=1e-5):
     from t to s a masked position becomes token v with probability p(v | z_t) (move_t - move_s) / move_t
     and stays masked with move_s / move_t, move(t) = (1 - eps) t; then one final argmax fills any mask
     left (MDLM noise_removal). All in float64.
-    cache=True is ddpm_cache: when no token changed in a step, the network output is reused (valid
-    because the net is time-agnostic; the whole batch is recomputed when any row changed, so the random
-    draws and the results are exactly those of ddpm). Returns (tokens, stats dict)."""
+    cache=True is ddpm_cache, per sequence: the network output of a row is reused while none of its
+    tokens changed (valid because the net is time-agnostic and a row's output depends only on that row);
+    each step runs the network only on the rows that changed (gathered, then scattered back). The random
+    draws are made for the whole batch every step, so each row sees the same noise whichever rows are
+    recomputed, and the samples are those of ddpm for a seed. Returns (tokens, stats): network_calls
+    (batched forward passes), row_calls (sequences run through the network, summed over the calls),
+    calls_saved (steps with no forward pass), rows_saved (row outputs reused)."""
     if cache and model.cfg.time_cond:
         cache = False  # the output depends on t: nothing to reuse
     mask_id = model.mask_id
     z = z.clone()
+    B = z.shape[0]
     ts = torch.linspace(1.0, t_end, steps + 1, dtype=torch.float64)
-    calls, saved, p_x0 = 0, 0, None
+    calls, saved, row_calls, rows_saved = 0, 0, 0, 0
+    p_x0 = None
+    stale = torch.ones(B, dtype=torch.bool, device=z.device)  # rows whose cached output is out of date
     for i in range(steps):
         t, s = ts[i].item(), ts[i + 1].item()
-        if p_x0 is None or not cache:
-            sigma = torch.full((z.shape[0],), -math.log1p(-mdlm_mask_rate(t)), device=z.device)
-            p_x0 = torch.softmax(model.denoise(z, sigma=sigma).double(), dim=-1)
+        rows = torch.arange(B, device=z.device) if (p_x0 is None or not cache) else stale.nonzero()[:, 0]
+        if len(rows):
+            sigma = torch.full((len(rows),), -math.log1p(-mdlm_mask_rate(t)), device=z.device)
+            out = torch.softmax(model.denoise(z[rows], sigma=sigma).double(), dim=-1)
+            if p_x0 is None or len(rows) == B:
+                p_x0 = out
+            else:
+                p_x0[rows] = out
             calls += 1
+            row_calls += len(rows)
         else:
             saved += 1
+        rows_saved += B - len(rows)
         move_t, move_s = mdlm_mask_rate(t), mdlm_mask_rate(s)
         q = p_x0 * (move_t - move_s) / move_t
         q[..., mask_id] = move_s / move_t
-        new = _sample_categorical(q, generator)
+        new = _sample_categorical(q, generator)  # the whole batch's draws, every step
         z_new = torch.where(z == mask_id, new, z)
-        if not torch.equal(z_new, z):
-            p_x0 = None if cache else p_x0
+        stale = (z_new != z).any(dim=1)
         z = z_new
     left = z == mask_id
-    if left.any():
-        sigma = torch.full((z.shape[0],), -math.log1p(-mdlm_mask_rate(t_end)), device=z.device)
-        z = torch.where(left, model.denoise(z, sigma=sigma).argmax(-1), z)
+    rows = left.any(dim=1).nonzero()[:, 0]
+    if len(rows):  # the same rows in ddpm and ddpm_cache: the rows with a mask left
+        sigma = torch.full((len(rows),), -math.log1p(-mdlm_mask_rate(t_end)), device=z.device)
+        z[rows] = torch.where(left[rows], model.denoise(z[rows], sigma=sigma).argmax(-1), z[rows])
         calls += 1
-    return z, {'network_calls': calls, 'calls_saved': saved}
+        row_calls += len(rows)
+    return z, {'network_calls': calls, 'calls_saved': saved, 'row_calls': row_calls, 'rows_saved': rows_saved}
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ Samples from a trained checkpoint.
     python sample.py --out_dir=out-wiki-mdlm-cpu --text="The river [MASK*12] in northern France."
 
 An mdlm checkpoint (masked diffusion) samples with model.mdlm_sample: `ddpm` (ancestral) or `ddpm_cache`
-(the network output is reused while no token changes), --steps steps, float64 Gumbel sampling;
+(per sequence: the network runs only on the rows whose tokens changed), --steps steps, float64 Gumbel sampling;
 --length beyond the context is generated semi-autoregressively (--stride new tokens per block); --text
 with [MASK] (or [MASK*n] for n of them) is infilled: its known tokens stay fixed.
 
@@ -55,6 +55,7 @@ out_dir = 'out'
 ckpt_name = 'ckpt.pt'
 data_dir = ''                 # default: the data directory the checkpoint was trained on
 allow_other_data = False      # True: use data_dir although it is not the run's data (same tokenizer only)
+use_ema = True                # the checkpoint's EMA weights when it has them (train.py ema_decay > 0); False: the raw weights
 start = '\n'                  # causal prompt, or FILE:path
 num_samples = 3
 max_new_tokens = 500
@@ -103,7 +104,7 @@ def check_options():
 
 check_options()
 torch.manual_seed(seed)
-model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir, allow_other_data)
+model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir, allow_other_data, use_ema)
 tok = load_tokenizer(data_dir)
 arch = ckpt['model_args']['arch']
 
@@ -321,9 +322,10 @@ def sample_mdlm():
             parts.append(f'[[{piece}]]' if filled[k] else piece)
             k = j
         samples.append(''.join(parts))
-    calls = st['network_calls'] + st['calls_saved']
+    rows = st['row_calls'] + st['rows_saved']
     stats = {'sampler': sampler, 'steps': steps, 'tokens_per_s': new / max(dt, 1e-9), 'seconds': dt,
-             'network_calls': st['network_calls'], 'calls_saved': st['calls_saved']}
+             'network_calls': st['network_calls'], 'calls_saved': st['calls_saved'], 'row_calls': st['row_calls'],
+             'rows_saved': st['rows_saved']}
     if json_output:
         print(_json.dumps({'text': text, 'samples': samples, **stats}, ensure_ascii=False))
         return
@@ -331,8 +333,8 @@ def sample_mdlm():
         print(s)
         print('---------------')
     print(f"{sampler}, {steps} steps: {new} tokens in {dt:.2f}s = {stats['tokens_per_s']:,.1f} tokens/s; "
-          f"{st['network_calls']} network calls, {st['calls_saved']} saved by the cache "
-          f"({100 * st['calls_saved'] / max(calls, 1):.0f}%)")
+          f"{st['network_calls']} batched network calls running {st['row_calls']} sequences; the per-sequence cache "
+          f"reused {st['rows_saved']} ({100 * st['rows_saved'] / max(rows, 1):.0f}%)")
 
 
 

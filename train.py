@@ -118,6 +118,7 @@ dtype = 'auto'                  # auto | float32 | bfloat16 | float16
 compile = False
 num_threads = 0                 # CPU threads per process; 0 = torch default (divided among DDP processes)
 max_nonfinite = 5               # abort after this many non-finite steps in a row
+ema_decay = 0.0                 # > 0: keep an exponential moving average of the weights (float32), saved as ckpt['ema']
 # benchmark mode (bench.py): time real training steps, no evaluation, no checkpoints
 bench_iters = 0                 # > 0: run bench_warmup steps, then time bench_iters steps -> out_dir/bench.json
 bench_warmup = 5
@@ -147,6 +148,8 @@ def check_options():
             die(f"{k} must be at least 1, got {globals()[k]}")
     if max_iters < 1 and not eval_only:
         die(f"max_iters={max_iters}: nothing to train; set max_iters >= 1 (or eval_only=True to evaluate only)")
+    if not 0 <= ema_decay < 1:
+        die(f"ema_decay must be in [0, 1) (0 = no EMA; MDLM uses 0.9999), got {ema_decay}")
     for k in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters'):
         if globals()[k] < 0:
             die(f"{k} must not be negative, got {globals()[k]}")
@@ -367,7 +370,19 @@ if ckpt is not None:
         torch.cuda.set_rng_state_all([s.cpu() for s in rng['cuda']])
     random.setstate(rng['python'])
     np.random.set_state((rng['numpy'][0], rng['numpy'][1].numpy().astype(np.uint32), *rng['numpy'][2:]))
-    ckpt = None  # free memory
+# EMA of the weights (Polyak averaging, as MDLM's 0.9999): float32 copies of the parameters beside the model
+ema_names = [n for n, p in model.named_parameters() if p.requires_grad] if ema_decay > 0 else []
+ema_params = [p for n, p in model.named_parameters() if p.requires_grad] if ema_decay > 0 else []
+ema = []
+if ema_decay > 0:
+    saved = (ckpt or {}).get('ema')
+    if saved is not None and set(saved) == set(ema_names):
+        ema = [saved[n].to(device=device, dtype=torch.float32).clone() for n in ema_names]
+    else:
+        if ckpt is not None and master:
+            print(f"ema_decay={ema_decay}: {out / 'last.pt'} has no EMA of these weights; the EMA starts from the resumed weights")
+        ema = [p.detach().to(torch.float32).clone() for p in ema_params]
+ckpt = None  # free memory
 
 raw_model = model
 graph_breaks = None
@@ -452,6 +467,8 @@ def save_checkpoint(name):
              'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
              'data_position': data_position, 'nonfinite_total': nonfinite_total, 'rng': states,
              'data_fingerprint': fingerprint}
+    if ema:
+        state['ema'] = dict(zip(ema_names, ema))
     save_atomic(state, out / name)
 
 
@@ -632,6 +649,9 @@ while True:
     grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
     if torch.isfinite(grad_norm):  # one host sync per step: a non-finite loss gives non-finite gradients
         scaler.step(optimizer)
+        if ema:  # after a step that was taken: ema = d * ema + (1 - d) * param
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, [p.detach().to(torch.float32) for p in ema_params], 1.0 - ema_decay)
         nonfinite_run = 0
     else:
         nonfinite_run += 1

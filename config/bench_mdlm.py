@@ -12,3 +12,4 @@ dropout = 0.0
 batch_size = 8
 gradient_accumulation_steps = 1
 compile = True
+ema_decay = 0.9999              # as the production run: the EMA update is part of the timed step

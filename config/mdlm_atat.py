@@ -31,6 +31,7 @@ warmup_iters = 2500             # MDLM's warm-up length
 weight_decay = 0.0              # MDLM: AdamW, wd 0, betas (0.9, 0.999)
 beta2 = 0.999
 grad_clip = 1.0
+ema_decay = 0.9999              # MDLM: EMA of the weights, used by evaluate.py / sample.py
 dtype = 'bfloat16'
 eval_interval = 5000
 eval_iters = 60                 # 60 x 4 x 1024 = 246k val tokens, stratified t over the 240 sequences

@@ -32,6 +32,7 @@ warmup_iters = 50
 weight_decay = 0.0
 beta2 = 0.99
 grad_clip = 1.0
+ema_decay = 0.0                 # no EMA: 0.9999 averages over ~10k steps, more than this run has; the README numbers are of the raw weights
 dtype = 'float32'
 eval_interval = 250
 eval_iters = 8

@@ -54,21 +54,38 @@ def evaluate_mdlm_split(model, ckpt, data_dir, split_name, device, max_tokens=0,
 
 
 @torch.no_grad()
-def generative_ppl(model, gpt_path, data_dir, n_samples=8, steps=128, seed=42, device='cpu', batch_size=8):
-    """Generative perplexity of unconditional MDLM samples (ddpm_cache, float64) under a causal gpt trained
-    on the same data (MDLM diffusion.py L514-573, with this data's tokenizer instead of gpt2-large): each
-    sample is scored after the document separator, exp(mean -log p). Always with the samples' unigram
-    entropy (mean over samples of the entropy of their token frequencies, nats): low-temperature,
-    repetitive samples get a low gen ppl and a low entropy (Zheng et al. 2024)."""
+def generative_ppl(model, gpt_path, data_dir, n_samples=8, steps=128, seed=42, device='cpu', batch_size=8, judge=''):
+    """Generative perplexity of unconditional MDLM samples (ddpm_cache, float64), exp(mean -log p) of the
+    sampled tokens, under a judge: with judge=PATH a local Hugging Face causal LM (MDLM's gpt2-large, MDLM
+    diffusion.py L514-573): the samples are decoded to text and re-tokenized with the judge's tokenizer, each
+    scored after its end-of-text token in windows of its context; else the project's gpt at gpt_path trained
+    on the same data (same tokenizer), each sample scored after the document separator. Always with the
+    samples' unigram entropy (mean over samples of the entropy of their token frequencies, nats):
+    low-temperature, repetitive samples get a low gen ppl and a low entropy (Zheng et al. 2024)."""
     from model import mdlm_sample
-    if not os.path.exists(gpt_path):
-        die(f"{gpt_path} not found: train the causal baseline first (python train.py config/gpt_wikitext_cpu.py)")
-    gpt, gck = load_checkpoint(gpt_path, device)
-    if gck['model_args']['arch'] != 'gpt':
-        die(f"{gpt_path} is a {gck['model_args']['arch']} checkpoint; --gen_ppl_ckpt needs a gpt one")
-    if load_meta(data_dir).get('vocab_size') != gck['model_args']['vocab_size']:
-        die(f"{gpt_path} was trained with another vocabulary; train it on {data_dir}")
-    sep, T, Tg = load_meta(data_dir)['sep_id'], model.cfg.block_size, gck['model_args']['block_size']
+    if judge:
+        score = hf_judge(judge, load_tokenizer(data_dir), device)
+        judge_name = f'hf:{judge}'
+    else:
+        if not os.path.exists(gpt_path):
+            die(f"{gpt_path} not found: train the causal baseline first (python train.py config/gpt_wikitext_cpu.py)")
+        gpt, gck = load_checkpoint(gpt_path, device)
+        if gck['model_args']['arch'] != 'gpt':
+            die(f"{gpt_path} is a {gck['model_args']['arch']} checkpoint; --gen_ppl_ckpt needs a gpt one")
+        if load_meta(data_dir).get('vocab_size') != gck['model_args']['vocab_size']:
+            die(f"{gpt_path} was trained with another vocabulary; train it on {data_dir}")
+        sep, Tg = load_meta(data_dir)['sep_id'], gck['model_args']['block_size']
+        judge_name = f'gpt:{gpt_path}'
+
+        def score(x):
+            seq = torch.cat([torch.full((x.shape[0], 1), sep, dtype=torch.long, device=device), x], dim=1)
+            nll = 0.0
+            for c in range(0, x.shape[1], Tg):  # windows of the gpt's context, each with the tokens before it as targets
+                inp, tgt = seq[:, c:c + Tg], seq[:, c + 1:c + Tg + 1]
+                logits, _ = gpt(inp[:, :tgt.shape[1]], all_logits=True)
+                nll -= torch.log_softmax(logits.double(), -1).gather(-1, tgt[..., None])[..., 0].sum().item()
+            return nll, x.numel()
+    T = model.cfg.block_size
     g = torch.Generator().manual_seed(seed)
     nll = count = 0.0
     ents, saved, calls = [], 0, 0
@@ -76,13 +93,9 @@ def generative_ppl(model, gpt_path, data_dir, n_samples=8, steps=128, seed=42, d
         nb = min(batch_size, n_samples - b0)
         z = torch.full((nb, T), model.mask_id, dtype=torch.long, device=device)
         x, st = mdlm_sample(model, z, steps, True, g)
-        saved, calls = saved + st['calls_saved'], calls + st['network_calls']
-        seq = torch.cat([torch.full((nb, 1), sep, dtype=torch.long, device=device), x], dim=1)
-        for c in range(0, T, Tg):  # windows of the gpt's context, each with the tokens before it as targets
-            inp, tgt = seq[:, c:c + Tg], seq[:, c + 1:c + Tg + 1]
-            logits, _ = gpt(inp[:, :tgt.shape[1]], all_logits=True)
-            lp = torch.log_softmax(logits.double(), -1).gather(-1, tgt[..., None])[..., 0]
-            nll, count = nll - lp.sum().item(), count + tgt.numel()
+        saved, calls = saved + st['rows_saved'], calls + st['row_calls']
+        a, b = score(x)
+        nll, count = nll + a, count + b
         for row in x.tolist():
             _, cnt = np.unique(row, return_counts=True)
             p = cnt / cnt.sum()
@@ -93,6 +106,38 @@ def generative_ppl(model, gpt_path, data_dir, n_samples=8, steps=128, seed=42, d
     for s0 in range(0, len(real) - T + 1, T):
         _, cnt = np.unique(real[s0:s0 + T], return_counts=True)
         ref.append(float(-(cnt / cnt.sum() * np.log(cnt / cnt.sum())).sum()))
-    return {'gen_ppl': math.exp(nll / count), 'gen_unigram_entropy': float(np.mean(ents)),
+    ppl = math.exp(nll / count)
+    print(f"gen_ppl {ppl:.2f} (judge: {judge_name}; {n_samples} samples, {steps} steps)")
+    return {'gen_ppl': ppl, 'gen_unigram_entropy': float(np.mean(ents)),
             'data_window_unigram_entropy': float(np.mean(ref)), 'gen_samples': n_samples,
-            'gen_steps': steps, 'gen_calls_saved': saved}
+            'gen_steps': steps, 'gen_row_calls': calls, 'gen_rows_saved': saved,
+            'gen_judge_hf': int(bool(judge))}
+
+
+def hf_judge(path, tok, device):
+    """score(x) -> (nll, tokens) of MDLM samples x under a local Hugging Face causal LM at `path` (e.g. a
+    downloaded gpt2-large): decode with the data's tokenizer, re-tokenize with the judge's, prefix its
+    end-of-text token, score in windows of its context. transformers is imported only here."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        die("--gen_ppl_judge needs the `transformers` package, which is not installed (pip install transformers); "
+            "or score with the project's gpt: --gen_ppl_ckpt=out-.../ckpt.pt")
+    if not os.path.isdir(path):
+        die(f"--gen_ppl_judge={path} is not a directory: give a local Hugging Face checkpoint (config.json, weights, tokenizer)")
+    jtok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    judge = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device).eval()
+    n_ctx = getattr(judge.config, 'n_positions', None) or getattr(judge.config, 'max_position_embeddings', 1024)
+    bos = jtok.bos_token_id if jtok.bos_token_id is not None else jtok.eos_token_id
+
+    def score(x):
+        nll, count = 0.0, 0
+        for row in x.tolist():
+            ids = [bos] + jtok.encode(tok.decode(row))
+            for c in range(0, len(ids) - 1, n_ctx - 1):
+                inp = torch.tensor([ids[c:c + n_ctx]], device=device)
+                logits = judge(inp).logits.double()
+                lp = torch.log_softmax(logits[0, :-1], -1).gather(-1, inp[0, 1:, None])[:, 0]
+                nll, count = nll - lp.sum().item(), count + lp.numel()
+        return nll, count
+    return score

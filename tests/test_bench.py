@@ -45,9 +45,15 @@ def test_bench_sample_rows(char_data, tmp_path):
     cfg = tmp_path / 'm.py'
     cfg.write_text(f"arch = 'mdlm'\ndata_dir = '{char_data}'\nn_layer = 1\nn_head = 2\nn_embd = 32\n"
                    "block_size = 16\ndevice = 'cpu'\n")
-    opts = {'sample_steps': 40, 'sample_tokens': 5}
-    ddpm, cache = bench.sample_one([str(cfg)], opts)
-    assert ddpm['network_calls'] >= 40 and cache['network_calls'] <= ddpm['network_calls']
-    assert cache['speedup'] == pytest.approx(ddpm['seconds'] / cache['seconds'])
+    opts = {'sample_steps': 40, 'sample_tokens': 5, 'sample_batches': '1,8'}
+    rows = bench.sample_one([str(cfg)], opts)
+    assert [(r['sampler'].split()[0], r['batch']) for r in rows] == [('ddpm', 1), ('ddpm_cache', 1), ('ddpm', 8),
+                                                                      ('ddpm_cache', 8)]
+    for ddpm, cache in (rows[:2], rows[2:]):
+        assert ddpm['network_calls'] >= 40 and cache['network_calls'] <= ddpm['network_calls']
+        assert ddpm['row_calls'] >= 40 * ddpm['batch'] and cache['row_calls'] <= ddpm['row_calls']
+        assert cache['speedup'] == pytest.approx(ddpm['seconds'] / cache['seconds'])
+        assert cache['same_samples'] is True
+    assert 'row calls' in bench.sample_table(rows)
     (row,) = bench.sample_one([str(cfg), '--arch=gpt'], opts)
     assert row['tokens_per_s'] > 0 and 'generate 5 tokens' in row['sampler']
