@@ -34,3 +34,4 @@ eval_interval = 400
 eval_iters = 20
 log_interval = 20
 device = 'cpu'
+artifact_layers = '0,1,2'       # --save_artifacts=True: every layer of this 2-layer model (0 = embedding output)
