@@ -81,7 +81,8 @@ def run_one(config_args, opts):
 def sample_one(config_args, opts):
     """Sampling throughput (--sample) of one config; returns one row per sampler."""
     import torch
-    from model import ModelConfig, build_model, mdlm_sample
+    from model import build_model, ModelConfig
+    from sampling import mdlm_sample
     keys = {}
     for a in config_args:
         if a.startswith('--'):
@@ -97,7 +98,7 @@ def sample_one(config_args, opts):
     device = keys.get('device', 'auto')
     device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
     if not keys.get('vocab_size'):
-        from prepare.common import load_meta
+        from corpus import load_meta
         keys['vocab_size'] = load_meta(keys.get('data_dir') or os.path.join('data', keys['dataset']))['vocab_size']
     if keys.get('arch') == 'mdlm':
         keys['vocab_size'] += 1  # the added [MASK]

@@ -1,5 +1,6 @@
 """
-Training runs on disk: loading checkpoints safely, the run directory's lock, atomic writes, metrics.jsonl,
+Training runs on disk: loading checkpoints safely, pretrained weights (--init_from=PATH, with the
+Hugging Face backpack-gpt2 key map), the run directory's lock, atomic writes, metrics.jsonl,
 and the fingerprint that ties a checkpoint to the dataset it was trained on.
 
     model, ckpt = load_checkpoint('out-akkadian/ckpt.pt')
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from model import ModelConfig, build_model
-from prepare.common import die, load_meta
+from corpus import die, load_meta
+from model import Backpack, build_model, ModelConfig
 
 CHECKPOINT_KEYS = ('model', 'model_args', 'config')
 # meta.json keys that say what a token id means; the rest (counts, source, licence) describe the data
@@ -220,3 +221,94 @@ def read_metrics(path, warn=True):
                 continue
             die(f"{path}: line {i + 1} is not JSON; repair or delete that line")
     return rows
+
+
+# ----------------------------------------------------------------------------- pretrained weights (--init_from=PATH)
+# Backpack: the Hugging Face stanfordnlp/backpack-gpt2 layout <-> ours.
+
+def hf_backpack_key_map(n_layer):
+    """{HF stanfordnlp/backpack-gpt2 key: (our key, transpose?)}; Conv1D weights are stored (in, out)."""
+    m = {'backpack.gpt2_model.wte.weight': ('trunk.wte.weight', False),
+         'backpack.gpt2_model.wpe.weight': ('trunk.wpe.weight', False),
+         'backpack.gpt2_model.ln_f.weight': ('trunk.norm.weight', False),
+         'backpack.gpt2_model.ln_f.bias': ('trunk.norm.bias', False),
+         'backpack.sense_weight_net.c_attn.weight': ('sense_weights.weight', False),   # an nn.Linear in HF
+         'backpack.sense_weight_net.c_attn.bias': ('sense_weights.bias', False)}
+    for i in range(n_layer):
+        a, b = f'backpack.gpt2_model.h.{i}.', f'trunk.blocks.{i}.'
+        for hf, ours in (('ln_1', 'norm1'), ('ln_2', 'norm2')):
+            m[a + hf + '.weight'], m[a + hf + '.bias'] = (b + ours + '.weight', False), (b + ours + '.bias', False)
+        for hf, ours in (('attn.c_attn', 'attn.qkv'), ('attn.c_proj', 'attn.proj'), ('mlp.c_fc', 'mlp.fc'),
+                         ('mlp.c_proj', 'mlp.proj')):
+            m[a + hf + '.weight'], m[a + hf + '.bias'] = (b + ours + '.weight', True), (b + ours + '.bias', False)
+    s = 'backpack.sense_network.'
+    for hf, ours in (('ln', 'ln0'), ('block.ln_1', 'ln1'), ('block.ln_2', 'ln2')):
+        m[s + hf + '.weight'], m[s + hf + '.bias'] = (f'sense_net.{ours}.weight', False), (f'sense_net.{ours}.bias', False)
+    for hf, ours in (('block.mlp.c_fc', 'fc1'), ('block.mlp.c_proj', 'proj1'), ('final_mlp.c_fc', 'fc2'),
+                     ('final_mlp.c_proj', 'proj2')):
+        m[s + hf + '.weight'], m[s + hf + '.bias'] = (f'sense_net.{ours}.weight', True), (f'sense_net.{ours}.bias', False)
+    return m
+
+
+HF_BACKPACK_IGNORED = ('backpack.word_embeddings.weight', 'backpack.position_embeddings.weight', 'lm_head.weight')
+
+
+def backpack_from_hf(state, n_layer=None):
+    """Map a stanfordnlp/backpack-gpt2 state dict (HF layout) to ours. The aliases of the tied
+    embeddings (word_embeddings, position_embeddings, lm_head) must equal wte/wpe; the attention
+    buffers (attn.bias, attn.masked_bias) are skipped. Raises ValueError on missing or unknown keys."""
+    if n_layer is None:
+        n_layer = 1 + max(int(k.split('.')[3]) for k in state if k.startswith('backpack.gpt2_model.h.'))
+    m = hf_backpack_key_map(n_layer)
+    missing = sorted(set(m) - set(state))
+    if missing:
+        raise ValueError(f"{len(missing)} keys of the backpack-gpt2 layout are missing, e.g. {missing[:3]}")
+    unknown = sorted(k for k in state if k not in m and k not in HF_BACKPACK_IGNORED
+                     and not k.endswith(('.attn.bias', '.attn.masked_bias')))
+    if unknown:
+        raise ValueError(f"{len(unknown)} unknown keys, e.g. {unknown[:3]}: not a backpack-gpt2 state dict")
+    out = {ours: (state[hf].t() if tr else state[hf]).contiguous() for hf, (ours, tr) in m.items()}
+    for alias, ours in (('backpack.word_embeddings.weight', 'trunk.wte.weight'), ('lm_head.weight', 'trunk.wte.weight'),
+                        ('backpack.position_embeddings.weight', 'trunk.wpe.weight')):
+        if alias in state and not torch.equal(state[alias], out[ours]):
+            raise ValueError(f"{alias} differs from the embedding it should be tied to")
+    return out
+
+
+def backpack_to_hf(state, n_layer):
+    """Inverse of backpack_from_hf (our state dict -> the HF layout, tied aliases included)."""
+    m = hf_backpack_key_map(n_layer)
+    out = {hf: (state[ours].t() if tr else state[ours]).contiguous() for hf, (ours, tr) in m.items()}
+    out['backpack.word_embeddings.weight'] = out['lm_head.weight'] = out['backpack.gpt2_model.wte.weight']
+    out['backpack.position_embeddings.weight'] = out['backpack.gpt2_model.wpe.weight']
+    return out
+
+
+def backpack_config_from_hf(state):
+    """ModelConfig keys implied by the shapes of a backpack-gpt2 state dict (n_head is not in the shapes)."""
+    V, d = state['backpack.gpt2_model.wte.weight'].shape
+    n_layer = 1 + max(int(k.split('.')[3]) for k in state if k.startswith('backpack.gpt2_model.h.'))
+    kd = state['backpack.sense_network.final_mlp.c_proj.weight'].shape[1]
+    return {'arch': 'backpack', 'vocab_size': V, 'n_embd': d, 'n_layer': n_layer, 'n_senses': kd // d,
+            'block_size': state['backpack.gpt2_model.wpe.weight'].shape[0]}
+
+
+def load_pretrained(model, state, path='the state dict'):
+    """--init_from=PATH: a local torch state dict (loaded with weights_only by the caller), either ours or the
+    backpack-gpt2 layout (mapped); the shapes must match the model's config. Raises ValueError otherwise."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    if isinstance(state, dict) and 'model' in state and isinstance(state['model'], dict):
+        state = state['model']   # one of our checkpoints
+    state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in state.items()}
+    if any(k.startswith('backpack.') for k in state):
+        if not isinstance(model, Backpack):
+            raise ValueError(f"{path} holds backpack-gpt2 weights: use arch='backpack'")
+        state = backpack_from_hf(state, model.cfg.n_layer)
+    own = model.state_dict()
+    bad = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if bad:
+        raise ValueError(f"shape mismatch for {bad[0]}: {tuple(state[bad[0]].shape)} in {path} vs "
+                         f"{tuple(own[bad[0]].shape)} in the model (set n_embd/n_layer/n_senses/vocab_size/block_size to match)")
+    model.load_state_dict(state)
+    return model

@@ -58,15 +58,16 @@ import os
 import numpy as np
 import torch
 
+from checkpoint import load_run, read_metrics, torch_load, write_text_atomic
 from configurator import configure
+from corpus import die, load_meta, load_tokenizer
 from evals.akkadian import akkadian_metrics
 from evals.atlas import literature_metrics, memory_table
 from evals.europarl import europarl_metrics
 from evals.mdlm import evaluate_mdlm_split, generative_ppl, unigram_stats
 from evals.turkish import load_turkmorfbench, turkmorfbench
-from checkpoint import load_run, read_metrics, torch_load, write_text_atomic
-from model import mlm_mask, objective
-from prepare.common import die, load_meta, load_tokenizer, maskable_positions
+from model import objective
+from objectives import mlm_batch
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = ''
@@ -139,8 +140,6 @@ def evaluate_split(model, ckpt, data_dir, split_name, device, max_tokens=0, batc
     tchars = torch.tensor(token_chars(data_dir), dtype=torch.float64)
     nchars = 0.0
     obj = objective(ckpt['model_args']['arch'])
-    special = meta.get('special_ids') or {}
-    n_lead = len(special) if sorted(special.values()) == list(range(len(special))) else 0
     sep = meta.get('sep_id')
     doc_mask = ckpt['model_args'].get('doc_mask', False)
     starts = windows(data, T, max_tokens)
@@ -154,8 +153,7 @@ def evaluate_split(model, ckpt, data_dir, split_name, device, max_tokens=0, batc
             if flags is not None:
                 batch['flags'] = torch.from_numpy(np.stack([np.asarray(flags[s:s + T], dtype=np.int64)
                                                             for s in starts[b0:b0 + batch_size]]))
-            x, y = mlm_mask(x.numpy(), rng, cfg.get('mask_rate', 0.15), special['[MASK]'], meta['vocab_size'],
-                            maskable_positions(batch, meta), rand_low=n_lead)
+            x, y = mlm_batch(batch, rng, meta, cfg.get('mask_rate', 0.15))
         doc = torch.from_numpy(np.cumsum(chunk[:, :-1] == sep, axis=1)) if (doc_mask and sep is not None) else None
         x, y = x.to(device), y.to(device)
         logits, _ = model(x, y, doc.to(device) if doc is not None else None)

@@ -55,7 +55,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -64,12 +63,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from checkpoint import check_data, load_checkpoint, save_atomic, torch_load, write_text_atomic
+from checkpoint import check_data, load_checkpoint, torch_load
 from configurator import configure
+from corpus import die, documents, fixed_subset, load_meta
 from model import objective
-from prepare.common import die, documents, fixed_subset, load_meta
 from probes import probe_scores
-from sae import SAE_KINDS, density, dead_dense, encode_all, fvu, pca_fvu, sae_metrics, train_sae
+from sae import dead_dense, density, encode_all, fvu, pca_fvu, SAE_KINDS, sae_metrics, train_sae
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = ''

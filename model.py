@@ -5,8 +5,8 @@ Every architecture of the toolkit, in one file. `ModelConfig.arch` picks the cla
     encoder  bidirectional RoPE encoder, the Aeneas torso (Assael et al., Nature 2025):
              pre-norm RMSNorm, no biases, GeGLU, head size d_kv free of d_model, and a 2-layer MLP
              restoration head tied to the embedding
-    mdlm     masked diffusion LM (Sahoo et al. 2024) on a DiT backbone with adaLN-zero, its samplers and
-             the importance-aware masking options
+    mdlm     masked diffusion LM (Sahoo et al. 2024) on a DiT backbone with adaLN-zero, with the
+             importance-aware masking options (its samplers are in sampling.py)
     backpack Backpack LM (Hewitt et al. 2023): sense vectors + k-head contextualisation
     atlas    causal LM with Atlas long-term memory (Behrouz et al. 2025) beside sliding-window attention
     attention='agglutinative' (gpt, backpack): morphology-aware attention biases
@@ -15,16 +15,18 @@ The shared blocks (norms, rotary embedding, attention through F.scaled_dot_produ
 causal / bidirectional / document / sliding-window masks, GELU / GeGLU / SwiGLU MLPs, the
 transformer trunk) are written once below; an architecture composes them.
 
-Objectives follow the arch: `objective(arch)` says which (causal next token, masked LM); the
-masked-LM corruption (BERT 80/10/10) lives here too so train.py, evaluate.py and bench.py share it.
+Objectives follow the arch: `objective(arch)` says which (causal next token, masked LM, masked diffusion);
+the data corruption of each objective is in objectives.py. The file reads top to bottom: the config, the
+shared blocks, then one section per architecture, and the MODELS registry at the end.
 """
 import math
 from dataclasses import asdict, dataclass, fields
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from objectives import adaptive_mask_probs, curriculum_direction, mdlm_mask_rate
 
 
 @dataclass
@@ -538,60 +540,6 @@ class Encoder(LM):
 # positions carry over (contribute exactly zero). The backbone is a DiT: the shared Attention (RoPE,
 # bidirectional) and MLP, each wrapped in adaLN-zero modulation from a timestep embedding.
 
-MDLM_EPS = 1e-3        # alpha_t = 1 - (1 - eps) t  (noise_schedule.py LogLinearNoise)
-MDLM_T_MIN = 1e-3      # t ~ U[1e-3, 1]  (MDLM training.sampling_eps)
-
-
-def mdlm_mask_rate(t):
-    """1 - alpha_t of the log-linear schedule (MDLM eq. 4 with sigma(t) = -log(1 - (1-eps) t))."""
-    return (1 - MDLM_EPS) * t
-
-
-def diffusion_noise(rng, batch_size, block_size, stratum, n_strata):
-    """Noise of one micro-batch for the MDLM objective, from the batch's numpy Generator (CPU, so runs
-    are deterministic and DDP == accumulation). Low-discrepancy ('antithetic') t over the GLOBAL batch
-    (MDLM diffusion.py _sample_t; Duo stratifies over the global batch): sequence b of micro-batch
-    `stratum` owns stratum k = stratum * B + b of n_strata * B, t = ((u + k) / n) then
-    t <- (1 - 1e-3) t + 1e-3. Returns t (B,) float32 and u (B, T) float32 uniforms; a position is
-    masked when u < its mask probability."""
-    n = n_strata * batch_size
-    k = stratum * batch_size + np.arange(batch_size)
-    t = ((rng.random(batch_size) + k) / n) % 1.0
-    t = (1 - MDLM_T_MIN) * t + MDLM_T_MIN
-    u = rng.random((batch_size, block_size))
-    return torch.from_numpy(t.astype(np.float32)), torch.from_numpy(u.astype(np.float32))
-
-
-def adaptive_mask_probs(rate, score, strength, iters=60):
-    """Per-token mask probabilities biased by importance whose mean over each sequence is exactly `rate`:
-        p_i = sigmoid(c + strength * z_i),  z_i = the score standardised within the sequence,
-    with the shift c solved by bisection so that mean_i p_i = rate (sigmoid is monotone in c, and
-    c in [logit(rate) - max a, logit(rate) - min a] brackets the root). strength > 0 masks high-score
-    (hard) tokens more, < 0 easy ones; 0 gives the uniform rate. Computed in float64.
-    rate: (B,) in (0, 1); score: (B, T). Returns (B, T) float64."""
-    r = rate.double().clamp(1e-6, 1 - 1e-6)[:, None]
-    s = score.detach().double()
-    z = (s - s.mean(1, keepdim=True)) / (s.std(1, keepdim=True, unbiased=False) + 1e-6)
-    a = strength * z
-    base = torch.log(r) - torch.log1p(-r)
-    lo, hi = base - a.max(1, keepdim=True).values, base - a.min(1, keepdim=True).values
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        high = torch.sigmoid(mid + a).mean(1, keepdim=True) > r
-        hi, lo = torch.where(high, mid, hi), torch.where(high, lo, mid)
-    return torch.sigmoid(0.5 * (lo + hi) + a)
-
-
-def curriculum_direction(progress, phases='0.3,0.7'):
-    """Easy -> hard curriculum over training (fraction of max_iters): -1 (mask easy tokens more)
-    before phases[0], a linear ramp to +1 until phases[1], +1 (mask hard tokens more) after."""
-    p0, p1 = (float(v) for v in phases.split(',')) if isinstance(phases, str) else phases
-    if progress <= p0:
-        return -1.0
-    if progress >= p1:
-        return 1.0
-    return -1.0 + 2.0 * (progress - p0) / max(p1 - p0, 1e-9)
-
 
 def modulate(x, shift, scale):
     return x * (1 + scale) + shift
@@ -733,101 +681,6 @@ class MDLM(LM):
         return logits, loss
 
 
-def mdlm_per_sequence_nelbo(model, x0, t, u, doc=None):
-    """Plain NELBO terms per sequence (B,) in float64 nats: (1/t) sum over masked positions of
-    -log p(x0 | z_t), uniform log-linear masking (u < (1-eps) t), whatever the training options."""
-    masked = u.to(x0.device) < mdlm_mask_rate(t.to(x0.device).float())[:, None]
-    z = torch.where(masked, torch.full_like(x0, model.mask_id), x0)
-    sigma = -torch.log1p(-mdlm_mask_rate(t.to(x0.device).float()))
-    logits = model.denoise(z, doc, sigma)
-    nll = F.cross_entropy(logits.view(-1, logits.size(-1)), x0.reshape(-1), reduction='none').view_as(x0).double()
-    return torch.where(masked, nll / t.to(x0.device).double()[:, None], torch.zeros_like(nll)).sum(1)
-
-
-def _sample_categorical(probs, generator):
-    """Gumbel-max in float64 (32-bit Gumbel truncates low-probability tokens, lowering the effective
-    temperature: Zheng et al. 2024, arXiv 2409.02908): argmax p / E with E ~ Exp(1)."""
-    u = torch.rand(probs.shape, dtype=torch.float64, generator=generator, device='cpu').to(probs.device)
-    gumbel_norm = 1e-10 - (u + 1e-10).log()
-    return (probs / gumbel_norm).argmax(dim=-1)
-
-
-@torch.no_grad()
-def mdlm_sample(model, z, steps=128, cache=True, generator=None, t_end=1e-5):
-    """Ancestral ('ddpm') sampling of MDLM (diffusion.py _ddpm_update, L612-637) from z (B, T), where
-    [MASK] marks positions to generate and every other token is known and stays fixed (carry-over):
-    all [MASK] is unconditional generation, anything else infilling. Grid linspace(1, t_end, steps+1);
-    from t to s a masked position becomes token v with probability p(v | z_t) (move_t - move_s) / move_t
-    and stays masked with move_s / move_t, move(t) = (1 - eps) t; then one final argmax fills any mask
-    left (MDLM noise_removal). All in float64.
-    cache=True is ddpm_cache, per sequence: the network output of a row is reused while none of its
-    tokens changed (valid because the net is time-agnostic and a row's output depends only on that row);
-    each step runs the network only on the rows that changed (gathered, then scattered back). The random
-    draws are made for the whole batch every step, so each row sees the same noise whichever rows are
-    recomputed, and the samples are those of ddpm for a seed. Returns (tokens, stats): network_calls
-    (batched forward passes), row_calls (sequences run through the network, summed over the calls),
-    calls_saved (steps with no forward pass), rows_saved (row outputs reused)."""
-    if cache and model.cfg.time_cond:
-        cache = False  # the output depends on t: nothing to reuse
-    mask_id = model.mask_id
-    z = z.clone()
-    B = z.shape[0]
-    ts = torch.linspace(1.0, t_end, steps + 1, dtype=torch.float64)
-    calls, saved, row_calls, rows_saved = 0, 0, 0, 0
-    p_x0 = None
-    stale = torch.ones(B, dtype=torch.bool, device=z.device)  # rows whose cached output is out of date
-    for i in range(steps):
-        t, s = ts[i].item(), ts[i + 1].item()
-        rows = torch.arange(B, device=z.device) if (p_x0 is None or not cache) else stale.nonzero()[:, 0]
-        if len(rows):
-            sigma = torch.full((len(rows),), -math.log1p(-mdlm_mask_rate(t)), device=z.device)
-            out = torch.softmax(model.denoise(z[rows], sigma=sigma).double(), dim=-1)
-            if p_x0 is None or len(rows) == B:
-                p_x0 = out
-            else:
-                p_x0[rows] = out
-            calls += 1
-            row_calls += len(rows)
-        else:
-            saved += 1
-        rows_saved += B - len(rows)
-        move_t, move_s = mdlm_mask_rate(t), mdlm_mask_rate(s)
-        q = p_x0 * (move_t - move_s) / move_t
-        q[..., mask_id] = move_s / move_t
-        new = _sample_categorical(q, generator)  # the whole batch's draws, every step
-        z_new = torch.where(z == mask_id, new, z)
-        stale = (z_new != z).any(dim=1)
-        z = z_new
-    left = z == mask_id
-    rows = left.any(dim=1).nonzero()[:, 0]
-    if len(rows):  # the same rows in ddpm and ddpm_cache: the rows with a mask left
-        sigma = torch.full((len(rows),), -math.log1p(-mdlm_mask_rate(t_end)), device=z.device)
-        z[rows] = torch.where(left[rows], model.denoise(z[rows], sigma=sigma).argmax(-1), z[rows])
-        calls += 1
-        row_calls += len(rows)
-    return z, {'network_calls': calls, 'calls_saved': saved, 'row_calls': row_calls, 'rows_saved': rows_saved}
-
-
-@torch.no_grad()
-def mdlm_semi_ar(model, n, length, steps=128, stride=0, cache=True, generator=None, device='cpu'):
-    """Semi-autoregressive generation past the context (diffusion.py L957-997): sample one block, then
-    repeatedly keep its last block_size - stride tokens as a fixed prefix, append stride [MASK]s and
-    sample them (infilling), until `length` tokens. Returns (tokens (n, length), stats)."""
-    T = model.cfg.block_size
-    stride = stride or T // 2
-    first = min(length, T)
-    z = torch.full((n, first), model.mask_id, dtype=torch.long, device=device)
-    out, stats = mdlm_sample(model, z, steps, cache, generator)
-    while out.shape[1] < length:
-        k = min(stride, length - out.shape[1])
-        ctx = out[:, -(T - k):]
-        z = torch.cat([ctx, torch.full((n, k), model.mask_id, dtype=torch.long, device=device)], dim=1)
-        filled, st = mdlm_sample(model, z, steps, cache, generator)
-        out = torch.cat([out, filled[:, -k:]], dim=1)
-        stats = {key: stats[key] + st[key] for key in stats}
-    return out, stats
-
-
 # ----------------------------------------------------------------------------- backpack: sense vectors + contextualisation
 # Backpack language models (Hewitt, Thickstun, Manning, Liang, ACL 2023, arXiv 2305.16765; the README, Backpack).
 # Each token x gets k non-contextual sense vectors C(x) = FF(E x) in R^{k x d} (eq. 1, 10); the causal
@@ -927,93 +780,7 @@ class Backpack(GPT):
         return alpha, C, F.linear(o, self.trunk.wte.weight)
 
 
-def hf_backpack_key_map(n_layer):
-    """{HF stanfordnlp/backpack-gpt2 key: (our key, transpose?)}; Conv1D weights are stored (in, out)."""
-    m = {'backpack.gpt2_model.wte.weight': ('trunk.wte.weight', False),
-         'backpack.gpt2_model.wpe.weight': ('trunk.wpe.weight', False),
-         'backpack.gpt2_model.ln_f.weight': ('trunk.norm.weight', False),
-         'backpack.gpt2_model.ln_f.bias': ('trunk.norm.bias', False),
-         'backpack.sense_weight_net.c_attn.weight': ('sense_weights.weight', False),   # an nn.Linear in HF
-         'backpack.sense_weight_net.c_attn.bias': ('sense_weights.bias', False)}
-    for i in range(n_layer):
-        a, b = f'backpack.gpt2_model.h.{i}.', f'trunk.blocks.{i}.'
-        for hf, ours in (('ln_1', 'norm1'), ('ln_2', 'norm2')):
-            m[a + hf + '.weight'], m[a + hf + '.bias'] = (b + ours + '.weight', False), (b + ours + '.bias', False)
-        for hf, ours in (('attn.c_attn', 'attn.qkv'), ('attn.c_proj', 'attn.proj'), ('mlp.c_fc', 'mlp.fc'),
-                         ('mlp.c_proj', 'mlp.proj')):
-            m[a + hf + '.weight'], m[a + hf + '.bias'] = (b + ours + '.weight', True), (b + ours + '.bias', False)
-    s = 'backpack.sense_network.'
-    for hf, ours in (('ln', 'ln0'), ('block.ln_1', 'ln1'), ('block.ln_2', 'ln2')):
-        m[s + hf + '.weight'], m[s + hf + '.bias'] = (f'sense_net.{ours}.weight', False), (f'sense_net.{ours}.bias', False)
-    for hf, ours in (('block.mlp.c_fc', 'fc1'), ('block.mlp.c_proj', 'proj1'), ('final_mlp.c_fc', 'fc2'),
-                     ('final_mlp.c_proj', 'proj2')):
-        m[s + hf + '.weight'], m[s + hf + '.bias'] = (f'sense_net.{ours}.weight', True), (f'sense_net.{ours}.bias', False)
-    return m
-
-
 # keys of the HF state dict that are aliases or buffers, not parameters of their own
-HF_BACKPACK_IGNORED = ('backpack.word_embeddings.weight', 'backpack.position_embeddings.weight', 'lm_head.weight')
-
-
-def backpack_from_hf(state, n_layer=None):
-    """Map a stanfordnlp/backpack-gpt2 state dict (HF layout) to ours. The aliases of the tied
-    embeddings (word_embeddings, position_embeddings, lm_head) must equal wte/wpe; the attention
-    buffers (attn.bias, attn.masked_bias) are skipped. Raises ValueError on missing or unknown keys."""
-    if n_layer is None:
-        n_layer = 1 + max(int(k.split('.')[3]) for k in state if k.startswith('backpack.gpt2_model.h.'))
-    m = hf_backpack_key_map(n_layer)
-    missing = sorted(set(m) - set(state))
-    if missing:
-        raise ValueError(f"{len(missing)} keys of the backpack-gpt2 layout are missing, e.g. {missing[:3]}")
-    unknown = sorted(k for k in state if k not in m and k not in HF_BACKPACK_IGNORED
-                     and not k.endswith(('.attn.bias', '.attn.masked_bias')))
-    if unknown:
-        raise ValueError(f"{len(unknown)} unknown keys, e.g. {unknown[:3]}: not a backpack-gpt2 state dict")
-    out = {ours: (state[hf].t() if tr else state[hf]).contiguous() for hf, (ours, tr) in m.items()}
-    for alias, ours in (('backpack.word_embeddings.weight', 'trunk.wte.weight'), ('lm_head.weight', 'trunk.wte.weight'),
-                        ('backpack.position_embeddings.weight', 'trunk.wpe.weight')):
-        if alias in state and not torch.equal(state[alias], out[ours]):
-            raise ValueError(f"{alias} differs from the embedding it should be tied to")
-    return out
-
-
-def backpack_to_hf(state, n_layer):
-    """Inverse of backpack_from_hf (our state dict -> the HF layout, tied aliases included)."""
-    m = hf_backpack_key_map(n_layer)
-    out = {hf: (state[ours].t() if tr else state[ours]).contiguous() for hf, (ours, tr) in m.items()}
-    out['backpack.word_embeddings.weight'] = out['lm_head.weight'] = out['backpack.gpt2_model.wte.weight']
-    out['backpack.position_embeddings.weight'] = out['backpack.gpt2_model.wpe.weight']
-    return out
-
-
-def backpack_config_from_hf(state):
-    """ModelConfig keys implied by the shapes of a backpack-gpt2 state dict (n_head is not in the shapes)."""
-    V, d = state['backpack.gpt2_model.wte.weight'].shape
-    n_layer = 1 + max(int(k.split('.')[3]) for k in state if k.startswith('backpack.gpt2_model.h.'))
-    kd = state['backpack.sense_network.final_mlp.c_proj.weight'].shape[1]
-    return {'arch': 'backpack', 'vocab_size': V, 'n_embd': d, 'n_layer': n_layer, 'n_senses': kd // d,
-            'block_size': state['backpack.gpt2_model.wpe.weight'].shape[0]}
-
-
-def load_pretrained(model, state, path='the state dict'):
-    """--init_from=PATH: a local torch state dict (loaded with weights_only by the caller), either ours or the
-    backpack-gpt2 layout (mapped); the shapes must match the model's config. Raises ValueError otherwise."""
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
-    if isinstance(state, dict) and 'model' in state and isinstance(state['model'], dict):
-        state = state['model']   # one of our checkpoints
-    state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in state.items()}
-    if any(k.startswith('backpack.') for k in state):
-        if not isinstance(model, Backpack):
-            raise ValueError(f"{path} holds backpack-gpt2 weights: use arch='backpack'")
-        state = backpack_from_hf(state, model.cfg.n_layer)
-    own = model.state_dict()
-    bad = [k for k in own if k in state and state[k].shape != own[k].shape]
-    if bad:
-        raise ValueError(f"shape mismatch for {bad[0]}: {tuple(state[bad[0]].shape)} in {path} vs "
-                         f"{tuple(own[bad[0]].shape)} in the model (set n_embd/n_layer/n_senses/vocab_size/block_size to match)")
-    model.load_state_dict(state)
-    return model
 
 
 # ----------------------------------------------------------------------------- atlas
@@ -1318,90 +1085,6 @@ class Atlas(GPT):
         return 6 * n + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * Tw + 3 * cfg.n_layer * cfg.n_head * per_head
 
 
-@torch.no_grad()
-def causal_probe(model, x, y):
-    """What a causal model does with long context, on one batch (x, y = next tokens):
-    retrieval_loss   cross-entropy at retrieval_positions (answer seen only beyond the attention window),
-                     with their fraction; only when the model has a window (atlas, or gpt with window > 0);
-    mem{l}_*         for atlas, per layer (the README, Atlas): storage loss pre / post write and
-                     write efficiency; effective rank, spectral entropy, Frobenius norm, distance from W0,
-                     Hoyer sparsity and momentum norm per memory matrix (per batch element and head, then
-                     averaged: never across the batch); gate health on raw sigmoid values."""
-    mems = model.memories() if hasattr(model, 'memories') else []
-    for mem in mems:
-        mem.diag = {}
-    try:
-        logits, _ = model(x, all_logits=True)
-        out = {}
-        r = retrieval_positions(x, y, model.cfg.window)
-        if model.cfg.window and model.cfg.window < x.shape[1]:
-            out['retrieval_frac'] = r.float().mean().item()
-            out['retrieval_loss'] = F.cross_entropy(logits[r].float(), y[r]).item() if r.any() else float('nan')
-        for l, mem in enumerate(mems):
-            out.update({f'mem{l}_{k}': v for k, v in layer_diagnostics(mem).items()})
-        return out
-    finally:
-        for mem in mems:
-            mem.diag = None
-
-
-def effective_rank(A, eps=1e-12):
-    """erank(A) = exp(-sum_k p_k ln p_k), p_k = sigma_k / sum_j sigma_j (Roy & Vetterli 2007), per matrix over
-    the last two dims. Returns (erank, spectral entropy = ln erank)."""
-    s = torch.linalg.svdvals(A.float())
-    p = s / s.sum(-1, keepdim=True).clamp_min(eps)
-    H = -(p * (p + eps).log()).sum(-1)
-    return H.exp(), H
-
-
-def hoyer_sparsity(A):
-    """(sqrt(n) - ||a||_1 / ||a||_2) / (sqrt(n) - 1) per matrix: 0 dense, 1 one-hot (Hoyer 2004)."""
-    a = A.float().flatten(-2)
-    n = a.shape[-1]
-    r = a.abs().sum(-1) / a.norm(dim=-1).clamp_min(1e-12)
-    return (math.sqrt(n) - r) / (math.sqrt(n) - 1)
-
-
-def gate_health(g):
-    """mean, std, dead (< 0.01) and saturated (> 0.99) ratios of raw gate values in [0, 1]."""
-    g = g.float().flatten()
-    return {'mean': g.mean().item(), 'std': g.std().item(), 'dead': (g < 0.01).float().mean().item(),
-            'sat': (g > 0.99).float().mean().item()}
-
-
-def layer_diagnostics(mem):
-    d, out = mem.diag, {}
-    if 'storage_pre' in d:
-        out['storage_pre'], out['storage_post'] = d['storage_pre'], d['storage_post']
-        out['write_eff'] = 1.0 - d['storage_post'] / max(d['storage_pre'], 1e-12)
-    names = ['w'] if len(d['W']) == 1 else ['w_in', 'w_out']
-    for name, W, S, W0 in zip(names, d['W'], d['S'], mem.mem_w0):
-        er, ent = effective_rank(W)
-        out[f'{name}_erank'], out[f'{name}_spec_entropy'] = er.mean().item(), ent.mean().item()
-        out[f'{name}_fro'] = W.float().flatten(-2).norm(dim=-1).mean().item()
-        out[f'{name}_dist0'] = (W - W0.detach()).float().flatten(-2).norm(dim=-1).mean().item()
-        out[f'{name}_hoyer'] = hoyer_sparsity(W).mean().item()
-        out[f'{name}_momentum'] = S.float().flatten(-2).norm(dim=-1).mean().item()
-    for i, name in enumerate(('alpha', 'eta', 'theta', 'gamma')):
-        out.update({f'gate_{name}_{k}': v for k, v in gate_health(d['gates'][i]).items()})
-    if 'mix' in d:
-        out.update({f'gate_mix_{k}': v for k, v in gate_health(d['mix']).items()})
-    return out
-
-
-def retrieval_positions(x, y, window):
-    """(B, T) bool: positions whose answer y_t occurs earlier in the context x_{<=t} but only outside the
-    attention window (never in x_{t-window+1..t}), so only the memory can supply it; all False if window
-    is 0 or covers the context."""
-    B, T = x.shape
-    if not window or window >= T:
-        return torch.zeros(B, T, dtype=torch.bool, device=x.device)
-    t = torch.arange(T, device=x.device)
-    seen = (x[:, None, :] == y[:, :, None]) & (t[None, None, :] <= t[None, :, None])   # (B, t, s): x_s == y_t
-    last = torch.where(seen, t[None, None, :], torch.full_like(t, -1)[None, None, :]).amax(-1)
-    return (last >= 0) & (last <= t[None, :] - window) & (y >= 0)
-
-
 MODELS = {'gpt': GPT, 'encoder': Encoder, 'mdlm': MDLM, 'backpack': Backpack, 'atlas': Atlas}
 
 
@@ -1416,46 +1099,3 @@ def optimizer_groups(model, weight_decay):
     params = [p for p in model.parameters() if p.requires_grad]
     return [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
             {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-
-
-# ----------------------------------------------------------------------------- objectives
-
-def mlm_mask(x, rng, mask_rate, mask_id, vocab_size, maskable, replace=(0.8, 0.1, 0.1), span_mean=0.0, rand_low=0):
-    """BERT masked-LM corruption (Devlin et al. 2019, section 3.1), on CPU with a numpy Generator.
-
-    x:         (B, T) int64 clean tokens
-    maskable:  (B, T) bool, positions that may be chosen (real signs, not specials/gaps/restored)
-    mask_rate: fraction of maskable positions chosen as targets; a (B,) array gives each sequence its own
-               (Aeneas draws it per sample from U(0, 0.75))
-    replace:   of the chosen positions, fractions replaced by [MASK], by a random token, kept
-    span_mean: 0 for independent positions; > 0 chooses spans with geometric lengths of this mean
-               (real gaps are spans) until the budget mask_rate * n_maskable is spent
-    rand_low:  random replacements are drawn from ids rand_low..vocab_size-1 (skips leading specials)
-    Returns (inputs, targets) with targets = -1 where not chosen."""
-    x = np.asarray(x)
-    maskable = np.asarray(maskable, dtype=bool)
-    B, T = x.shape
-    rates = np.broadcast_to(np.asarray(mask_rate, dtype=np.float64).reshape(-1, 1), (B, 1))
-    chosen = np.zeros_like(maskable)
-    if span_mean > 0:
-        p = 1.0 / span_mean
-        for b in range(B):
-            budget = int(round(rates[b, 0] * maskable[b].sum()))
-            cand = np.flatnonzero(maskable[b])
-            tries = 0
-            while chosen[b].sum() < budget and tries < 4 * T and len(cand):
-                tries += 1
-                start = cand[rng.integers(len(cand))]
-                length = min(int(rng.geometric(p)), budget - int(chosen[b].sum()))
-                span = np.arange(start, min(start + length, T))
-                chosen[b, span[maskable[b, span]]] = True
-    else:
-        chosen = maskable & (rng.random((B, T)) < rates)
-    targets = np.where(chosen, x, -1)
-    r = rng.random((B, T))
-    inputs = x.copy()
-    to_mask = chosen & (r < replace[0])
-    to_rand = chosen & (r >= replace[0]) & (r < replace[0] + replace[1])
-    inputs[to_mask] = mask_id
-    inputs[to_rand] = rng.integers(rand_low, vocab_size, size=int(to_rand.sum()))
-    return torch.from_numpy(inputs), torch.from_numpy(targets)

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from prepare.common import documents, load_meta
+from corpus import documents, load_meta
 
 
 def encoder_scorer(model, banned_ids=(), doc=None):

@@ -45,10 +45,10 @@ import sys
 
 import torch
 
-from configurator import configure
 from checkpoint import load_run
-from restoration import encoder_scorer, restore_gaps
-from prepare.common import die, load_meta, load_tokenizer
+from configurator import configure
+from corpus import die, load_meta, load_tokenizer
+from restoration import restore_gaps
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = 'out'
@@ -287,7 +287,7 @@ def sample_mdlm():
     the [MASK] / [MASK*n] positions of --text. Prints tokens/s and the network calls the cache saved."""
     import re
     import time
-    from model import mdlm_sample, mdlm_semi_ar
+    from sampling import mdlm_sample, mdlm_semi_ar
     if sampler not in ('ddpm', 'ddpm_cache'):
         die(f"sampler must be ddpm or ddpm_cache, got {sampler!r}")
     cache, T, g = sampler == 'ddpm_cache', model.cfg.block_size, torch.Generator().manual_seed(seed)

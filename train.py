@@ -31,8 +31,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from checkpoint import (check_data, checked_checkpoint, data_fingerprints, lock_run_dir, read_metrics, save_atomic,
                         torch_load, write_text_atomic)
 from configurator import configure, format_config
-from model import MODELS, ModelConfig, build_model, causal_probe, diffusion_noise, mlm_mask, objective, optimizer_groups
-from prepare.common import BatchLoader, die, fixed_subset, load_meta, maskable_positions
+from corpus import BatchLoader, die, fixed_subset, load_meta
+from evals.atlas import causal_probe
+from model import build_model, ModelConfig, MODELS, objective, optimizer_groups
+from objectives import diffusion_noise, mlm_batch
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
@@ -222,7 +224,6 @@ special_ids = meta.get('special_ids') or {}
 mask_id = special_ids.get('[MASK]')
 if obj == 'mlm' and mask_id is None:
     die(f"{data_dir} has no [MASK] token: a masked-LM arch needs a tokenizer with [MASK] (re-run its prepare script)")
-n_lead = len(special_ids) if sorted(special_ids.values()) == list(range(len(special_ids))) else 0
 if obj == 'diffusion' and mask_id is None:
     mask_id = meta['vocab_size']  # no [MASK] in the tokenizer (e.g. GPT-2 BPE): a mask token added to the vocabulary
 
@@ -238,9 +239,8 @@ def make_batch_with(loader, split, index, stream=0):
     x, y = b['x'], b['y']
     if obj == 'mlm':
         rate = b['rng'].uniform(0.0, mask_rate_max, x.shape[0]) if mask_rate_max > 0 else mask_rate
-        x, y = mlm_mask(x.numpy(), b['rng'], rate, mask_id, meta['vocab_size'], maskable_positions(b, meta),
-                        replace=(mask_replace, mask_random, 1 - mask_replace - mask_random), span_mean=span_mean,
-                        rand_low=n_lead)
+        x, y = mlm_batch(b, b['rng'], meta, rate, replace=(mask_replace, mask_random, 1 - mask_replace - mask_random),
+                         span_mean=span_mean)
     extra = {}
     if obj == 'diffusion':  # t stratified over the global batch (training) or over the eval batches
         group = gradient_accumulation_steps if stream == 0 else eval_iters
@@ -331,7 +331,7 @@ if model_args.get('attention', 'standard') == 'agglutinative':
 if ckpt is not None:
     model.load_state_dict(ckpt['model'])
 elif init_from not in ('scratch', 'resume'):  # pretrained weights from a local file; the optimizer starts fresh
-    from model import load_pretrained
+    from checkpoint import load_pretrained
     try:
         load_pretrained(model, torch_load(init_from), init_from)
     except ValueError as e:

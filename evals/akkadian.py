@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import torch
 
-from restoration import RESTORE_EXPERTS, beam_fill, cut_pieces, read_fragments, restoration_scorers, restore_gaps
-from prepare.common import documents, fixed_subset, load_meta
+from corpus import documents, fixed_subset, load_meta
+from restoration import beam_fill, cut_pieces, read_fragments, restoration_scorers, RESTORE_EXPERTS, restore_gaps
 
 
 MASKED_SIGN_RATE = 0.15

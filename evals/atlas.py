@@ -7,11 +7,11 @@ masked word accuracy  every word of the split (prepare.literature.word_spans ove
                       argmax at each of them), so a word split into more pieces must get more of them right.
                       Per-word, hence comparable across tokenizers (bits per byte is the other such metric).
 retrieval loss        cross-entropy at positions whose answer was seen in the context only beyond the attention
-                      window (model.retrieval_positions), with their fraction: what only a memory can supply.
+                      window (retrieval_positions), with their fraction: what only a memory can supply.
 memory-reset control  (atlas) loss, bits per byte and retrieval loss again with every memory write switched off
                       (reads see the learned initial state W0): the gap is what the memory contributes on held-out
                       text, not what the weights memorised.
-memory diagnostics    (atlas) model.causal_probe on the first batch_size val windows: per layer storage loss before
+memory diagnostics    (atlas) causal_probe on the first batch_size val windows: per layer storage loss before
                       and after each write, write efficiency, effective rank / norm / distance from W0 / Hoyer
                       sparsity / momentum norm per memory matrix, and gate health on raw gate values.
 """
@@ -22,9 +22,95 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model import causal_probe, retrieval_positions
-from prepare.common import load_meta, load_tokenizer
-from prepare.literature import word_spans
+from corpus import load_meta, load_tokenizer, word_spans
+
+# ----------------------------------------------------------------------------- diagnostics of a causal model
+
+@torch.no_grad()
+def causal_probe(model, x, y):
+    """What a causal model does with long context, on one batch (x, y = next tokens):
+    retrieval_loss   cross-entropy at retrieval_positions (answer seen only beyond the attention window),
+                     with their fraction; only when the model has a window (atlas, or gpt with window > 0);
+    mem{l}_*         for atlas, per layer (the README, Atlas): storage loss pre / post write and
+                     write efficiency; effective rank, spectral entropy, Frobenius norm, distance from W0,
+                     Hoyer sparsity and momentum norm per memory matrix (per batch element and head, then
+                     averaged: never across the batch); gate health on raw sigmoid values."""
+    mems = model.memories() if hasattr(model, 'memories') else []
+    for mem in mems:
+        mem.diag = {}
+    try:
+        logits, _ = model(x, all_logits=True)
+        out = {}
+        r = retrieval_positions(x, y, model.cfg.window)
+        if model.cfg.window and model.cfg.window < x.shape[1]:
+            out['retrieval_frac'] = r.float().mean().item()
+            out['retrieval_loss'] = F.cross_entropy(logits[r].float(), y[r]).item() if r.any() else float('nan')
+        for l, mem in enumerate(mems):
+            out.update({f'mem{l}_{k}': v for k, v in layer_diagnostics(mem).items()})
+        return out
+    finally:
+        for mem in mems:
+            mem.diag = None
+
+
+def effective_rank(A, eps=1e-12):
+    """erank(A) = exp(-sum_k p_k ln p_k), p_k = sigma_k / sum_j sigma_j (Roy & Vetterli 2007), per matrix over
+    the last two dims. Returns (erank, spectral entropy = ln erank)."""
+    s = torch.linalg.svdvals(A.float())
+    p = s / s.sum(-1, keepdim=True).clamp_min(eps)
+    H = -(p * (p + eps).log()).sum(-1)
+    return H.exp(), H
+
+
+def hoyer_sparsity(A):
+    """(sqrt(n) - ||a||_1 / ||a||_2) / (sqrt(n) - 1) per matrix: 0 dense, 1 one-hot (Hoyer 2004)."""
+    a = A.float().flatten(-2)
+    n = a.shape[-1]
+    r = a.abs().sum(-1) / a.norm(dim=-1).clamp_min(1e-12)
+    return (math.sqrt(n) - r) / (math.sqrt(n) - 1)
+
+
+def gate_health(g):
+    """mean, std, dead (< 0.01) and saturated (> 0.99) ratios of raw gate values in [0, 1]."""
+    g = g.float().flatten()
+    return {'mean': g.mean().item(), 'std': g.std().item(), 'dead': (g < 0.01).float().mean().item(),
+            'sat': (g > 0.99).float().mean().item()}
+
+
+def layer_diagnostics(mem):
+    d, out = mem.diag, {}
+    if 'storage_pre' in d:
+        out['storage_pre'], out['storage_post'] = d['storage_pre'], d['storage_post']
+        out['write_eff'] = 1.0 - d['storage_post'] / max(d['storage_pre'], 1e-12)
+    names = ['w'] if len(d['W']) == 1 else ['w_in', 'w_out']
+    for name, W, S, W0 in zip(names, d['W'], d['S'], mem.mem_w0):
+        er, ent = effective_rank(W)
+        out[f'{name}_erank'], out[f'{name}_spec_entropy'] = er.mean().item(), ent.mean().item()
+        out[f'{name}_fro'] = W.float().flatten(-2).norm(dim=-1).mean().item()
+        out[f'{name}_dist0'] = (W - W0.detach()).float().flatten(-2).norm(dim=-1).mean().item()
+        out[f'{name}_hoyer'] = hoyer_sparsity(W).mean().item()
+        out[f'{name}_momentum'] = S.float().flatten(-2).norm(dim=-1).mean().item()
+    for i, name in enumerate(('alpha', 'eta', 'theta', 'gamma')):
+        out.update({f'gate_{name}_{k}': v for k, v in gate_health(d['gates'][i]).items()})
+    if 'mix' in d:
+        out.update({f'gate_mix_{k}': v for k, v in gate_health(d['mix']).items()})
+    return out
+
+
+def retrieval_positions(x, y, window):
+    """(B, T) bool: positions whose answer y_t occurs earlier in the context x_{<=t} but only outside the
+    attention window (never in x_{t-window+1..t}), so only the memory can supply it; all False if window
+    is 0 or covers the context."""
+    B, T = x.shape
+    if not window or window >= T:
+        return torch.zeros(B, T, dtype=torch.bool, device=x.device)
+    t = torch.arange(T, device=x.device)
+    seen = (x[:, None, :] == y[:, :, None]) & (t[None, None, :] <= t[None, :, None])   # (B, t, s): x_s == y_t
+    last = torch.where(seen, t[None, None, :], torch.full_like(t, -1)[None, None, :]).amax(-1)
+    return (last >= 0) & (last <= t[None, :] - window) & (y >= 0)
+
+
+# ----------------------------------------------------------------------------- metrics
 
 DIAG_KEYS = ('storage_pre', 'storage_post', 'write_eff', '_erank', '_fro', '_dist0', '_hoyer', '_momentum',
              '_mean', '_dead', '_sat')

@@ -27,7 +27,7 @@ import sys
 import numpy as np
 import torch
 
-from prepare.common import die, load_meta, load_tokenizer
+from corpus import die, load_meta, load_tokenizer
 
 SENSE_WORDS = 'file,window,table,key,open,print,right,cell,fichier,fenêtre,touche,ouvrir'  # backpack sense tables
 

@@ -8,9 +8,22 @@ import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from checkpoint import load_checkpoint
-from prepare.common import die, load_meta, load_tokenizer
+from corpus import die, load_meta, load_tokenizer
+from objectives import mdlm_mask_rate
+
+
+def mdlm_per_sequence_nelbo(model, x0, t, u, doc=None):
+    """Plain NELBO terms per sequence (B,) in float64 nats: (1/t) sum over masked positions of
+    -log p(x0 | z_t), uniform log-linear masking (u < (1-eps) t), whatever the training options."""
+    masked = u.to(x0.device) < mdlm_mask_rate(t.to(x0.device).float())[:, None]
+    z = torch.where(masked, torch.full_like(x0, model.mask_id), x0)
+    sigma = -torch.log1p(-mdlm_mask_rate(t.to(x0.device).float()))
+    logits = model.denoise(z, doc, sigma)
+    nll = F.cross_entropy(logits.view(-1, logits.size(-1)), x0.reshape(-1), reduction='none').view_as(x0).double()
+    return torch.where(masked, nll / t.to(x0.device).double()[:, None], torch.zeros_like(nll)).sum(1)
 
 
 def unigram_stats(data_dir, split_names):
@@ -31,7 +44,8 @@ def unigram_stats(data_dir, split_names):
 def evaluate_mdlm_split(model, ckpt, data_dir, split_name, device, max_tokens=0, batch_size=32, seed=42, n_rep=2):
     """Plain MDLM NELBO of a split: non-overlapping windows of block_size tokens, n_rep (t, mask) draws per
     window, t stratified over all windows of the split (model.diffusion_noise), float64 sums."""
-    from model import diffusion_noise, mdlm_per_sequence_nelbo
+    from evals.mdlm import mdlm_per_sequence_nelbo
+    from objectives import diffusion_noise
     T = ckpt['model_args']['block_size']
     data = np.memmap(os.path.join(data_dir, f'{split_name}.bin'), dtype=np.uint16, mode='r')
     n = len(data) if not max_tokens else min(len(data), max_tokens)
@@ -62,7 +76,7 @@ def generative_ppl(model, gpt_path, data_dir, n_samples=8, steps=128, seed=42, d
     on the same data (same tokenizer), each sample scored after the document separator. Always with the
     samples' unigram entropy (mean over samples of the entropy of their token frequencies, nats):
     low-temperature, repetitive samples get a low gen ppl and a low entropy (Zheng et al. 2024)."""
-    from model import mdlm_sample
+    from sampling import mdlm_sample
     if judge:
         score = hf_judge(judge, load_tokenizer(data_dir), device)
         judge_name = f'hf:{judge}'

@@ -11,16 +11,35 @@ unigram/Metaspace tokenizer merges the prompt's trailing space into c's first pi
 longest common prefix are scored (so those may include a boundary piece such as '▁'; the same for every
 candidate of an item). The separator id that opens every training document is prepended when the data has one.
 """
+import json
 import math
 import os
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from prepare.turkish_morph import tmb_raw_items
+from download import pip_download
 
 
 TMB_PROMPT = "Kelime: {stem}\nÇekimli biçim: "
+
+
+TMB_SPEC = 'turkmorfbench==3.8.0'  # the wheel of TurkMorfBench (its root boundaries are also scored by prepare/turkish_morph.py)
+TMB_MEMBER = 'turkmorfbench/veri/cekirdek.json'
+
+
+def tmb_raw_items(raw_dir='data/turkish_raw'):
+    """The raw TurkMorfBench core items ('maddeler' of TMB_MEMBER in the TMB_SPEC wheel, read with zipfile; the
+    package is never installed), or None with one line printed when the wheel cannot be had."""
+    try:
+        whl = pip_download(TMB_SPEC, Path(raw_dir))
+        with zipfile.ZipFile(whl) as z:
+            return json.loads(z.read(TMB_MEMBER).decode('utf-8'))['maddeler']
+    except (SystemExit, Exception) as e:
+        print(f"turkmorfbench: skipped, could not get {TMB_MEMBER} from {TMB_SPEC} ({type(e).__name__}: {e})")
+        return None
 
 
 def load_turkmorfbench(raw_dir=os.path.join('data', 'turkish_raw')):

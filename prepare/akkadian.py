@@ -55,8 +55,9 @@ from collections import Counter
 import numpy as np
 from tqdm import tqdm
 
-from prepare.common import (OfflineError, VocabTokenizer, die, fetch_url, pip_download, read_utf8,
-                            split_by_document, staged_dataset, write_dataset)
+from corpus import die, OfflineError, VocabTokenizer
+from download import fetch_url, pip_download
+from prepare.common import read_utf8, split_by_document, staged_dataset, write_dataset
 
 FLAG_OK, FLAG_DAMAGED, FLAG_RESTORED, FLAG_MISSING = 0, 1, 2, 3
 FLAG_STATE = 3        # mask of the state bits

@@ -45,9 +45,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (DOWNLOAD_TIMEOUT, OfflineError, HFTokenizer, decode_replacing, decode_utf8, die,
-                            download_problem, fetch_url, load_from_source, pip_download, read_utf8, record_download,
-                            split_by_document, staged_dataset, tokenizer_meta, write_dataset)
+from corpus import die, HFTokenizer, OfflineError, tokenizer_meta
+from download import download_problem, DOWNLOAD_TIMEOUT, fetch_url, pip_download, record_download
+from prepare.common import (decode_replacing, decode_utf8, load_from_source, read_utf8, split_by_document,
+                            staged_dataset, write_dataset)
 
 EUROPARL_URL = 'https://www.statmt.org/europarl/v7/fr-en.tgz'
 MULTISIMLEX_URLS = {  # Multi-SimLex (Vulic et al. 2020) per-language files; only reachable online

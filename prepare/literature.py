@@ -64,9 +64,10 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from corpus import die, HFTokenizer, OfflineError, tokenizer_meta
+from download import fetch_url, pip_download
 from prepare import shakespeare
-from prepare.common import (OfflineError, HFTokenizer, decode_replacing, die, fetch_url, load_from_source,
-                            pip_download, split_by_document, staged_dataset, tokenizer_meta, write_dataset)
+from prepare.common import decode_replacing, load_from_source, split_by_document, staged_dataset, write_dataset
 
 LANGS = ('en', 'fr', 'es')
 TOKENIZERS = ('enbpe', 'balanced')
@@ -269,23 +270,6 @@ def word_tables(tok):
             start.append(int(len(b) > 0 and b[:1].isspace()))
             piece.append(int(_is_wordish(b)))
     return start, piece
-
-
-def word_spans(ids, word_start, word_piece):
-    """[(start, end)] token ranges of the words of `ids`: a word starts at a word piece that starts a word
-    (or follows a non-word piece) and continues over the following word pieces that do not start one."""
-    spans, i, n = [], 0, len(ids)
-    while i < n:
-        t = ids[i]
-        if word_piece[t] and (word_start[t] or i == 0 or not word_piece[ids[i - 1]]):
-            j = i + 1
-            while j < n and word_piece[ids[j]] and not word_start[ids[j]]:
-                j += 1
-            spans.append((i, j))
-            i = j
-        else:
-            i += 1
-    return spans
 
 
 def tokenizer_stats(tok, text):

@@ -35,8 +35,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (HFTokenizer, OfflineError, auto_tokenizer, check_vocab_fits, die, make_tokenizer, read_utf8,
-                            split_by_document, staged_dataset, to_uint16, tokenizer_meta)
+from corpus import die, HFTokenizer, OfflineError, tokenizer_meta
+from prepare.common import (auto_tokenizer, check_vocab_fits, make_tokenizer, read_utf8, split_by_document,
+                            staged_dataset, to_uint16)
 
 HF_NAME = 'Skylion007/openwebtext'
 UNREACHABLE = ("OpenWebText cannot be reached ({why}): pass local files with --input=DIR (a directory of .txt "

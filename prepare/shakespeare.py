@@ -19,8 +19,10 @@ import tarfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (decode_replacing, die, fetch_url, load_from_source, make_tokenizer, pip_download,
-                            read_utf8, split_by_document, staged_dataset, tokenizer_meta, write_dataset)
+from corpus import die, tokenizer_meta
+from download import fetch_url, pip_download
+from prepare.common import (decode_replacing, load_from_source, make_tokenizer, read_utf8, split_by_document,
+                            staged_dataset, write_dataset)
 
 GUTENBERG_URL = 'https://www.gutenberg.org/cache/epub/100/pg100.txt'
 

@@ -13,7 +13,7 @@ zemberek's root lexicon, morfessor = Morfessor Baseline trained on the training 
 (U+E000) between the morphemes of a word that the tokenizer's pre-tokenizer removes: no piece crosses a morpheme
 boundary, the marker costs 0 bytes, decode() gives the original text. The same segmentation is applied to every
 split; meta.json 'presegment' names the segmenter (and the saved lexicon / Morfessor model beside the bins), and
-prepare.common.load_tokenizer(data_dir) rebuilds the segmenting encoder (prepare.turkish_morph.MorphTokenizer) from it.
+corpus.load_tokenizer(data_dir) rebuilds the segmenting encoder (corpus.MorphTokenizer) from it.
 
 Sources (the first that works, unless --source is given):
   online   UD_Turkish-BOUN (train/dev/test .conllu, CC BY-SA 4.0) from raw.githubusercontent.com
@@ -50,8 +50,10 @@ from collections import OrderedDict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (decode_replacing, die, fetch_url, load_from_source, make_tokenizer, pip_download,
-                            read_utf8, split_by_document, staged_dataset, tokenizer_meta, write_dataset)
+from corpus import die, MorphTokenizer, tokenizer_meta
+from download import fetch_url, pip_download
+from prepare.common import (decode_replacing, load_from_source, load_lexicon, make_tokenizer, read_utf8,
+                            split_by_document, staged_dataset, write_dataset)
 
 BOUN = 'https://raw.githubusercontent.com/UniversalDependencies/UD_Turkish-BOUN/master/tr_boun-ud-{}.conllu'
 OFFLINE_WHEEL = 'turkish-treebanks==1.0.0'
@@ -243,13 +245,13 @@ def gold_morphology(docs, names, limit=GOLD_MAX_WORDS):
 
 
 def make_morph_tokenizer(model, segmenter, train_texts, vocab_size, out, raw, morfessor_types=20000, seed=1337):
-    """A MorphTokenizer (prepare/turkish_morph.py) trained on the training texts pre-segmented by `segmenter`;
+    """A MorphTokenizer (corpus.py) trained on the training texts pre-segmented by `segmenter`;
     the lexicon / Morfessor model it needs is saved beside tokenizer.json so the dataset is self-contained."""
     import time
-    from prepare import turkish_morph as tm
+    import morphology as tm
     t0, lex, mm, extra = time.time(), None, None, {}
     if segmenter == 'lexicon':
-        lex = tm.load_lexicon(raw)
+        lex = load_lexicon(raw)
         (out / 'lexicon_roots.txt').write_text('\n'.join(sorted(lex.roots)) + '\n', encoding='utf-8')
         extra = {'lexicon_file': 'lexicon_roots.txt', 'lexicon_source': f'{lex.name} (Apache-2.0)'}
     elif segmenter == 'morfessor':
@@ -258,7 +260,7 @@ def make_morph_tokenizer(model, segmenter, train_texts, vocab_size, out, raw, mo
         tm.save_morfessor(mm, out / 'morfessor.bin')
         extra = {'morfessor_model': 'morfessor.bin', 'morfessor_types': min(morfessor_types, len(counts))}
     seg = tm.make_segmenter(segmenter, lex, mm)
-    tok = tm.MorphTokenizer.train(train_texts, vocab_size, model, segmenter, seg, path=out / 'tokenizer.json',
+    tok = MorphTokenizer.train(train_texts, vocab_size, model, segmenter, seg, path=out / 'tokenizer.json',
                                   extra_meta=extra)
     print(f"morph tokenizer: {model} on text pre-segmented by {segmenter} ({time.time() - t0:.1f}s)")
     return tok

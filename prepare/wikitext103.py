@@ -30,9 +30,10 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prepare.common import (auto_tokenizer, decode_replacing, die, load_from_source, fetch_url,
-                            make_tokenizer, pip_download, read_utf8, split_by_document, staged_dataset,
-                            tokenizer_meta, write_dataset)
+from corpus import die, tokenizer_meta
+from download import fetch_url, pip_download
+from prepare.common import (auto_tokenizer, decode_replacing, load_from_source, make_tokenizer, read_utf8,
+                            split_by_document, staged_dataset, write_dataset)
 
 WIKITEXT_URL = 'https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-raw-v1.zip'
 GENSIM_SPEC = 'gensim==4.4.0'

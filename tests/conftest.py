@@ -39,7 +39,8 @@ def make_documents(n_docs=30, words_per_doc=70, seed=0):
 
 
 def write_char_dataset(out_dir, docs):
-    from prepare.common import CharTokenizer, split_by_document, tokenizer_meta, write_dataset
+    from corpus import CharTokenizer, tokenizer_meta
+    from prepare.common import split_by_document, write_dataset
     splits = split_by_document(list(docs))
     tok = CharTokenizer.build([docs[d] for d in splits['train']])
     ids = {s: [tok.encode(docs[d]) for d in names] for s, names in splits.items()}

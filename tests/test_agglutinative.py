@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import (GPT, Attention, ModelConfig, agglutinative_biases, agglutinative_inputs, build_model,
-                   format_agglutinative_biases, word_signals)
+from model import (agglutinative_biases, agglutinative_inputs, Attention, build_model, format_agglutinative_biases, GPT,
+                   ModelConfig, word_signals)
 
 REPO = Path(__file__).resolve().parents[1]
 

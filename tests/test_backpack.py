@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO, run_train
-from checkpoint import torch_load
-from model import (Backpack, ModelConfig, backpack_from_hf, backpack_to_hf, build_model, hf_backpack_key_map,
-                   load_pretrained, objective)
+from checkpoint import backpack_from_hf, backpack_to_hf, hf_backpack_key_map, load_pretrained, torch_load
+from model import Backpack, build_model, ModelConfig, objective
 
 V, D, K, L = 40, 32, 4, 2
 
@@ -325,7 +324,7 @@ def europarl_data(tmp_path_factory):
 def test_prepare_europarl_splits_and_format(europarl_data):
     import json
     import numpy as np
-    from prepare.common import load_tokenizer
+    from corpus import load_tokenizer
     meta = json.loads((europarl_data / 'meta.json').read_text())
     tok = load_tokenizer(europarl_data)
     tags = meta['lang_tags']

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from configurator import ConfigError, apply_config, config_keys, configure
+from configurator import apply_config, config_keys, ConfigError, configure
 from conftest import REPO, train_env
 
 

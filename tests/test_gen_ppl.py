@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from evals.mdlm import generative_ppl
-from model import ModelConfig, build_model, mdlm_sample
+from model import build_model, ModelConfig
+from sampling import mdlm_sample
 
 
 def test_gen_ppl_under_the_projects_gpt(char_data, tmp_path, capsys):

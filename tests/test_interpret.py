@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from conftest import REPO, run_train, train_env
 from probes import identity_baseline, majority_baseline, probe_scores
-from sae import SAE, dead_dense, density, fvu, pca_fvu, sae_loss, sae_metrics, train_sae
+from sae import dead_dense, density, fvu, pca_fvu, SAE, sae_loss, sae_metrics, train_sae
 
 FIX = Path(__file__).parent / 'fixtures' / 'akkadian'
 

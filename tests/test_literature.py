@@ -12,8 +12,8 @@ import torch
 pytest.importorskip('tokenizers')
 os.environ.setdefault('RAYON_NUM_THREADS', '1')
 
+from corpus import HFTokenizer, word_spans
 from prepare import literature as L
-from prepare.common import HFTokenizer
 
 PARAS = {
     'en': ["The king is dead, and the queen doth weep upon the tower.",
@@ -166,8 +166,8 @@ def test_word_spans_hand_example():
     ws = [1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 1]
     wp = [1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1]
     ids = list(range(11))
-    assert L.word_spans(ids, ws, wp) == [(0, 1), (1, 3), (5, 7), (8, 9), (10, 11)]
-    assert L.word_spans([], ws, wp) == []
+    assert word_spans(ids, ws, wp) == [(0, 1), (1, 3), (5, 7), (8, 9), (10, 11)]
+    assert word_spans([], ws, wp) == []
 
 
 def test_word_tables_and_spans_on_real_tokenizations():
@@ -188,7 +188,7 @@ def test_word_tables_and_spans_on_real_tokenizations():
 
     def words(s):
         ids = tok.encode(s)
-        return [tok.decode(ids[a:b]).strip() for a, b in L.word_spans(ids, ws, wp)]  # a lone ' ' piece is not part of the word
+        return [tok.decode(ids[a:b]).strip() for a, b in word_spans(ids, ws, wp)]  # a lone ' ' piece is not part of the word
 
     assert words(" l'été") == ["l'été"]
     assert words(" Hamlet's cousin,") == ["Hamlet's", 'cousin']
@@ -319,7 +319,7 @@ def test_masked_word_accuracy_counts_whole_words(prepared):
     for s in range(0, len(data) - T - 1 + 1, T):
         w = data[s:s + T + 1]
         table[tuple(w[:-1].tolist())] = torch.from_numpy(w[1:].copy())
-        for a, b in L.word_spans(w.tolist(), m['word_start'], m['word_piece']):
+        for a, b in word_spans(w.tolist(), m['word_start'], m['word_piece']):
             if a >= 1:
                 single, multi = single + (b - a == 1), multi + (b - a > 1)
     ckpt = {'model_args': {'block_size': T, 'window': 0}}

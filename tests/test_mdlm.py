@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from conftest import read_metrics, run_train
-from model import (MDLM_EPS, MDLM_T_MIN, ModelConfig, adaptive_mask_probs, build_model, curriculum_direction,
-                   diffusion_noise, mdlm_mask_rate, mdlm_per_sequence_nelbo, mdlm_sample, mdlm_semi_ar)
+from evals.mdlm import mdlm_per_sequence_nelbo
+from model import build_model, ModelConfig
+from objectives import adaptive_mask_probs, curriculum_direction, diffusion_noise, MDLM_EPS, mdlm_mask_rate, MDLM_T_MIN
+from sampling import mdlm_sample, mdlm_semi_ar
 
 V = 12  # 11 real tokens + [MASK] (id 11)
 

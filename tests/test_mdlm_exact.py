@@ -22,7 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from model import MDLM_EPS, MDLM_T_MIN, ModelConfig, build_model, diffusion_noise, mdlm_per_sequence_nelbo, mdlm_sample
+from evals.mdlm import mdlm_per_sequence_nelbo
+from model import build_model, ModelConfig
+from objectives import diffusion_noise, MDLM_EPS, MDLM_T_MIN
+from sampling import mdlm_sample
 
 
 def tiny(V, T, seed=0, scale=1.5):

@@ -8,7 +8,8 @@ import torch
 
 import model as M
 from checkpoint import load_checkpoint
-from model import ModelConfig, Rotary, apply_rotary, build_model, mlm_mask
+from model import apply_rotary, build_model, ModelConfig, Rotary
+from objectives import mlm_mask
 
 
 def tiny(arch='gpt', **kw):

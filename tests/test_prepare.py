@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from conftest import make_documents, write_char_dataset
+from corpus import BatchLoader, CharTokenizer, VocabTokenizer
+import corpus
+import objectives
 from prepare import common as C
-from prepare.common import (BatchLoader, CharTokenizer, VocabTokenizer, split_by_document, to_uint16,
-                            write_dataset)
+from prepare.common import split_by_document, to_uint16, write_dataset
 
 
 # ----------------------------------------------------------------------------- splits
@@ -59,7 +61,7 @@ def test_char_tokenizer_round_trip_and_specials():
     assert tok.decode([sp['[SEP]']] + ids) == text  # specials decode to nothing
     assert tok.token_bytes()[tok.stoi['Æ']] == 2 and tok.token_bytes()[0] == 0
     # rebuilt from its meta.json
-    meta = C.tokenizer_meta(tok)
+    meta = corpus.tokenizer_meta(tok)
     rebuilt = CharTokenizer([c for c in meta['vocab'] if c not in meta['specials']], specials=meta['specials'])
     assert rebuilt.itos == tok.itos
 
@@ -67,7 +69,7 @@ def test_char_tokenizer_round_trip_and_specials():
 def test_vocab_tokenizer_round_trip_and_order():
     docs = [['a-na', 'LUGAL', 'be-li2'], ['LUGAL', 'a-na', 'LUGAL']]
     tok = VocabTokenizer.build(docs, extra_specials=['<gap>'])
-    assert tok.itos[:6] == C.SPECIALS + ['<gap>']
+    assert tok.itos[:6] == corpus.SPECIALS + ['<gap>']
     assert tok.itos[6:] == ['LUGAL', 'a-na', 'be-li2']  # by frequency, then alphabetically
     for d in docs:
         assert tok.decode(tok.encode(d)).split() == d
@@ -95,15 +97,15 @@ def test_hf_tokenizer_trains_and_round_trips(tmp_path, kind):
     assert {'[UNK]', '[SEP]', '[MASK]'} <= set(sp)
     assert sp['[SEP]'] not in ids
     # rebuilt from meta.json + tokenizer.json
-    (tmp_path / 'meta.json').write_text(json.dumps(C.tokenizer_meta(tok)))
-    again = C.load_tokenizer(tmp_path)
+    (tmp_path / 'meta.json').write_text(json.dumps(corpus.tokenizer_meta(tok)))
+    again = corpus.load_tokenizer(tmp_path)
     assert again.encode(sample) == ids
 
 
 def test_oversized_subword_vocab_refused(tmp_path):
     pytest.importorskip('tokenizers')
     with pytest.raises(SystemExit):
-        C.HFTokenizer.train(['abc'], 70000)
+        corpus.HFTokenizer.train(['abc'], 70000)
 
 
 # ----------------------------------------------------------------------------- writer
@@ -186,7 +188,7 @@ def test_batch_loader_pure_function_of_seed_split_index(char_data):
 
 
 def test_batch_loader_targets_and_document_ids(char_data):
-    meta = C.load_meta(char_data)
+    meta = corpus.load_meta(char_data)
     sep = meta['sep_id']
     loader = BatchLoader(char_data, block_size=32, batch_size=64, seed=0)
     b = loader.get('train', 0)
@@ -205,7 +207,7 @@ def test_batch_loader_targets_and_document_ids(char_data):
 
 
 def test_batch_loader_doc_aligned_starts_at_separators(char_data):
-    sep = C.load_meta(char_data)['sep_id']
+    sep = corpus.load_meta(char_data)['sep_id']
     loader = BatchLoader(char_data, block_size=16, batch_size=16, seed=0, doc_aligned=True)
     x = loader.get('train', 1)['x']
     assert (x[:, 0] == sep).all()
@@ -218,18 +220,18 @@ def test_batch_loader_refuses_short_split(tmp_path):
 
 
 def test_maskable_positions_excludes_specials_and_flags(char_data):
-    meta = C.load_meta(char_data)
+    meta = corpus.load_meta(char_data)
     x = torch.tensor([[0, 1, 2, 3, 4, 5]])
-    ok = C.maskable_positions({'x': x}, meta)
+    ok = objectives.maskable_positions({'x': x}, meta)
     assert ok.tolist() == [[False, False, False, True, True, True]]
     flags = torch.tensor([[0, 0, 0, 1, 2, 3]])
-    ok = C.maskable_positions({'x': x, 'flags': flags}, meta)
+    ok = objectives.maskable_positions({'x': x, 'flags': flags}, meta)
     assert ok.tolist() == [[False, False, False, True, False, False]]
 
 
 def test_load_meta_missing_says_what_to_do(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        C.load_meta(tmp_path)
+        corpus.load_meta(tmp_path)
     assert 'prepare' in capsys.readouterr().err
 
 
@@ -250,7 +252,7 @@ def test_shakespeare_input_file(tmp_path, monkeypatch):
     names = meta['documents']
     assert sum(len(v) for v in names.values()) == 40  # 40 chunks at line boundaries
     assert not set(names['train']) & set(names['val']) and not set(names['train']) & set(names['test'])
-    tok = C.load_tokenizer(out)
+    tok = corpus.load_tokenizer(out)
     sep = meta['sep_id']
     decoded = {}
     for split in ('train', 'val', 'test'):
@@ -281,7 +283,7 @@ def test_shakespeare_input_directory(tmp_path, monkeypatch):
 def test_hf_token_bytes_sum_to_the_text_bytes(kind, tmp_path):
     """Bits per byte divide by the bytes the tokens stand for: summed over an encoding they must equal
     the UTF-8 length of the text exactly (spaces and multi-byte characters included)."""
-    from prepare.common import HFTokenizer
+    from corpus import HFTokenizer
     texts = ['Çok güzel bir gün, değil mi? Evet, çok güzel.', 'naïve café déjà vu — ünlü şarkılar'] * 50
     tok = HFTokenizer.train(texts, 300, model=kind)
     nb = tok.token_bytes()

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import make_documents
-from prepare import akkadian as A
-from prepare import common as C
+import corpus
+import download
+from prepare import akkadian as A, common as C
 
 pytest.importorskip('tokenizers')
 os.environ.setdefault('RAYON_NUM_THREADS', '1')
@@ -37,7 +38,7 @@ def dead_pid():
 
 
 def hf_vocab_size(d):
-    return C.HFTokenizer.load(Path(d) / 'tokenizer.json').vocab_size
+    return corpus.HFTokenizer.load(Path(d) / 'tokenizer.json').vocab_size
 
 
 def check_consistent(d):
@@ -562,13 +563,13 @@ def fake_server(monkeypatch):
 def test_fetch_url_records_and_verifies_the_download(tmp_path, fake_server):
     import hashlib
     dest = tmp_path / 'raw' / 'file.txt'
-    C.fetch_url('https://example.org/file.txt', dest)
+    download.fetch_url('https://example.org/file.txt', dest)
     rec = json.loads((tmp_path / 'raw' / 'file.txt.sha256').read_text())
     assert rec['size'] == len(fake_server['data']) and rec['sha256'] == hashlib.sha256(fake_server['data']).hexdigest()
-    assert C.fetch_url('https://example.org/file.txt', dest) == dest and fake_server['calls'] == 1  # reused
+    assert download.fetch_url('https://example.org/file.txt', dest) == dest and fake_server['calls'] == 1  # reused
     for spoil in (lambda b: b[:1000], lambda b: b[:-7] + b'THE END'):  # truncated; altered, same size
         dest.write_bytes(spoil(fake_server['data']))
-        C.fetch_url('https://example.org/file.txt', dest)
+        download.fetch_url('https://example.org/file.txt', dest)
         assert dest.read_bytes() == fake_server['data']  # downloaded again
     assert fake_server['calls'] == 3
     assert hidden(dest.parent) == []
@@ -577,30 +578,30 @@ def test_fetch_url_records_and_verifies_the_download(tmp_path, fake_server):
 def test_fetch_url_without_a_record_downloads_again(tmp_path, fake_server):
     dest = tmp_path / 'file.txt'
     dest.write_bytes(b'an old download, never checked')
-    C.fetch_url('https://example.org/file.txt', dest)
+    download.fetch_url('https://example.org/file.txt', dest)
     assert fake_server['calls'] == 1 and dest.read_bytes() == fake_server['data']
 
 
 def test_fetch_url_truncated_cache_offline_says_delete(tmp_path, fake_server, capsys):
     import requests
     dest = tmp_path / 'file.txt'
-    C.fetch_url('https://example.org/file.txt', dest)
+    download.fetch_url('https://example.org/file.txt', dest)
     dest.write_bytes(fake_server['data'][:100])
     fake_server['error'] = requests.ConnectionError('unreachable')
     with pytest.raises(SystemExit) as e:
-        C.fetch_url('https://example.org/file.txt', dest)
+        download.fetch_url('https://example.org/file.txt', dest)
     assert e.value.code == 1
     err = one_error_line(capsys)
     assert str(dest) in err and 'delete' in err
     # a missing cache while offline is the usual OfflineError (the caller falls back)
-    with pytest.raises(C.OfflineError):
-        C.fetch_url('https://example.org/other.txt', tmp_path / 'other.txt')
+    with pytest.raises(corpus.OfflineError):
+        download.fetch_url('https://example.org/other.txt', tmp_path / 'other.txt')
 
 
 def test_fetch_url_short_body_is_not_kept(tmp_path, fake_server):
     fake_server['length'] = len(fake_server['data']) + 100  # the connection closed early
-    with pytest.raises(C.OfflineError, match='incomplete'):
-        C.fetch_url('https://example.org/file.txt', tmp_path / 'file.txt')
+    with pytest.raises(corpus.OfflineError, match='incomplete'):
+        download.fetch_url('https://example.org/file.txt', tmp_path / 'file.txt')
     assert list(tmp_path.iterdir()) == []
 
 
@@ -625,35 +626,35 @@ def fake_pip(tmp_path, monkeypatch):
         d = Path(cmd[cmd.index('-d') + 1])
         (d / 'pkg-1.0-py3-none-any.whl').write_bytes(wheel)
         return subprocess.CompletedProcess(cmd, 0, '', '')
-    monkeypatch.setattr(C.subprocess, 'run', run)
+    monkeypatch.setattr(download.subprocess, 'run', run)
     return calls
 
 
 def test_pip_download_has_a_timeout_and_checks_the_cache(tmp_path, fake_pip, capsys):
     raw = tmp_path / 'raw'
-    whl = C.pip_download('pkg==1.0', raw)
+    whl = download.pip_download('pkg==1.0', raw)
     assert len(fake_pip) == 1 and fake_pip[0][1].get('timeout')  # a time limit is set
     assert (raw / (whl.name + '.sha256')).exists()
-    assert C.pip_download('pkg==1.0', raw) == whl and len(fake_pip) == 1  # verified and reused
+    assert download.pip_download('pkg==1.0', raw) == whl and len(fake_pip) == 1  # verified and reused
     whl.write_bytes(whl.read_bytes()[:-300])  # truncated
-    C.pip_download('pkg==1.0', raw)
-    assert len(fake_pip) == 2 and C._archive_problem(whl) is None
+    download.pip_download('pkg==1.0', raw)
+    assert len(fake_pip) == 2 and download._archive_problem(whl) is None
     # a wheel cached before records existed: reused when it reads back whole, else downloaded again
     (raw / (whl.name + '.sha256')).unlink()
-    C.pip_download('pkg==1.0', raw)
+    download.pip_download('pkg==1.0', raw)
     assert len(fake_pip) == 2 and (raw / (whl.name + '.sha256')).exists()
     (raw / (whl.name + '.sha256')).unlink()
     whl.write_bytes(whl.read_bytes()[:500])
-    C.pip_download('pkg==1.0', raw)
-    assert len(fake_pip) == 3 and C._archive_problem(whl) is None
+    download.pip_download('pkg==1.0', raw)
+    assert len(fake_pip) == 3 and download._archive_problem(whl) is None
 
 
 def test_pip_download_timeout_is_one_line(tmp_path, monkeypatch, capsys):
     def run(cmd, **kw):
         raise subprocess.TimeoutExpired(cmd, kw.get('timeout'))
-    monkeypatch.setattr(C.subprocess, 'run', run)
+    monkeypatch.setattr(download.subprocess, 'run', run)
     with pytest.raises(SystemExit) as e:
-        C.pip_download('pkg==1.0', tmp_path / 'raw')
+        download.pip_download('pkg==1.0', tmp_path / 'raw')
     assert e.value.code == 1
     err = one_error_line(capsys)
     assert 'pkg==1.0' in err and 'within' in err and '--input' in err

@@ -15,7 +15,7 @@ import torch
 from conftest import REPO, run_train, train_env
 from evals.akkadian import masked_sign_metrics, rank_stats
 from model import Encoder, ModelConfig
-from restoration import NgramScorer, UnigramScorer, beam_fill, encoder_scorer, restore_gaps
+from restoration import beam_fill, encoder_scorer, NgramScorer, restore_gaps, UnigramScorer
 
 FIX = Path(__file__).parent / 'fixtures' / 'akkadian'
 PAD, MASK, N_SPECIAL, N_REAL = 0, 1, 2, 6        # tiny vocabulary: 2 specials + 6 real tokens
@@ -213,7 +213,8 @@ def test_infinigram_uses_the_longest_matching_context():
 def test_context_matches_and_similar_passages(tmp_path):
     """Exact matches of a gap's context in the train split, with their counts and documents; the most similar
     passage to a line copied from the train split is that line itself (cosine 1)."""
-    from prepare.common import VocabTokenizer, tokenizer_meta, write_dataset
+    from corpus import tokenizer_meta, VocabTokenizer
+    from prepare.common import write_dataset
     from restoration import context_matches, similar_passages
     from prepare.akkadian import EXTRA_SPECIALS
     tok = VocabTokenizer.build([list('abcdefghxyz')], extra_specials=EXTRA_SPECIALS)

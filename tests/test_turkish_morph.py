@@ -3,8 +3,9 @@ import json
 
 import pytest
 
+from morphology import realise, segment, turkish_lower
 from prepare import turkish_morph as tm
-from prepare.turkish_morph import realise, root_boundary_accuracy, segment, turkish_lower
+from prepare.turkish_morph import root_boundary_accuracy
 
 # hand-checked segmentations (root first) where the documented algorithm is right
 KNOWN = {

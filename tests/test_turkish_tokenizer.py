@@ -3,9 +3,12 @@
 
 import pytest
 
+import morphology
+from corpus import load_tokenizer, MorphTokenizer
+from morphology import Lexicon, MARKER, presegment, segment
 from prepare import turkish_morph as tm
-from prepare.common import load_tokenizer
-from prepare.turkish_morph import MARKER, Lexicon, MorphTokenizer, presegment, root_boundary_accuracy, segment
+from prepare.common import load_lexicon
+from prepare.turkish_morph import root_boundary_accuracy
 
 FIXTURE_LEXICON = {'araba', 'kedi', 'ev', 'kitap', 'çocuk', 'burun', 'hak', 'gel', 'oku', 'okul', 'göz', 'yol'}
 
@@ -45,7 +48,7 @@ def test_load_lexicon_from_a_zemberek_style_csv(tmp_path):
             'Arab_Noun_Prop\tArab\tarab\tNoun\tProp\tarab\t0\tnull\t']
     p = tmp_path / 'lexicon.csv'
     p.write_text('\n'.join(rows), encoding='utf-8')
-    lex = tm.load_lexicon(path=p)
+    lex = load_lexicon(path=p)
     assert lex.roots == {'araba', 'gel'}  # proper nouns and abbreviations are left out
 
 
@@ -78,12 +81,12 @@ def test_presegment_marks_boundaries_and_removing_them_gives_the_text_back():
 
 
 def test_morfessor_segmenter_trains_on_a_tiny_word_list():
-    counts = tm.word_counts(TEXTS * 3)
-    model = tm.train_morfessor(counts, max_types=50)
+    counts = morphology.word_counts(TEXTS * 3)
+    model = morphology.train_morfessor(counts, max_types=50)
     for w in ['evlerden', 'kediler', "İstanbul'da", '2024']:
-        pieces = tm.morfessor_segment(model, w)
-        assert ''.join(pieces) == tm.turkish_lower(w)
-    assert tm.morfessor_segment(model, "İstanbul'da")[-1] == "'da"
+        pieces = morphology.morfessor_segment(model, w)
+        assert ''.join(pieces) == morphology.turkish_lower(w)
+    assert morphology.morfessor_segment(model, "İstanbul'da")[-1] == "'da"
 
 
 # ----------------------------------------------------------------------------- the morph tokenizer
@@ -91,7 +94,7 @@ def test_morfessor_segmenter_trains_on_a_tiny_word_list():
 def _words_and_boundaries(text, seg):
     """(start, end, set of in-word boundary offsets) per word, from the segmenter."""
     out = []
-    for m in tm._WORD.finditer(text):
+    for m in morphology._WORD.finditer(text):
         pieces, k, cuts = seg(m.group()), m.start(), set()
         for p in pieces[:-1]:
             k += len(p)
@@ -103,7 +106,7 @@ def _words_and_boundaries(text, seg):
 @pytest.mark.parametrize('model', ['bpe', 'unigram'])
 @pytest.mark.parametrize('segmenter', ['harmony', 'lexicon'])
 def test_pieces_never_cross_morpheme_boundaries(tmp_path, model, segmenter):
-    seg = tm.make_segmenter(segmenter, lexicon=Lexicon(FIXTURE_LEXICON))
+    seg = morphology.make_segmenter(segmenter, lexicon=Lexicon(FIXTURE_LEXICON))
     tok = MorphTokenizer.train(TEXTS * 5, 300, model, segmenter, seg, path=tmp_path / 'tokenizer.json')
     ids, offs = tok.encode_offsets(TEXT)
     assert ids == tok.encode(TEXT)
@@ -131,7 +134,7 @@ def test_marker_counts_zero_bytes(tmp_path, model):
 def test_prepare_turkish_morph_dataset(tmp_path):
     """prepare/turkish.py --tokenizer=morph_bpe on a tiny --input: tables, meta and reload."""
     from prepare import turkish
-    from prepare.common import load_meta
+    from corpus import load_meta
     src = tmp_path / 'src'
     src.mkdir()
     for k in range(6):
