@@ -27,7 +27,7 @@ Output: out_dir/interpret/ or --result_dir (replaced as a whole, never half-writ
    variance unexplained (FVU), L0; dead (never active) and dense (active on more than dense_threshold of the
    tokens) shares of the latents over the whole subset.
 2. Downstream check (needs a checkpoint of this toolkit for the stage: init.pt for init, last.pt for final,
-   NAME.pt otherwise; an encoder): 15% of the target signs of the subset (prepare/akkadian.py is_target) are
+   NAME.pt otherwise; an encoder): 15% of the target signs of the subset (atf.py is_target) are
    replaced by [MASK] with a fixed seed, in the same block_size pieces write_artifacts used, and the
    encoder's cross-entropy on them is measured clean, with layer l's states replaced by the SAE
    reconstruction, and with them replaced by their mean over the subset (mean ablation); the rest of the
@@ -63,6 +63,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from atf import FLAG_DAMAGED, FLAG_MISSING, FLAG_RESTORED, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, is_target
 from checkpoint import check_data, load_checkpoint, torch_load
 from configurator import configure
 from corpus import die, documents, fixed_subset, load_meta
@@ -122,14 +123,13 @@ def sign_class(tok):
 
 
 def index_bearing(tok):
-    """A reading with a homophone index (ša2, E2, {lu2}, tuₓ) - prepare/akkadian.py normalize_sign writes them as digits."""
+    """A reading with a homophone index (ša2, E2, {lu2}, tuₓ) - atf.py normalize_sign writes them as digits."""
     core = tok.strip('{}+')
     return sign_class(tok) not in ('special', 'number') and bool(re.search(r'[^\d\W]\d+$|ₓ$', core))
 
 
 def token_table(ids, flags, offsets, vocab, sources):
     """Per-token labels of the subset: dict of numpy arrays (N,) - see the module docstring, item 3."""
-    from prepare.akkadian import FLAG_DAMAGED, FLAG_MISSING, FLAG_RESTORED, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START
     N = len(ids)
     toks = [vocab[i] if i < len(vocab) else '[UNK]' for i in ids]
     cls = np.array([sign_class(t) for t in toks])
@@ -181,7 +181,6 @@ def probe_labels(tt):
 def render_context(tt, i, words=2):
     """The words around token i in its document, as ATF (signs joined by '-', determinatives attached),
     token i marked «thus»."""
-    from prepare.akkadian import FLAG_DAMAGED, FLAG_RESTORED
     d, w = tt['doc'][i], tt['word'][i]
     js = np.flatnonzero((tt['doc'] == d) & (np.abs(tt['word'] - w) <= words))
     out, prev_word, prev_tok = [], None, None
@@ -332,7 +331,6 @@ def run_pieces(model, x, spans, layers=None, replace=None):
 def masked_input(ids, flags, spans, mask_id, n_lead, rate, rng_seed):
     """15% (rate) of the target signs of every piece replaced by [MASK], chosen with a fixed seed, as the
     masked-sign metric of evals/akkadian.py does. Returns (x int64 (N,), chosen bool (N,))."""
-    from prepare.akkadian import is_target
     rng = np.random.default_rng(rng_seed)
     chosen = np.zeros(len(ids), dtype=bool)
     for s, e in spans:

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import torch
 
+from atf import is_target
 from corpus import documents, load_meta
 
 
@@ -235,7 +236,6 @@ def fit_product_weights(scorers, pieces, mask_id, n_lead, seed, grids, rate=0.15
     `rate` of the target signs masked with `seed`, one sign per [MASK] as in training. grids: {name: [w, ...]}
     searched exhaustively. Returns ({name: weight}, {'restore_fit_rows': N, 'restore_fit_loglik': ...})."""
     from itertools import product
-    from prepare.akkadian import is_target
     rng = np.random.default_rng(seed)
     rows, truths = {n: [] for n in scorers}, []
     for ids, fl in pieces:

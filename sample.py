@@ -23,7 +23,7 @@ Backpack sense control: --sense_edit='file:3=0,5=2;table:*=0' multiplies sense 3
 prints the next-token distribution before and after, the most raised / lowered tokens and the KL.
 
 Akkadian restoration (an encoder trained on data whose meta.json says dataset 'akkadian'): --text is
-an ATF-like line read by prepare.akkadian.parse_restoration_input, the normalization of the data
+an ATF-like line read by atf.parse_restoration_input, the normalization of the data
 (`x` one lost sign, `...` / `[...]` a gap of unknown length; signs outside the vocabulary become
 [UNK], with a warning). Adjacent x's form one gap whose signs are decoded jointly by beam search
 (restoration.beam_fill, re-running the scorer as signs are filled). The default scorer (--scorer=restore)
@@ -45,6 +45,7 @@ import sys
 
 import torch
 
+from atf import FLAG_WORD_START, GAP, GAPN, parse_restoration_input
 from checkpoint import load_run
 from configurator import configure
 from corpus import die, load_meta, load_tokenizer
@@ -132,7 +133,6 @@ def render(signs, flags):
 
 
 def restore_akkadian():
-    from prepare.akkadian import FLAG_WORD_START, GAP, GAPN, parse_restoration_input
     from restoration import context_matches, describe_product, restoration_scorers, score_filling, similar_passages
     if not text.strip():
         die('--text must hold an ATF line with gaps, e.g. --text="a-na [x x] be-lí-ia qí-bí-ma"')
@@ -276,7 +276,6 @@ def restore_akkadian():
 def render_ids(s, e, split='train'):
     """The signs of split[s:e] as an ATF-like line (word starts from the flags)."""
     import numpy as np
-    from prepare.akkadian import FLAG_WORD_START
     d = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')[s:e]
     f = np.memmap(os.path.join(data_dir, f'{split}.flags.bin'), dtype=np.uint8, mode='r')[s:e]
     return render([tok.itos[int(i)] for i in d], [bool(int(x) & FLAG_WORD_START) for x in f])

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import torch
 
+from atf import FLAG_RESTORED, FLAG_SIGN, is_target
 from corpus import documents, fixed_subset, load_meta
 from restoration import beam_fill, cut_pieces, read_fragments, restoration_scorers, RESTORE_EXPERTS, restore_gaps
 
@@ -43,10 +44,9 @@ def rank_stats(logp, true, ks=(1, 5, 10)):
 
 
 def masked_sign_metrics(scorers, pieces, mask_id, n_lead, seed, rate=MASKED_SIGN_RATE, batch_size=32):
-    """Mask `rate` of the target signs (prepare.akkadian.is_target, and a known sign: not [UNK]) of
+    """Mask `rate` of the target signs (atf.is_target, and a known sign: not [UNK]) of
     every piece with a fixed seed, every chosen sign replaced by [MASK]; rank the true sign among the
     real signs under each scorer. Returns {scorer: {top1, top5, top10, mrr, n}} (means)."""
-    from prepare.akkadian import is_target
     rng = np.random.default_rng(seed)
     items = []
     for ids, fl in pieces:
@@ -127,7 +127,6 @@ def akkadian_metrics(model, ckpt, data_dir, device='cpu', n_spans=100, beam=20, 
     """Restoration metrics of an Akkadian encoder checkpoint: masked-sign top-1/5/10 and MRR, span
     restoration by length (beam search), the silver set of editor-restored signs; each for the model,
     the unigram and the n-gram baselines. Returns (flat dict of numbers, markdown table)."""
-    from prepare.akkadian import FLAG_RESTORED, FLAG_SIGN, is_target
     meta = load_meta(data_dir)
     sp = meta['special_ids']
     n_lead, mask_id, V = len(sp), sp['[MASK]'], meta['vocab_size']

@@ -1,7 +1,7 @@
 """Long-context metrics of causal checkpoints on the literature data (atlas vs gpt, per language and
 tokenizer; prepare/literature.py).
 
-masked word accuracy  every word of the split (prepare.literature.word_spans over meta.json's word tables) with
+masked word accuracy  every word of the split (corpus.word_spans over meta.json's word tables) with
                       at least one token of left context in its window is hidden and predicted from that left
                       context: correct when the greedy prediction reproduces all of its tokens (teacher-forced
                       argmax at each of them), so a word split into more pieces must get more of them right.

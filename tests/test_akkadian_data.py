@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from atf import (FLAG_DAMAGED, FLAG_MISSING, FLAG_OK, FLAG_RESTORED, FLAG_SIGN, FLAG_WORD_START, GAP, GAPN, is_target,
+                 normalize_sign, parse_atf, parse_atf_line, parse_restoration_input)
 from prepare import akkadian as A
-from prepare.akkadian import (FLAG_DAMAGED, FLAG_MISSING, FLAG_OK, FLAG_RESTORED, FLAG_SIGN, FLAG_WORD_START,
-                              GAP, GAPN, is_target, normalize_sign, parse_atf, parse_atf_line,
-                              parse_restoration_input)
 
 FIX = Path(__file__).parent / 'fixtures' / 'akkadian'
 OK, DMG, RES, MIS = FLAG_OK, FLAG_DAMAGED, FLAG_RESTORED, FLAG_MISSING

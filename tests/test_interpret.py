@@ -173,7 +173,8 @@ def test_sign_classes_and_index_bearing_readings(interp):
 
 
 def test_token_table_positions_damage_and_context(interp):
-    from prepare.akkadian import FLAG_DAMAGED, FLAG_MISSING, FLAG_RESTORED, FLAG_SIGN, FLAG_WORD_START
+    from atf import FLAG_SIGN, FLAG_WORD_START
+    from atf import FLAG_DAMAGED, FLAG_MISSING, FLAG_RESTORED
     S, W = FLAG_SIGN, FLAG_WORD_START
     vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '[GAP]', '[GAPN]', 'a', 'na', '{d}', 'UTU', 'be', 'li2', 'ia']
     # document 0: a-na {d}UTU be-li2#-ia x ; document 1: [a]-na
@@ -219,7 +220,8 @@ def test_downstream_replacing_a_layer_by_itself_is_the_clean_pass(interp):
 
 
 def test_masked_input_masks_only_targets_at_the_rate(interp):
-    from prepare.akkadian import FLAG_MISSING, FLAG_RESTORED, FLAG_SIGN
+    from atf import FLAG_SIGN
+    from atf import FLAG_MISSING, FLAG_RESTORED
     n = 4000
     ids = np.full(n, 9)
     flags = np.full(n, FLAG_SIGN, np.uint8)
@@ -238,7 +240,8 @@ def test_masked_input_masks_only_targets_at_the_rate(interp):
 @pytest.fixture(scope='module')
 def akk_run(tmp_path_factory):
     """A tiny 2-layer encoder trained for a few iterations on documents built from the fixture ATF, with artifacts."""
-    from prepare.akkadian import build_dataset, parse_atf
+    from atf import parse_atf
+    from prepare.akkadian import build_dataset
     d = tmp_path_factory.mktemp('akk_interp')
     text = (FIX / 'sample.atf').read_text(encoding='utf-8')
     body = text.split('&P100002')[0].split('\n', 1)[1]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from atf import FLAG_MISSING, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, GAP, GAPN, is_target
+import atf
 from prepare import akkadian as A
-from prepare.akkadian import FLAG_MISSING, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, GAP, GAPN, is_target
 
 ATF_DIR = REPO.parent / 'shared' / 'data' / 'oracc_atf'
 pytestmark = pytest.mark.skipif(not ATF_DIR.is_dir(), reason=f'the real ORACC ATF files are not at {ATF_DIR}')
@@ -42,7 +43,7 @@ def lines():
     """{(file, line number): [(token, flag), ...]} for every line parse_atf read as transliteration,
     recorded by wrapping parse_atf_line while each file goes through parse_atf."""
     seen = {}
-    orig = A.parse_atf_line
+    orig = atf.parse_atf_line  # patched where parse_atf looks it up
 
     def recording(text, where=None, lang='akk'):
         out = orig(text, where=where, lang=lang)
@@ -50,13 +51,13 @@ def lines():
         seen[(name, int(k))] = out
         return out
 
-    A.parse_atf_line = recording
+    atf.parse_atf_line = recording
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             for f in sorted(ATF_DIR.glob('*.atf')):
                 A.parse_atf(read(f.name), name=f.name)
     finally:
-        A.parse_atf_line = orig
+        atf.parse_atf_line = orig
     return seen
 
 

@@ -216,7 +216,7 @@ def test_context_matches_and_similar_passages(tmp_path):
     from corpus import tokenizer_meta, VocabTokenizer
     from prepare.common import write_dataset
     from restoration import context_matches, similar_passages
-    from prepare.akkadian import EXTRA_SPECIALS
+    from atf import EXTRA_SPECIALS
     tok = VocabTokenizer.build([list('abcdefghxyz')], extra_specials=EXTRA_SPECIALS)
     docs = {'train': [tok.encode(list('abcxdeabcydeab')), tok.encode(list('ghghabczde'))],
             'val': [tok.encode(list('hgf'))]}
@@ -285,7 +285,7 @@ def test_rank_stats_oracle_and_uniform():
 
 
 def test_masked_sign_metrics_oracle_and_uniform():
-    from prepare.akkadian import FLAG_SIGN
+    from atf import FLAG_SIGN
     rng = np.random.default_rng(1)
     pieces = [(rng.integers(N_SPECIAL, V, L), np.full(L, FLAG_SIGN, np.uint8)) for L in (30, 31, 32, 33)]
     clean = {len(i): torch.from_numpy(i) for i, _ in pieces}
@@ -305,7 +305,8 @@ def test_masked_sign_metrics_oracle_and_uniform():
 @pytest.fixture(scope='module')
 def akk_ckpt(tmp_path_factory):
     """A tiny encoder trained for a few iterations on documents built from the fixture ATF."""
-    from prepare.akkadian import build_dataset, parse_atf
+    from atf import parse_atf
+    from prepare.akkadian import build_dataset
     d = tmp_path_factory.mktemp('akk')
     text = (FIX / 'sample.atf').read_text(encoding='utf-8')
     body = text.split('&P100002')[0].split('\n', 1)[1]
