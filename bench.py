@@ -25,13 +25,14 @@ row calls (sequences through the network, summed), tokens/s, the speed-up and wh
 the same tokens (the README's target: ddpm_cache >= 2x fewer row calls than ddpm at 1000 steps, batch 8). The model is built from
 ModelConfig's defaults plus the config's keys (set every model key in a bench config).
 """
-import ast
 import time
 import json
 import os
 import subprocess
 import sys
 import tempfile
+
+from configurator import configure
 
 # bench.py's own options; everything else is passed to train.py
 ALL_CONFIGS = {  # arch -> a 124M-class config at context 1024 (those that exist in config/)
@@ -43,22 +44,18 @@ ALL_CONFIGS = {  # arch -> a 124M-class config at context 1024 (those that exist
 
 
 def parse(argv):
+    """bench.py's own options (configurator.py: types checked, --all / --json / --sample may stand alone);
+    every other argument (config files, train.py keys) is passed on to train.py."""
     opts = {'all': False, 'json': False, 'peak_tflops': 0.0, 'bench_iters': 20, 'bench_warmup': 5, 'nproc': 1,
             'sample': False, 'sample_steps': 1000, 'sample_tokens': 256, 'sample_batches': '1,8,32'}
-    rest = []
+    own, rest = [], []
     for a in argv:
-        key, eq, val = a[2:].partition('=') if a.startswith('--') else ('', '', '')
-        if key in ('all', 'json', 'sample') and (not eq or val in ('True', 'true', '1')):
-            opts[key] = True
-        elif key == 'peak_tflops':
-            opts['peak_tflops'] = float(val)
-        elif key == 'sample_batches':
-            opts[key] = val
-        elif key in ('bench_iters', 'bench_warmup', 'nproc', 'sample_steps', 'sample_tokens'):
-            opts[key] = int(val)
+        key = a[2:].partition('=')[0] if a.startswith('--') else None
+        if key in opts:
+            own.append(a if '=' in a or not isinstance(opts[key], bool) else a + '=True')
         else:
             rest.append(a)
-    return opts, rest
+    return configure(opts, own), rest
 
 
 def run_one(config_args, opts):
@@ -83,18 +80,9 @@ def sample_one(config_args, opts):
     import torch
     from model import build_model, ModelConfig
     from sampling import mdlm_sample
-    keys = {}
-    for a in config_args:
-        if a.startswith('--'):
-            k, _, v = a[2:].partition('=')
-            try:
-                keys[k] = ast.literal_eval(v)
-            except (ValueError, SyntaxError):
-                keys[k] = v
-        else:
-            ns = {}
-            exec(open(a).read(), {}, ns)  # configs are data: assignments only
-            keys.update(ns)
+    # the model keys of the config files and overrides, over ModelConfig's defaults (other keys are train.py's)
+    keys = {**ModelConfig().to_dict(), 'vocab_size': 0, 'dataset': '', 'data_dir': '', 'device': 'auto'}  # 0: the data's
+    keys = configure(keys, config_args, ignore_unknown=True)
     device = keys.get('device', 'auto')
     device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
     if not keys.get('vocab_size'):

@@ -75,10 +75,11 @@ def _parse_value(text):
         return text  # a bare string such as --device=cuda
 
 
-def apply_config(namespace, argv, auto_keys=()):
+def apply_config(namespace, argv, auto_keys=(), ignore_unknown=False):
     """Apply config files and --key=value overrides to namespace (a dict); return the resolved
     config {key: value}. Keys in auto_keys also accept the string 'auto'. Raises ConfigError with
-    a one-line message on any mistake."""
+    a one-line message on any mistake. ignore_unknown=True skips keys the namespace does not have
+    (for a reader that needs only some of a config's keys, e.g. bench.py's model keys)."""
     keys = config_keys(namespace)
     defaults = {k: namespace[k] for k in keys}
     for arg in argv:
@@ -96,6 +97,8 @@ def apply_config(namespace, argv, auto_keys=()):
             for k, v in scope.items():
                 if k.startswith('_') or type(v).__name__ == 'module':
                     continue
+                if k not in defaults and ignore_unknown:
+                    continue
                 if k not in defaults:
                     e = _unknown(k, keys)
                     e.msg = f"{arg}: {e.msg}"
@@ -105,6 +108,8 @@ def apply_config(namespace, argv, auto_keys=()):
             key, eq, text = arg[2:].partition('=')
             if not eq:
                 raise ConfigError(f"argument {arg!r} must look like --key=value")
+            if key not in defaults and ignore_unknown:
+                continue
             if key not in defaults:
                 raise _unknown(key, keys)
             value = _parse_value(text)
@@ -114,10 +119,10 @@ def apply_config(namespace, argv, auto_keys=()):
     return {k: namespace[k] for k in keys}
 
 
-def configure(namespace, argv=None, auto_keys=()):
+def configure(namespace, argv=None, auto_keys=(), ignore_unknown=False):
     """apply_config for a script: on a mistake print the one line and exit with status 2."""
     try:
-        return apply_config(namespace, sys.argv[1:] if argv is None else argv, auto_keys)
+        return apply_config(namespace, sys.argv[1:] if argv is None else argv, auto_keys, ignore_unknown)
     except ConfigError as e:
         print(f"config error: {e.msg}", file=sys.stderr)
         raise SystemExit(2)

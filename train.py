@@ -49,26 +49,14 @@ eval_iters = 20                 # batches per split at each evaluation
 log_interval = 10
 eval_only = False
 seed = 1337
-# model (see model.ModelConfig)
-arch = 'gpt'
+# model: every field of model.ModelConfig is a key (documented there; adding a field adds the key), with
+# ModelConfig's defaults except these (nanoGPT's small default shape; ModelConfig's is the 124M one)
+globals().update({k: v for k, v in ModelConfig().to_dict().items() if k != 'mask_id'})  # [MASK] comes from the data
 vocab_size = 0                  # 0 = the data's (meta.json); larger pads the embedding (e.g. 50304)
 n_layer = 6
 n_head = 6
 n_embd = 384
-d_kv = 0
-d_ff = 0
 block_size = 256
-dropout = 0.0
-bias = True
-norm = 'layernorm'
-mlp = 'gelu'
-pos = 'learned'
-rope_base = 10000.0
-doc_mask = False
-activation_checkpointing = False  # recompute each block in backward (non-reentrant): memory for compute
-window = 0                      # sliding-window attention (causal archs): query i sees keys i - window < j <= i
-attention = 'standard'          # standard | agglutinative (word/class biases from meta.json's token tables)
-agglu_input_emb = False         # agglutinative: + zero-init token-class and position-in-word embeddings
 # objective: masked LM (arch encoder)
 mask_rate = 0.15
 mask_rate_max = 0.0             # > 0: each sequence's mask rate ~ U(0, mask_rate_max) instead (Aeneas: 0.75)
@@ -76,31 +64,6 @@ mask_replace = 0.8              # of the chosen positions: fraction replaced by 
 mask_random = 0.1               # ... by a random token (the rest stay unchanged)
 span_mean = 0.0                 # > 0: mask spans with geometric lengths of this mean
 doc_aligned = False             # windows start at document starts
-# objective: masked diffusion (arch mdlm; model.MDLM); the importance options are all off for plain MDLM
-cond_dim = 128                  # timestep-embedding width of the DiT's adaLN
-time_cond = False               # condition on the noise level (MDLM default: off)
-importance = False              # train an importance estimator on the backbone's detached per-token loss
-imp_n_layer = 2
-imp_n_embd = 256
-imp_n_head = 4
-importance_weight = 1.0         # weight of the estimator's MSE in the training loss
-adaptive_masking = False        # mask probabilities biased by importance, mean kept at 1 - alpha_t
-adaptive_strength = 1.0
-curriculum = False              # easy -> hard bias over training
-curriculum_phases = '0.3,0.7'   # fractions of max_iters where the easy phase ends / the hard phase starts
-# backpack (model.Backpack)
-n_senses = 16                   # sense vectors per token
-# atlas (model.Atlas: deep long-term memory, Omega rule, with sliding-window attention of size `window`)
-atlas_mode = 'mag'              # mag (memory || SWA, gated) | mal (memory, then SWA)
-mem_depth = 2                   # 1 linear memory, 2 MLP memory
-mem_key_dim = 0                 # key width per head before the feature map (0 = head size)
-mem_hidden = 0                  # MLP memory hidden width (0 = head size)
-mem_poly = 2                    # polynomial feature map degree (0 = none, as Titans)
-mem_window = 4                  # Omega window c (1 = delta rule)
-mem_chunk = 16                  # chunk size of the parallel memory update
-mem_muon = True                 # Newton-Schulz on the momentum
-mem_lr = 0.05                   # maximum inner learning rate (0.05 with Muon was measured stable; without Muon use ~0.01)
-mem_conv = 4                    # causal depthwise conv on the memory's q, k, v (1 = none)
 # optimisation
 batch_size = 12                 # per process and micro-step; 'auto' benchmarks and picks the fastest that fits
 gradient_accumulation_steps = 1 # in total, over all DDP processes
