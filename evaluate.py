@@ -1,5 +1,7 @@
 """
-Metrics of a checkpoint, and comparisons of runs.
+Metrics of a checkpoint, and comparisons of runs. evaluate.py loads the run and hands its options to every
+metric module of evals/ that applies to the checkpoint (lm, mdlm, akkadian, europarl, turkish, literature: each
+module's applies() says when), then writes what they return to eval.json.
 
     python evaluate.py --out_dir=out-shakespeare-char              # val and test -> out_dir/eval.json
     python evaluate.py --out_dir=DIR --split=test --max_tokens=200000
@@ -46,28 +48,20 @@ see evals/europarl.py for the definitions.
 A causal checkpoint of the Turkish data (meta.json dataset 'turkish') also gets the TurkMorfBench core
 forced-choice accuracy (turkmorfbench_acc, _n, _chance, by group; evals/turkish.py; off with --turkmorfbench_on=False).
 
-A causal checkpoint (atlas or gpt) of the literature data (prepare/literature.py; evals/atlas.py) also gets the
+A causal checkpoint (atlas or gpt) of the literature data (prepare/literature.py; evals/literature.py) also gets the
 masked word accuracy ({split}_masked_word_acc), the retrieval loss beyond the attention window, and for atlas the
 memory-reset control ({split}_loss_no_memory, _bpb_no_memory, _retrieval_loss_no_memory) and the per-layer
 memory and gate diagnostics (mem{l}_*; printed as a table). `--compare_keys=bpb,word_acc` narrows --compare.
 """
 import json
-import math
 import os
 
 import numpy as np
-import torch
 
 from checkpoint import load_run, read_metrics, torch_load, write_text_atomic
-from configurator import configure
-from corpus import die, load_meta, load_tokenizer
-from evals.akkadian import akkadian_metrics
-from evals.atlas import literature_metrics, memory_table
-from evals.europarl import europarl_metrics
-from evals.mdlm import evaluate_mdlm_split, generative_ppl, unigram_stats
-from evals.turkish import load_turkmorfbench, turkmorfbench
-from model import objective
-from objectives import mlm_batch
+from configurator import config_keys, configure
+from corpus import die, load_meta
+from evals import akkadian, europarl, literature, lm, mdlm, turkish
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = ''
@@ -102,130 +96,34 @@ turkmorfbench_on = True       # turkish: TurkMorfBench core forced-choice accura
                               # not named `turkmorfbench`, which is the scoring function of evals/turkish.py)
 sense_words = 'file,window,table,key,open,print,right,cell,fichier,fenêtre,touche,ouvrir'  # backpack sense tables
 # -----------------------------------------------------------------------------
+# the options of one evaluation, with their defaults: run_eval(out_dir, ckpt_name, **overrides) hands them to every
+# metric module explicitly (evals/*.py, each says when it applies), in this order:
+OPTIONS = {k: globals()[k] for k in config_keys(globals()) if k not in ('out_dir', 'ckpt_name', 'compare', 'compare_keys', 'plot')}
+EVALS = (lm, mdlm, akkadian, europarl, turkish, literature)
 
 
-def windows(data, T, max_tokens):
-    """Non-overlapping windows of T+1 tokens (input T, target T) covering the split."""
-    n = len(data) if not max_tokens else min(len(data), max_tokens + 1)
-    starts = np.arange(0, max(n - T - 1, 0) + 1, T)
-    return starts
-
-
-@torch.no_grad()
-def token_chars(data_dir):
-    """Characters of each token's text (0 for specials), for bits per character: the decoded token, except
-    that a Metaspace piece counts its '▁' as the space it stands for (the decoder drops a leading one)."""
-    tok = load_tokenizer(data_dir)
-    specials = set(tok.special_ids().values())
-    inner = getattr(tok, 'tok', None)
-    out = []
-    for i in range(tok.vocab_size):
-        piece = inner.id_to_token(i) if inner is not None else None
-        out.append(0 if i in specials else len(piece) if piece and '▁' in piece else len(tok.decode([i])) or 1)
-    return out
-
-
-def evaluate_split(model, ckpt, data_dir, split_name, device, max_tokens=0, batch_size=32, seed=42):
-    cfg = ckpt['config']
+def run_eval(out_dir, ckpt_name='ckpt.pt', **overrides):
+    """Every metric that applies to the checkpoint out_dir/ckpt_name -> out_dir/eval.json (eval_<data>.json
+    for other data). overrides: evaluate.py's options by name (split, max_tokens, batch_size, device, ...)."""
+    unknown = sorted(set(overrides) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"run_eval got unknown options {unknown}; known: {', '.join(OPTIONS)}")
+    opts = {**OPTIONS, **overrides, 'out_dir': out_dir, 'ckpt_name': ckpt_name}
+    model, ckpt, data_dir = load_run(out_dir, ckpt_name, opts['device'], opts['data_dir'], opts['allow_other_data'],
+                                     opts['use_ema'])
     meta = load_meta(data_dir)
-    T = ckpt['model_args']['block_size']
-    path = os.path.join(data_dir, f'{split_name}.bin')
-    data = np.memmap(path, dtype=np.uint16, mode='r')
-    if len(data) < T + 2:
-        die(f"{path} has {len(data)} tokens, fewer than a window of {T + 1}")
-    flags = None
-    if 'flags' in meta.get('aux', {}):
-        flags = np.memmap(os.path.join(data_dir, f'{split_name}.flags.bin'), dtype=np.uint8, mode='r')
-    tbytes = torch.tensor(load_tokenizer(data_dir).token_bytes(), dtype=torch.float64)
-    tchars = torch.tensor(token_chars(data_dir), dtype=torch.float64)
-    nchars = 0.0
-    obj = objective(ckpt['model_args']['arch'])
-    sep = meta.get('sep_id')
-    doc_mask = ckpt['model_args'].get('doc_mask', False)
-    starts = windows(data, T, max_tokens)
-    nll = correct = count = nbytes = 0.0
-    rng = np.random.default_rng(seed)
-    for b0 in range(0, len(starts), batch_size):
-        chunk = np.stack([np.asarray(data[s:s + T + 1], dtype=np.int64) for s in starts[b0:b0 + batch_size]])
-        x, y = torch.from_numpy(chunk[:, :-1]), torch.from_numpy(chunk[:, 1:])
-        if obj == 'mlm':
-            batch = {'x': x}
-            if flags is not None:
-                batch['flags'] = torch.from_numpy(np.stack([np.asarray(flags[s:s + T], dtype=np.int64)
-                                                            for s in starts[b0:b0 + batch_size]]))
-            x, y = mlm_batch(batch, rng, meta, cfg.get('mask_rate', 0.15))
-        doc = torch.from_numpy(np.cumsum(chunk[:, :-1] == sep, axis=1)) if (doc_mask and sep is not None) else None
-        x, y = x.to(device), y.to(device)
-        logits, _ = model(x, y, doc.to(device) if doc is not None else None)
-        logp = torch.log_softmax(logits.double(), dim=-1)
-        valid = y >= 0
-        yv = y.clamp(min=0)
-        tok_nll = -logp.gather(-1, yv[..., None])[..., 0]
-        nll += tok_nll[valid].sum().item()
-        correct += (logits.argmax(-1) == y)[valid].sum().item()
-        count += valid.sum().item()
-        nbytes += tbytes[yv.cpu()][valid.cpu()].sum().item()
-        nchars += tchars[yv.cpu()][valid.cpu()].sum().item()
-    if count == 0:
-        die(f"no tokens were evaluated in {split_name}")
-    loss = nll / count
-    return {f'{split_name}_loss': loss, f'{split_name}_ppl': math.exp(min(loss, 700)),
-            f'{split_name}_bpb': nll / math.log(2) / max(nbytes, 1), f'{split_name}_acc': correct / count,
-            f'{split_name}_bpc': nll / math.log(2) / max(nchars, 1), f'{split_name}_tokens': int(count)}
-
-
-def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=0, batch_size=32, seed=42, device='cpu',
-             n_spans=100, beam=20, max_gap_len=10, subset_size=500, allow_other_data=False, use_ema=True):
-    model, ckpt, data_dir = load_run(out_dir, ckpt_name, device, data_dir, allow_other_data, use_ema)
+    split = opts['split']
     names = [s for s in ('val', 'test') if os.path.exists(os.path.join(data_dir, f'{s}.bin'))] if split == 'all' else [split]
     res = {'iter': ckpt['iter_num'], 'params': model.num_params(), 'params_non_embedding': model.num_params(True),
            'best_val_loss': ckpt['best_val_loss'], 'ema_weights': int(ckpt['weights'] == 'ema')}
-    for s in names:
-        if ckpt['model_args']['arch'] == 'mdlm':  # the plain NELBO, whatever the training options
-            res.update(evaluate_mdlm_split(model, ckpt, data_dir, s, device, max_tokens, batch_size, seed, nelbo_samples))
-        else:
-            res.update(evaluate_split(model, ckpt, data_dir, s, device, max_tokens, batch_size, seed))
-    if ckpt['model_args']['arch'] == 'mdlm':
-        res.update(unigram_stats(data_dir, names))
-        if gen_ppl_ckpt or gen_ppl_judge:
-            res.update(generative_ppl(model, gen_ppl_ckpt, data_dir, gen_samples, gen_steps, seed, device,
-                                      judge=gen_ppl_judge))
     evals_logged = [r for r in read_metrics(os.path.join(out_dir, 'metrics.jsonl')) if r.get('kind') == 'eval' and r.get('train_val_gap') is not None]
     if evals_logged:  # the held-out side of any memorisation / grokking claim, from training's own evaluations
         res['train_val_gap_last'] = evals_logged[-1]['train_val_gap']
         res['train_val_gap_min'] = min(r['train_val_gap'] for r in evals_logged)
-    for k, v in res.items():
-        print(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
-    if ckpt['model_args'].get('attention', 'standard') == 'agglutinative':  # learned biases per head
-        from model import agglutinative_biases, format_agglutinative_biases
-        print(format_agglutinative_biases(model))
-        res['agglutinative_biases'] = agglutinative_biases(model)
-    if load_meta(data_dir).get('dataset') == 'akkadian' and ckpt['model_args']['arch'] == 'encoder':
-        akk, table = akkadian_metrics(model, ckpt, data_dir, device, n_spans, beam, max_gap_len, seed, subset_size,
-                                      batch_size, split)
-        res.update(akk)
-        print(table)
-    if load_meta(data_dir).get('dataset') == 'europarl' and objective(ckpt['model_args']['arch']) == 'causal':
-        res.update(europarl_metrics(model, ckpt, data_dir, names, device, out_dir, max_tokens, batch_size,
-                                    translate_n, translate_beam, translate_max_new, sense_words))
-    if (turkmorfbench_on and load_meta(data_dir).get('dataset') == 'turkish'
-            and objective(ckpt['model_args']['arch']) == 'causal'):
-        tmb_items = load_turkmorfbench()
-        if tmb_items:
-            tmb = turkmorfbench(model, load_tokenizer(data_dir), tmb_items, device, ckpt['model_args']['block_size'],
-                                load_meta(data_dir).get('sep_id'), batch_size)
-            for k, v in tmb.items():
-                print(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
-            res.update(tmb)
-    if (load_meta(data_dir).get('dataset', '').startswith('literature')
-            and objective(ckpt['model_args']['arch']) == 'causal'):
-        lit = literature_metrics(model, ckpt, data_dir, names, device, max_tokens, batch_size)
-        for k, v in lit.items():
-            if not k.startswith('mem'):
-                print(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
-        if ckpt['model_args']['arch'] == 'atlas':
-            print(memory_table(lit, ckpt['model_args']['n_layer']))
-        res.update(lit)
+    lm.print_metrics(res)
+    for ev in EVALS:
+        if ev.applies(ckpt, meta, opts):
+            res.update(ev.evaluate(model, ckpt, data_dir, names, opts))
     path = eval_path(out_dir, data_dir, ckpt)
     write_text_atomic(path, json.dumps(res, indent=1))
     print(f"wrote {path}")
@@ -323,11 +221,10 @@ def compare_runs(dirs, plot_path):
 
 
 if __name__ == '__main__':
-    configure(globals())
+    config = configure(globals())
     if compare:
         compare_runs([d for d in compare.split(',') if d], plot)
     else:
         if not out_dir:
             die("give --out_dir=DIR (a training run) or --compare=DIR1,DIR2")
-        res = run_eval(out_dir, ckpt_name, data_dir, split, max_tokens, batch_size, seed, device, n_spans, beam,
-                       max_gap_len, subset_size, allow_other_data, use_ema)
+        res = run_eval(out_dir, ckpt_name, **{k: config[k] for k in OPTIONS})

@@ -32,7 +32,7 @@ from checkpoint import (check_data, checked_checkpoint, data_fingerprints, lock_
                         torch_load, write_text_atomic)
 from configurator import configure, format_config
 from corpus import BatchLoader, die, fixed_subset, load_meta
-from evals.atlas import causal_probe
+from evals.literature import causal_probe
 from model import build_model, ModelConfig, MODELS, objective, optimizer_groups
 from objectives import diffusion_noise, mlm_batch
 

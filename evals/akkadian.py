@@ -240,3 +240,15 @@ def akkadian_table(res, set_names, max_gap_len=10):
     w = ' x '.join(f"{n}^{res.get(f'restore_weight_{n}', 0):g}" for n in RESTORE_EXPERTS)
     return '\n'.join(lines) + (f'\n({counts}; span{{L}}: L consecutive signs restored jointly by beam search; unk_: '
                                f'the same spans with the length hidden; restore = {w}, weights chosen on val)')
+
+
+def applies(ckpt, meta, opts):
+    return meta.get('dataset') == 'akkadian' and ckpt['model_args']['arch'] == 'encoder'
+
+
+def evaluate(model, ckpt, data_dir, splits, opts):
+    res, table = akkadian_metrics(model, ckpt, data_dir, opts['device'], opts['n_spans'], opts['beam'],
+                                  opts['max_gap_len'], opts['seed'], opts['subset_size'], opts['batch_size'],
+                                  opts['split'])
+    print(table)
+    return res

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from corpus import die, load_meta, load_tokenizer
+from model import objective
 
 SENSE_WORDS = 'file,window,table,key,open,print,right,cell,fichier,fenêtre,touche,ouvrir'  # backpack sense tables
 
@@ -334,3 +335,13 @@ def europarl_metrics(model, ckpt, data_dir, names, device, out_dir, max_tokens=0
         os.replace(tmp, os.path.join(out_dir, 'senses.txt'))
         print(f"wrote {os.path.join(out_dir, 'senses.txt')}")
     return res
+
+
+def applies(ckpt, meta, opts):
+    return meta.get('dataset') == 'europarl' and objective(ckpt['model_args']['arch']) == 'causal'
+
+
+def evaluate(model, ckpt, data_dir, splits, opts):
+    return europarl_metrics(model, ckpt, data_dir, splits, opts['device'], opts['out_dir'], opts['max_tokens'],
+                            opts['batch_size'], opts['translate_n'], opts['translate_beam'], opts['translate_max_new'],
+                            opts['sense_words'])

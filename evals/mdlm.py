@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from checkpoint import load_checkpoint
 from corpus import die, load_meta, load_tokenizer
+from evals.lm import print_metrics
 from objectives import mdlm_mask_rate
 
 
@@ -155,3 +156,22 @@ def hf_judge(path, tok, device):
                 nll, count = nll - lp.sum().item(), count + lp.numel()
         return nll, count
     return score
+
+
+def applies(ckpt, meta, opts):
+    return ckpt['model_args']['arch'] == 'mdlm'
+
+
+def evaluate(model, ckpt, data_dir, splits, opts):
+    """The plain NELBO of each split whatever the training options, the unigram baselines and, when a judge is
+    given (gen_ppl_ckpt / gen_ppl_judge), the generative perplexity of unconditional samples."""
+    res = {}
+    for s in splits:
+        res.update(evaluate_mdlm_split(model, ckpt, data_dir, s, opts['device'], opts['max_tokens'],
+                                       opts['batch_size'], opts['seed'], opts['nelbo_samples']))
+    res.update(unigram_stats(data_dir, splits))
+    if opts['gen_ppl_ckpt'] or opts['gen_ppl_judge']:
+        res.update(generative_ppl(model, opts['gen_ppl_ckpt'], data_dir, opts['gen_samples'], opts['gen_steps'],
+                                  opts['seed'], opts['device'], judge=opts['gen_ppl_judge']))
+    print_metrics(res)
+    return res

@@ -20,7 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from corpus import load_meta, load_tokenizer
 from download import pip_download
+from evals.lm import print_metrics
+from model import objective
 
 
 TMB_PROMPT = "Kelime: {stem}\nÇekimli biçim: "
@@ -115,4 +118,19 @@ def turkmorfbench(model, tok, items, device='cpu', block_size=None, sep_id=None,
         if sel:
             res[f'turkmorfbench_{name}_acc'] = float(np.mean(sel))
             res[f'turkmorfbench_{name}_n'] = len(sel)
+    return res
+
+
+def applies(ckpt, meta, opts):
+    return (opts['turkmorfbench_on'] and meta.get('dataset') == 'turkish'
+            and objective(ckpt['model_args']['arch']) == 'causal')
+
+
+def evaluate(model, ckpt, data_dir, splits, opts):
+    items = load_turkmorfbench()
+    if not items:
+        return {}
+    res = turkmorfbench(model, load_tokenizer(data_dir), items, opts['device'], ckpt['model_args']['block_size'],
+                        load_meta(data_dir).get('sep_id'), opts['batch_size'])
+    print_metrics(res)
     return res

@@ -256,7 +256,8 @@ def test_prepare_and_train_agglutinative(tmp_path):
     assert ck['model_args']['attention'] == 'agglutinative'
     # evaluate.py: bits per character beside bits per byte, and the learned biases per head
     import evaluate
-    chars = evaluate.token_chars(data)
+    from evals.lm import token_chars
+    chars = token_chars(data)
     pieces = json.loads((data / 'tokenizer.json').read_text())['model']['vocab']
     assert all(chars[i] == len(p) for i, (p, _) in enumerate(pieces) if p.startswith('▁'))
     res = evaluate.run_eval(str(tmp_path / 'out-agglutinative'), data_dir=str(data), split='val')

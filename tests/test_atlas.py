@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from evals.atlas import causal_probe, effective_rank, gate_health, retrieval_positions
+from evals.literature import causal_probe, effective_rank, gate_health, retrieval_positions
 from model import Atlas, memory_apply, ModelConfig, newton_schulz5, omega_scan, poly_features, poly_monomials
 
 torch.set_num_threads(1)

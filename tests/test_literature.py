@@ -290,7 +290,7 @@ def test_cut_book_by_chapter_headings_and_gutenberg_strip():
     assert len(docs) == 4 and all(t.strip() for t in docs.values())
 
 
-# ----------------------------------------------------------------------------- evals/atlas.py masked word accuracy
+# ----------------------------------------------------------------------------- evals/literature.py masked word accuracy
 
 class _TableModel(torch.nn.Module):
     """A fake causal model whose greedy prediction at each position is looked up from the window (the oracle),
@@ -310,7 +310,7 @@ class _TableModel(torch.nn.Module):
 
 
 def test_masked_word_accuracy_counts_whole_words(prepared):
-    from evals.atlas import literature_metrics
+    from evals.literature import literature_metrics
     d = prepared / 'literature_fr_enbpe'
     m = json.loads((d / 'meta.json').read_text(encoding='utf-8'))
     data = np.fromfile(d / 'val.bin', dtype=np.uint16).astype(np.int64)

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from corpus import load_meta, load_tokenizer, word_spans
+from evals.lm import print_metrics
+from model import objective
 
 # ----------------------------------------------------------------------------- diagnostics of a causal model
 
@@ -202,3 +204,15 @@ def memory_table(res, n_layer):
     for l in range(n_layer):
         lines.append(f'| {l} | ' + ' | '.join(f"{res[f'mem{l}_{k}']:.3f}" for k, _ in cols) + ' |')
     return '\n'.join(lines)
+
+
+def applies(ckpt, meta, opts):
+    return meta.get('dataset', '').startswith('literature') and objective(ckpt['model_args']['arch']) == 'causal'
+
+
+def evaluate(model, ckpt, data_dir, splits, opts):
+    res = literature_metrics(model, ckpt, data_dir, splits, opts['device'], opts['max_tokens'], opts['batch_size'])
+    print_metrics({k: v for k, v in res.items() if not k.startswith('mem')})
+    if ckpt['model_args']['arch'] == 'atlas':
+        print(memory_table(res, ckpt['model_args']['n_layer']))
+    return res
