@@ -405,14 +405,8 @@ def backpack_intervention():
     print('most lowered: ' + ', '.join(f"{t!r} {a:.4f}->{b:.4f}" for t, a, b in down))
 
 
-meta = load_meta(data_dir)
-if arch == 'backpack' and sense_edit:
-    backpack_intervention()
-elif arch == 'mdlm':
-    sample_mdlm()
-elif arch == 'encoder' and meta.get('dataset') == 'akkadian':
-    restore_akkadian()
-elif arch == 'encoder':
+def fill_masks():
+    """An encoder (not Akkadian): the candidates of every [MASK] of --text."""
     if '[MASK]' not in text:
         die('--text must contain at least one [MASK] position to fill, e.g. --text="to be or not to [MASK][MASK]"')
     ids, mask_id = encode_with_masks(text)
@@ -431,7 +425,10 @@ elif arch == 'encoder':
         print(text)
         for m in out:
             print(f"  [MASK] at {m['position']}: " + ', '.join(f"{c['token']!r} {c['prob']:.3f}" for c in m['candidates']))
-else:
+
+
+def generate_text():
+    """A causal model (gpt, backpack, atlas): num_samples continuations of --start."""
     prompt = start
     if prompt.startswith('FILE:'):
         with open(prompt[5:], encoding='utf-8') as f:
@@ -447,3 +444,15 @@ else:
         for s in samples:
             print(s)
             print('---------------')
+
+
+# what sample.py does for a checkpoint: the first mode whose test holds
+meta = load_meta(data_dir)
+MODES = (
+    (lambda: arch == 'backpack' and bool(sense_edit), backpack_intervention),
+    (lambda: arch == 'mdlm', sample_mdlm),
+    (lambda: arch == 'encoder' and meta.get('dataset') == 'akkadian', restore_akkadian),
+    (lambda: arch == 'encoder', fill_masks),
+    (lambda: True, generate_text),
+)
+next(run for applies, run in MODES if applies())()
