@@ -8,7 +8,7 @@ Samples from a trained checkpoint.
     python sample.py --out_dir=out-wiki-mdlm-cpu [--sampler=ddpm_cache|ddpm] [--steps=128] [--length=300]
     python sample.py --out_dir=out-wiki-mdlm-cpu --text="The river [MASK*12] in northern France."
 
-An mdlm checkpoint (masked diffusion) samples with model.mdlm_sample: `ddpm` (ancestral) or `ddpm_cache`
+An mdlm checkpoint (masked diffusion) samples with sampling.mdlm_sample: `ddpm` (ancestral) or `ddpm_cache`
 (per sequence: the network runs only on the rows whose tokens changed), --steps steps, float64 Gumbel sampling;
 --length beyond the context is generated semi-autoregressively (--stride new tokens per block); --text
 with [MASK] (or [MASK*n] for n of them) is infilled: its known tokens stay fixed.

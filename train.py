@@ -400,7 +400,7 @@ def estimate_loss():
 
 @torch.no_grad()
 def probe_model():
-    """model.causal_probe on the first val batch (eval stream): retrieval loss beyond the attention window
+    """evals/literature.py causal_probe on the first val batch (eval stream): retrieval loss beyond the attention window
     and, for atlas, the per-layer memory and gate diagnostics (rank 0 only; no collectives)."""
     raw_model.eval()
     x, y, _, _ = make_batch('val' if 'val' in loader.splits() else 'train', 0, stream=1)

@@ -44,7 +44,7 @@ def unigram_stats(data_dir, split_names):
 @torch.no_grad()
 def evaluate_mdlm_split(model, ckpt, data_dir, split_name, device, max_tokens=0, batch_size=32, seed=42, n_rep=2):
     """Plain MDLM NELBO of a split: non-overlapping windows of block_size tokens, n_rep (t, mask) draws per
-    window, t stratified over all windows of the split (model.diffusion_noise), float64 sums."""
+    window, t stratified over all windows of the split (objectives.diffusion_noise), float64 sums."""
     from evals.mdlm import mdlm_per_sequence_nelbo
     from objectives import diffusion_noise
     T = ckpt['model_args']['block_size']
