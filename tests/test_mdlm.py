@@ -133,6 +133,21 @@ def test_ddpm_cache_per_row_equals_ddpm_at_batch(batch):
     assert torch.allclose(full[[1, 5]], part, atol=1e-5, rtol=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_ddpm_cache_equals_ddpm_on_cuda_with_device_draws():
+    """On CUDA the Gumbel uniforms come from the CUDA generator (no CPU draw, no copy per step): the CPU
+    RNG is untouched, and ddpm_cache still gives ddpm's samples for a seed."""
+    m = tiny(seed=6).cuda()
+    z = torch.full((8, 8), m.mask_id, device='cuda')
+    cpu_state = torch.get_rng_state()
+    g = torch.Generator(device='cuda').manual_seed(3)
+    a, _ = mdlm_sample(m, z, steps=32, cache=False, generator=g)
+    b, _ = mdlm_sample(m, z, steps=32, cache=True, generator=torch.Generator(device='cuda').manual_seed(3))
+    assert a.is_cuda and torch.equal(a, b) and (a != m.mask_id).all()
+    assert torch.equal(torch.get_rng_state(), cpu_state)
+    assert not torch.equal(g.get_state(), torch.Generator(device='cuda').manual_seed(3).get_state())
+
+
 def test_infilling_never_changes_known_tokens_and_semi_ar_extends():
     m = tiny(seed=5)
     g = torch.Generator().manual_seed(0)
