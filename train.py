@@ -34,7 +34,8 @@ from configurator import configure, format_config
 from corpus import BatchLoader, die, fixed_subset, load_meta
 from evals.atlas import causal_probe
 from model import build_model, ModelConfig, MODELS, objective, optimizer_groups
-from objectives import diffusion_noise, mlm_batch
+from objectives import (device_generator, diffusion_noise_device, maskable_positions_device, mlm_batch, mlm_mask_device,
+                        n_lead_specials, special_ids_tensor)
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
@@ -226,6 +227,7 @@ if obj == 'mlm' and mask_id is None:
     die(f"{data_dir} has no [MASK] token: a masked-LM arch needs a tokenizer with [MASK] (re-run its prepare script)")
 if obj == 'diffusion' and mask_id is None:
     mask_id = meta['vocab_size']  # no [MASK] in the tokenizer (e.g. GPT-2 BPE): a mask token added to the vocabulary
+special_tensor = special_ids_tensor(meta, device) if obj == 'mlm' else None  # for maskable_positions_device
 
 
 def make_batch(split, index, stream=0, it=None):
@@ -243,20 +245,31 @@ def to_device(t):
 
 
 def make_batch_with(loader, split, index, stream=0, it=None):
+    # The corruption is drawn on the device from a generator seeded by the batch's own numpy Generator
+    # (objectives.device_generator), so it stays a pure function of (seed, split, stream, index); only
+    # masked-LM spans (span_mean > 0, a sequential draw) are made on the CPU.
     b = loader.get(split, index, stream)
-    x, y = b['x'], b['y']
-    if obj == 'mlm':
-        rate = b['rng'].uniform(0.0, mask_rate_max, x.shape[0]) if mask_rate_max > 0 else mask_rate
+    extra = {}
+    if obj == 'mlm' and span_mean > 0:
+        rate = b['rng'].uniform(0.0, mask_rate_max, b['x'].shape[0]) if mask_rate_max > 0 else mask_rate
         x, y = mlm_batch(b, b['rng'], meta, rate, replace=(mask_replace, mask_random, 1 - mask_replace - mask_random),
                          span_mean=span_mean)
-    extra = {}
+        x, y = to_device(x), to_device(y)
+    elif obj == 'mlm':
+        x, g = to_device(b['x']), device_generator(b['rng'], device)
+        rate = (torch.rand(x.shape[0], generator=g, device=x.device, dtype=torch.float64) * mask_rate_max
+                if mask_rate_max > 0 else mask_rate)
+        maskable = maskable_positions_device(x, to_device(b.get('flags')), special_tensor)
+        x, y = mlm_mask_device(x, g, rate, mask_id, meta['vocab_size'], maskable, rand_low=n_lead_specials(meta),
+                               replace=(mask_replace, mask_random, 1 - mask_replace - mask_random))
+    else:
+        x, y = to_device(b['x']), to_device(b['y'])
     if obj == 'diffusion':  # t stratified over the global batch (training) or over the eval batches
         group = gradient_accumulation_steps if stream == 0 else eval_iters
-        t, u = diffusion_noise(b['rng'], x.shape[0], x.shape[1], index % group, group)
-        extra = {'t': to_device(t), 'u': to_device(u),
-                 'progress': (iter_num if it is None else it) / max(1, max_iters)}
-    doc = b.get('doc') if doc_mask else None
-    return to_device(x), to_device(y), to_device(doc), extra
+        t, u = diffusion_noise_device(device_generator(b['rng'], device), x.shape[0], x.shape[1], index % group,
+                                      group, x.device)
+        extra = {'t': t, 'u': u, 'progress': (iter_num if it is None else it) / max(1, max_iters)}
+    return x, y, to_device(b.get('doc') if doc_mask else None), extra
 
 
 def auto_batch_size(candidates=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), steps=3):

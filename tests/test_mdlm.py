@@ -10,7 +10,8 @@ import torch
 from conftest import read_metrics, run_train
 from evals.mdlm import mdlm_per_sequence_nelbo
 from model import build_model, ModelConfig
-from objectives import adaptive_mask_probs, curriculum_direction, diffusion_noise, MDLM_EPS, mdlm_mask_rate, MDLM_T_MIN
+from objectives import (adaptive_mask_probs, curriculum_direction, device_generator, diffusion_noise, diffusion_noise_device,
+                        MDLM_EPS, mdlm_mask_rate, MDLM_T_MIN)
 from sampling import mdlm_sample, mdlm_semi_ar
 
 V = 12  # 11 real tokens + [MASK] (id 11)
@@ -92,9 +93,19 @@ def test_antithetic_estimator_matches_dense_integration():
     assert np.std(strat) < np.std(iid)                            # the low-discrepancy t reduces variance
 
 
-def test_stratified_t_covers_the_global_batch():
+def noise_numpy(rng, B, T, stratum, n):
+    return diffusion_noise(rng, B, T, stratum, n)
+
+
+def noise_device(rng, B, T, stratum, n):
+    """train.py's path: the same noise from a torch Generator seeded by the batch's numpy one (CPU here)."""
+    return diffusion_noise_device(device_generator(rng, 'cpu'), B, T, stratum, n, 'cpu')
+
+
+@pytest.mark.parametrize('noise', [noise_numpy, noise_device])
+def test_stratified_t_covers_the_global_batch(noise):
     rng = np.random.default_rng(0)
-    ts = np.concatenate([diffusion_noise(rng, 4, 8, g, 3)[0].numpy() for g in range(3)])
+    ts = np.concatenate([noise(rng, 4, 8, g, 3)[0].numpy() for g in range(3)])
     raw = (ts - MDLM_T_MIN) / (1 - MDLM_T_MIN)
     assert sorted(np.floor(raw * 12).astype(int).tolist()) == list(range(12))  # one t per stratum of 1/12
 
