@@ -9,7 +9,8 @@ The objectives' data corruption, written once for train.py, evaluate.py, bench.p
 
 All noise is drawn from the batch's own numpy Generator (corpus.BatchLoader), so a batch and its
 corruption are a pure function of (seed, split, stream, index): DDP, gradient accumulation and resume see
-the same masks.
+the same masks. train.py draws the same corruption on the device (the *_device functions at the end), from a
+torch.Generator seeded by that numpy Generator; spans (span_mean > 0) stay on the CPU.
 """
 import numpy as np
 import torch
@@ -145,3 +146,57 @@ def curriculum_direction(progress, phases='0.3,0.7'):
     if progress >= p1:
         return 1.0
     return -1.0 + 2.0 * (progress - p0) / max(p1 - p0, 1e-9)
+
+
+# ----------------------------------------------------------------------------- the same noise drawn on the device
+# train.py draws the corruption where the model runs, from a torch.Generator of that device seeded by the
+# batch's numpy Generator: still a pure function of (seed, split, stream, index), so DDP, accumulation and
+# resume see the same masks, with no CPU work or copy per batch. The draws differ from the numpy ones above
+# (another generator) and between device types (CPU and CUDA generators differ); the laws are the same.
+
+
+def device_generator(rng, device):
+    """A torch.Generator on `device` seeded from the batch's numpy Generator `rng` (one draw)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(rng.integers(2 ** 62)))
+    return g
+
+
+def special_ids_tensor(meta, device):
+    """The special token ids of `meta` as an int64 tensor on `device` (made once: maskable_positions_device)."""
+    return torch.tensor(sorted(special_id_set(meta)), dtype=torch.long, device=device)
+
+
+def maskable_positions_device(x, flags, specials):
+    """maskable_positions on device tensors: x (B, T) int64, flags (B, T) or None, specials from
+    special_ids_tensor."""
+    ok = ~torch.isin(x, specials)
+    if flags is not None:
+        ok &= (flags & FLAG_STATE_MASK) <= FLAG_MAX_TARGET_STATE
+    return ok
+
+
+def mlm_mask_device(x, g, mask_rate, mask_id, vocab_size, maskable, replace=(0.8, 0.1, 0.1), rand_low=0):
+    """mlm_mask (independent positions, no spans) with the draws of the device Generator g: the same
+    BERT corruption (Devlin et al. 2019, section 3.1), written with torch.where: no data-dependent shapes
+    and no host sync. mask_rate: a float or a (B,) tensor on x's device. Returns (inputs, targets)."""
+    B, T = x.shape
+    rates = mask_rate.reshape(-1, 1) if torch.is_tensor(mask_rate) else float(mask_rate)
+    chosen = maskable & (torch.rand((B, T), generator=g, device=x.device, dtype=torch.float64) < rates)
+    targets = torch.where(chosen, x, -1)
+    r = torch.rand((B, T), generator=g, device=x.device, dtype=torch.float64)
+    rand_tok = torch.randint(rand_low, vocab_size, (B, T), generator=g, device=x.device)
+    inputs = torch.where(chosen & (r >= replace[0]) & (r < replace[0] + replace[1]), rand_tok, x)
+    inputs = torch.where(chosen & (r < replace[0]), torch.full_like(x, mask_id), inputs)
+    return inputs, targets
+
+
+def diffusion_noise_device(g, batch_size, block_size, stratum, n_strata, device):
+    """diffusion_noise with the draws of the device Generator g: t (B,) float32 stratified over the
+    global batch (MDLM diffusion.py _sample_t), u (B, T) float32 uniforms."""
+    n = n_strata * batch_size
+    k = stratum * batch_size + torch.arange(batch_size, device=device, dtype=torch.float64)
+    t = ((torch.rand(batch_size, generator=g, device=device, dtype=torch.float64) + k) / n) % 1.0
+    t = (1 - MDLM_T_MIN) * t + MDLM_T_MIN
+    u = torch.rand((batch_size, block_size), generator=g, device=device)
+    return t.float(), u

@@ -289,7 +289,7 @@ def sample_mdlm():
     from sampling import mdlm_sample, mdlm_semi_ar
     if sampler not in ('ddpm', 'ddpm_cache'):
         die(f"sampler must be ddpm or ddpm_cache, got {sampler!r}")
-    cache, T, g = sampler == 'ddpm_cache', model.cfg.block_size, torch.Generator().manual_seed(seed)
+    cache, T, g = sampler == 'ddpm_cache', model.cfg.block_size, torch.Generator(device=device).manual_seed(seed)
     t0 = time.time()
     if text:
         src = re.sub(r'\[MASK\*(\d+)\]', lambda m: '[MASK]' * int(m.group(1)), text)

@@ -13,9 +13,12 @@ from objectives import mdlm_mask_rate
 
 def _sample_categorical(probs, generator):
     """Gumbel-max in float64 (32-bit Gumbel truncates low-probability tokens, lowering the effective
-    temperature: Zheng et al. 2024, arXiv 2409.02908): argmax p / E with E ~ Exp(1)."""
-    u = torch.rand(probs.shape, dtype=torch.float64, generator=generator, device='cpu').to(probs.device)
-    gumbel_norm = 1e-10 - (u + 1e-10).log()
+    temperature: Zheng et al. 2024, arXiv 2409.02908): argmax p / E with E ~ Exp(1). The uniforms are
+    drawn where the generator lives: a generator of probs' device draws them there, with no copy (a CPU
+    generator for a model on another device still works: its draws are copied over)."""
+    u = torch.rand(probs.shape, dtype=torch.float64, generator=generator,
+                   device=generator.device if generator is not None else probs.device).to(probs.device)
+    gumbel_norm = u.add_(1e-10).log_().neg_().add_(1e-10)  # 1e-10 - log(u + 1e-10), in place: one (B, T, V) buffer
     return (probs / gumbel_norm).argmax(dim=-1)
 
 

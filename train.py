@@ -34,7 +34,8 @@ from configurator import configure, format_config
 from corpus import BatchLoader, die, fixed_subset, load_meta
 from evals.literature import causal_probe
 from model import build_model, ModelConfig, MODELS, objective, optimizer_groups
-from objectives import diffusion_noise, mlm_batch
+from objectives import (device_generator, diffusion_noise_device, maskable_positions_device, mlm_batch, mlm_mask_device,
+                        n_lead_specials, special_ids_tensor)
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
@@ -82,7 +83,7 @@ device = 'auto'                 # auto | cpu | cuda | cuda:N | mps
 dtype = 'auto'                  # auto | float32 | bfloat16 | float16
 compile = False
 num_threads = 0                 # CPU threads per process; 0 = torch default (divided among DDP processes)
-max_nonfinite = 5               # abort after this many non-finite steps in a row
+max_nonfinite = 5               # abort after this many non-finite steps in a row (checked at log intervals)
 ema_decay = 0.0                 # > 0: keep an exponential moving average of the weights (float32), saved as ckpt['ema']
 # benchmark mode (bench.py): time real training steps, no evaluation, no checkpoints
 bench_iters = 0                 # > 0: run bench_warmup steps, then time bench_iters steps -> out_dir/bench.json
@@ -189,33 +190,49 @@ if obj == 'mlm' and mask_id is None:
     die(f"{data_dir} has no [MASK] token: a masked-LM arch needs a tokenizer with [MASK] (re-run its prepare script)")
 if obj == 'diffusion' and mask_id is None:
     mask_id = meta['vocab_size']  # no [MASK] in the tokenizer (e.g. GPT-2 BPE): a mask token added to the vocabulary
+special_tensor = special_ids_tensor(meta, device) if obj == 'mlm' else None  # for maskable_positions_device
 
 
-def make_batch(split, index, stream=0):
+def make_batch(split, index, stream=0, it=None):
     """Micro-batch `index` of `split` on the device, with the objective's corruption applied:
-    (x, y, doc, extra), extra = keyword arguments of the model call (the diffusion noise)."""
-    return make_batch_with(loader, split, index, stream)
+    (x, y, doc, extra), extra = keyword arguments of the model call (the diffusion noise). `it` is the
+    iteration the batch is for (default: the current one; the loop makes the next step's batch early)."""
+    return make_batch_with(loader, split, index, stream, it)
 
 
-def make_batch_with(loader, split, index, stream=0):
+def to_device(t):
+    """A CPU tensor onto the device; on CUDA through pinned memory, without blocking the host."""
+    if t is None:
+        return None
+    return t.pin_memory().to(device, non_blocking=True) if device_type == 'cuda' else t.to(device)
+
+
+def make_batch_with(loader, split, index, stream=0, it=None):
+    # The corruption is drawn on the device from a generator seeded by the batch's own numpy Generator
+    # (objectives.device_generator), so it stays a pure function of (seed, split, stream, index); only
+    # masked-LM spans (span_mean > 0, a sequential draw) are made on the CPU.
     b = loader.get(split, index, stream)
-    x, y = b['x'], b['y']
-    if obj == 'mlm':
-        rate = b['rng'].uniform(0.0, mask_rate_max, x.shape[0]) if mask_rate_max > 0 else mask_rate
+    extra = {}
+    if obj == 'mlm' and span_mean > 0:
+        rate = b['rng'].uniform(0.0, mask_rate_max, b['x'].shape[0]) if mask_rate_max > 0 else mask_rate
         x, y = mlm_batch(b, b['rng'], meta, rate, replace=(mask_replace, mask_random, 1 - mask_replace - mask_random),
                          span_mean=span_mean)
-    extra = {}
+        x, y = to_device(x), to_device(y)
+    elif obj == 'mlm':
+        x, g = to_device(b['x']), device_generator(b['rng'], device)
+        rate = (torch.rand(x.shape[0], generator=g, device=x.device, dtype=torch.float64) * mask_rate_max
+                if mask_rate_max > 0 else mask_rate)
+        maskable = maskable_positions_device(x, to_device(b.get('flags')), special_tensor)
+        x, y = mlm_mask_device(x, g, rate, mask_id, meta['vocab_size'], maskable, rand_low=n_lead_specials(meta),
+                               replace=(mask_replace, mask_random, 1 - mask_replace - mask_random))
+    else:
+        x, y = to_device(b['x']), to_device(b['y'])
     if obj == 'diffusion':  # t stratified over the global batch (training) or over the eval batches
         group = gradient_accumulation_steps if stream == 0 else eval_iters
-        t, u = diffusion_noise(b['rng'], x.shape[0], x.shape[1], index % group, group)
-        extra = {'t': t.to(device), 'u': u.to(device), 'progress': iter_num / max(1, max_iters)}
-    doc = b.get('doc') if doc_mask else None
-    if device_type == 'cuda':
-        x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        doc = doc.pin_memory().to(device, non_blocking=True) if doc is not None else None
-    else:
-        x, y, doc = x.to(device), y.to(device), (doc.to(device) if doc is not None else None)
-    return x, y, doc, extra
+        t, u = diffusion_noise_device(device_generator(b['rng'], device), x.shape[0], x.shape[1], index % group,
+                                      group, x.device)
+        extra = {'t': t, 'u': u, 'progress': (iter_num if it is None else it) / max(1, max_iters)}
+    return x, y, to_device(b.get('doc') if doc_mask else None), extra
 
 
 def auto_batch_size(candidates=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), steps=3):
@@ -333,6 +350,14 @@ if ckpt is not None:
         torch.cuda.set_rng_state_all([s.cpu() for s in rng['cuda']])
     random.setstate(rng['python'])
     np.random.set_state((rng['numpy'][0], rng['numpy'][1].numpy().astype(np.uint32), *rng['numpy'][2:]))
+# A step with non-finite gradients is skipped on the device, without a host sync: the fused AdamW takes GradScaler's
+# `found_inf` and leaves parameters, moments and step count as they were where it is 1. The skips are counted on
+# the device and read at log intervals, where the non-finite guard (max_nonfinite in a row) is checked. An
+# optimizer without `found_inf` (no fused AdamW: MPS) skips with one host sync per step instead.
+skip_on_device = use_fused
+nonfinite_count = torch.tensor(nonfinite_total, device=device)   # steps skipped so far in this run
+nonfinite_run = torch.zeros((), dtype=torch.long, device=device)  # skipped in a row, up to the last step
+nonfinite_longest = torch.zeros_like(nonfinite_run)             # the longest such run since the last log interval
 # EMA of the weights (Polyak averaging, as MDLM's 0.9999): float32 copies of the parameters beside the model
 ema_names = [n for n, p in model.named_parameters() if p.requires_grad] if ema_decay > 0 else []
 ema_params = [p for n, p in model.named_parameters() if p.requires_grad] if ema_decay > 0 else []
@@ -428,7 +453,7 @@ def save_checkpoint(name):
         return
     state = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
              'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
-             'data_position': data_position, 'nonfinite_total': nonfinite_total, 'rng': states,
+             'data_position': data_position, 'nonfinite_total': int(nonfinite_count), 'rng': states,
              'data_fingerprint': fingerprint}
     if ema:
         state['ema'] = dict(zip(ema_names, ema))
@@ -543,13 +568,13 @@ bar = master and sys.stdout.isatty() and sys.stderr.isatty()
 pbar = tqdm(total=max_iters, initial=iter_num, disable=not bar, dynamic_ncols=True, desc=os.path.basename(out_dir))
 t_start = time.time()
 t_log, iters_since_log = time.time(), 0
-nonfinite_run = 0
 nonfinite_limit = max_nonfinite + (16 if scaler.is_enabled() else 0)  # fp16 GradScaler overflows while it finds its scale
 first_step = True
 skip_eval_at = iter_num if init_from == 'resume' else -1
 already_done = init_from == 'resume' and iter_num >= max_iters and not eval_only and not bench_iters
 grad_norm = torch.zeros((), device=device)
 loss_acc = torch.zeros((), device=device)
+batch = None  # the next micro-batch, made during the step before
 if bench_iters:
     max_iters = iter_num + bench_warmup + bench_iters
     if device_type == 'cuda':
@@ -588,8 +613,10 @@ while True:
         group['lr'] = lr
     loss_acc.zero_()
     base = data_position + rank * accum
-    x, y, doc, extra = make_batch('train', base)
+    if batch is None:  # the first step of this process; later ones were made during the step before
+        batch = make_batch('train', base)
     for micro in range(accum):
+        x, y, doc, extra = batch
         if ddp:
             train_model.require_backward_grad_sync = micro == accum - 1
         with ctx:
@@ -598,8 +625,10 @@ while True:
         if first_step and (not loss.requires_grad or loss.grad_fn is None):
             fail("the loss has no grad_fn: the forward pass ran without autograd (torch.no_grad?) or every "
                 "parameter is frozen; nothing would train")
-        if micro + 1 < accum:
-            x, y, doc, extra = make_batch('train', base + micro + 1)  # prepare the next batch while the device works
+        # the next micro-batch (of this step, or the first of the next one) is made before backward, so its
+        # CPU work overlaps the device's; a batch is a pure function of its index, so nothing else changes
+        last = micro + 1 == accum
+        batch = make_batch('train', base + world * accum if last else base + micro + 1, it=iter_num + last)
         scaler.scale(loss).backward()
         loss_acc += loss.detach()
     if first_step:
@@ -610,23 +639,34 @@ while True:
         first_step = False
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
-    if torch.isfinite(grad_norm):  # one host sync per step: a non-finite loss gives non-finite gradients
+    bad = ~torch.isfinite(grad_norm)  # a non-finite loss gives non-finite gradients; a device tensor, not read here
+    if skip_on_device:  # the update is skipped where found_inf is 1 (fp16: grads already unscaled by scaler.unscale_)
+        optimizer.found_inf = bad.float()
+        optimizer.step()
+        del optimizer.found_inf
+    elif not bad.item():  # no fused AdamW: one host sync per step
         scaler.step(optimizer)
-        if ema:  # after a step that was taken: ema = d * ema + (1 - d) * param
-            with torch.no_grad():
-                torch._foreach_lerp_(ema, [p.detach().to(torch.float32) for p in ema_params], 1.0 - ema_decay)
-        nonfinite_run = 0
-    else:
-        nonfinite_run += 1
-        nonfinite_total += 1
-        if nonfinite_run >= nonfinite_limit:
+    if ema:  # ema = d * ema + (1 - d) * param after a step that was taken; unchanged after a skipped one
+        with torch.no_grad():
+            delta = torch._foreach_sub([p.detach().to(torch.float32) for p in ema_params], ema)
+            torch._foreach_mul_(delta, (1.0 - ema_decay) * (~bad).to(torch.float32))
+            torch._foreach_add_(ema, delta)
+    nonfinite_count += bad
+    nonfinite_run.add_(1).mul_(bad)  # + 1 after a skipped step, 0 after a taken one
+    torch.maximum(nonfinite_longest, nonfinite_run, out=nonfinite_longest)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    if (iter_num + 1) % log_interval == 0 or iter_num + 1 == max_iters:  # a log interval: the one host sync
+        nonfinite_total, longest, now_bad = torch.stack([nonfinite_count, nonfinite_longest, bad.long()]).tolist()
+        nonfinite_longest.copy_(nonfinite_run)
+        if longest >= nonfinite_limit:
+            if not now_bad:  # the run of skipped steps ended before this step, which was taken: it counts
+                data_position, iter_num = data_position + world * accum, iter_num + 1
             save_checkpoint('last.pt')
             hint = ("lower mem_lr (the inner learning rate: plain-gradient writes diverge when it is too large) or "
                     "set mem_muon=True, " if arch == 'atlas' else '')
-            fail(f"{nonfinite_run} non-finite losses/gradients in a row at iter {iter_num}; {hint}lower learning_rate, "
+            fail(f"{longest} non-finite losses/gradients in a row by iter {iter_num}; {hint}lower learning_rate, "
                  f"use dtype=bfloat16 or float32, or check the data (last good state saved to {out / 'last.pt'})")
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
     data_position += world * accum
     iter_num += 1
     iters_since_log += 1
@@ -645,10 +685,12 @@ while True:
             log_metrics({'kind': 'train', 'iter': iter_num, 'loss': lossf, 'lr': lr, 'grad_norm': grad_norm.item(),
                          'tokens_per_s': tps, 'elapsed': time.time() - t_start, 'nonfinite_skipped': nonfinite_total,
                          **({'loss_name': loss_name} if weighted_loss else {})})
-            pbar.set_postfix(loss=f'{lossf:.4f}', lr=f'{lr:.2e}', tok_s=f'{tps:,.0f}', refresh=False)
+            pbar.set_postfix(loss=f'{lossf:.4f}', lr=f'{lr:.2e}', tok_s=f'{tps:,.0f}', refresh=False,
+                             **({'skipped': nonfinite_total} if nonfinite_total else {}))
             if not bar:
                 print(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, {tps:,.0f} tok/s, "
-                      f"{time.time() - t_start:.0f}s", flush=True)
+                      f"{time.time() - t_start:.0f}s" + (f", {nonfinite_total} non-finite steps skipped" if nonfinite_total else ''),
+                      flush=True)
         if ddp:  # agree on a stop request at log intervals, so every process stops at the same step
             flag = torch.tensor([1.0 if stop_signal else 0.0], device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -667,6 +709,7 @@ if master and already_done:
           f"raise --max_iters to continue")
 if save_artifacts and master and not stop_signal and not bench_iters:
     write_artifacts('final')
+nonfinite_total = int(nonfinite_count)
 if master and nonfinite_total:
     print(f"skipped {nonfinite_total} steps with non-finite loss or gradients")
 if ddp:

@@ -10,7 +10,8 @@ import torch
 from conftest import read_metrics, run_train
 from evals.mdlm import mdlm_per_sequence_nelbo
 from model import build_model, ModelConfig
-from objectives import adaptive_mask_probs, curriculum_direction, diffusion_noise, MDLM_EPS, mdlm_mask_rate, MDLM_T_MIN
+from objectives import (adaptive_mask_probs, curriculum_direction, device_generator, diffusion_noise, diffusion_noise_device,
+                        MDLM_EPS, mdlm_mask_rate, MDLM_T_MIN)
 from sampling import mdlm_sample, mdlm_semi_ar
 
 V = 12  # 11 real tokens + [MASK] (id 11)
@@ -92,9 +93,19 @@ def test_antithetic_estimator_matches_dense_integration():
     assert np.std(strat) < np.std(iid)                            # the low-discrepancy t reduces variance
 
 
-def test_stratified_t_covers_the_global_batch():
+def noise_numpy(rng, B, T, stratum, n):
+    return diffusion_noise(rng, B, T, stratum, n)
+
+
+def noise_device(rng, B, T, stratum, n):
+    """train.py's path: the same noise from a torch Generator seeded by the batch's numpy one (CPU here)."""
+    return diffusion_noise_device(device_generator(rng, 'cpu'), B, T, stratum, n, 'cpu')
+
+
+@pytest.mark.parametrize('noise', [noise_numpy, noise_device])
+def test_stratified_t_covers_the_global_batch(noise):
     rng = np.random.default_rng(0)
-    ts = np.concatenate([diffusion_noise(rng, 4, 8, g, 3)[0].numpy() for g in range(3)])
+    ts = np.concatenate([noise(rng, 4, 8, g, 3)[0].numpy() for g in range(3)])
     raw = (ts - MDLM_T_MIN) / (1 - MDLM_T_MIN)
     assert sorted(np.floor(raw * 12).astype(int).tolist()) == list(range(12))  # one t per stratum of 1/12
 
@@ -131,6 +142,21 @@ def test_ddpm_cache_per_row_equals_ddpm_at_batch(batch):
     full = m.denoise(z)
     part = m.denoise(z[[1, 5]])
     assert torch.allclose(full[[1, 5]], part, atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_ddpm_cache_equals_ddpm_on_cuda_with_device_draws():
+    """On CUDA the Gumbel uniforms come from the CUDA generator (no CPU draw, no copy per step): the CPU
+    RNG is untouched, and ddpm_cache still gives ddpm's samples for a seed."""
+    m = tiny(seed=6).cuda()
+    z = torch.full((8, 8), m.mask_id, device='cuda')
+    cpu_state = torch.get_rng_state()
+    g = torch.Generator(device='cuda').manual_seed(3)
+    a, _ = mdlm_sample(m, z, steps=32, cache=False, generator=g)
+    b, _ = mdlm_sample(m, z, steps=32, cache=True, generator=torch.Generator(device='cuda').manual_seed(3))
+    assert a.is_cuda and torch.equal(a, b) and (a != m.mask_id).all()
+    assert torch.equal(torch.get_rng_state(), cpu_state)
+    assert not torch.equal(g.get_state(), torch.Generator(device='cuda').manual_seed(3).get_state())
 
 
 def test_infilling_never_changes_known_tokens_and_semi_ar_extends():

@@ -8,8 +8,9 @@ import torch
 
 import model as M
 from checkpoint import load_checkpoint
+from corpus import FLAG_MAX_TARGET_STATE, FLAG_STATE_MASK
 from model import apply_rotary, build_model, ModelConfig, Rotary
-from objectives import mlm_mask
+from objectives import device_generator, maskable_positions_device, mlm_mask, mlm_mask_device, special_ids_tensor
 
 
 def tiny(arch='gpt', **kw):
@@ -235,13 +236,25 @@ def five_sigma(p, n):
     return 5 * math.sqrt(p * (1 - p) / n)
 
 
-def test_mlm_mask_statistics():
+def mlm_numpy(x, seed, rate, mask_id, V, maskable, **kw):
+    return mlm_mask(x, np.random.default_rng(seed), rate, mask_id, V, maskable, **kw)
+
+
+def mlm_device(x, seed, rate, mask_id, V, maskable, **kw):
+    """train.py's path: the same corruption drawn with a torch Generator (here on the CPU)."""
+    g = device_generator(np.random.default_rng(seed), 'cpu')
+    rate = torch.as_tensor(rate) if isinstance(rate, np.ndarray) else rate
+    return mlm_mask_device(torch.as_tensor(x), g, rate, mask_id, V, torch.as_tensor(maskable), **kw)
+
+
+@pytest.mark.parametrize('corrupt', [mlm_numpy, mlm_device])
+def test_mlm_mask_statistics(corrupt):
     V, mask_id, rand_low = 1000, 4, 5
     rng = np.random.default_rng(0)
     B, T = 64, 512
     x = rng.integers(rand_low, V, (B, T))
     maskable = rng.random((B, T)) < 0.7
-    inputs, targets = mlm_mask(x, np.random.default_rng(1), 0.15, mask_id, V, maskable, rand_low=rand_low)
+    inputs, targets = corrupt(x, 1, 0.15, mask_id, V, maskable, rand_low=rand_low)
     inputs, targets = inputs.numpy(), targets.numpy()
     chosen = targets != -1
     assert not (chosen & ~maskable).any(), "a non-maskable position was chosen"
@@ -271,6 +284,23 @@ def test_mlm_mask_respects_replace_fractions_and_is_seeded():
     a = mlm_mask(x, np.random.default_rng(7), 0.3, 4, V, maskable, span_mean=3.0)
     b = mlm_mask(x, np.random.default_rng(7), 0.3, 4, V, maskable, span_mean=3.0)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_mlm_mask_device_is_seeded_by_the_batch_rng_and_keeps_specials():
+    """The device path is a pure function of the batch's numpy Generator (DDP = accumulation = resume rest
+    on it) and never chooses a special token or a flagged-out position."""
+    V = 50
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, V, (8, 64)))
+    flags = torch.from_numpy(np.random.default_rng(1).integers(0, 4, (8, 64)))
+    meta = {'special_ids': {'[PAD]': 0, '[SEP]': 1, '[MASK]': 2, '[UNK]': 3}}
+    maskable = maskable_positions_device(x, flags, special_ids_tensor(meta, 'cpu'))
+    assert torch.equal(maskable, (x > 3) & ((flags & FLAG_STATE_MASK) <= FLAG_MAX_TARGET_STATE))
+    a = mlm_device(x, 7, 0.5, 2, V, maskable, rand_low=4)
+    b = mlm_device(x, 7, 0.5, 2, V, maskable, rand_low=4)
+    c = mlm_device(x, 8, 0.5, 2, V, maskable, rand_low=4)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
+    chosen = a[1] != -1
+    assert chosen.any() and not (chosen & ~maskable).any()
 
 
 def run_lengths(row):
@@ -377,3 +407,6 @@ def test_mlm_mask_per_sequence_rates():
         _, targets = mlm_mask(x, np.random.default_rng(1), np.array([0.0, 0.75, 0.3]), 4, V, maskable, span_mean=span)
         frac = (targets.numpy() != -1).mean(1)
         assert frac[0] == 0 and abs(frac[1] - 0.75) < 0.06 and abs(frac[2] - 0.3) < 0.06, (span, frac)
+    _, targets = mlm_device(x, 1, np.array([0.0, 0.75, 0.3]), 4, V, maskable)  # train.py's path (no spans)
+    frac = (targets.numpy() != -1).mean(1)
+    assert frac[0] == 0 and abs(frac[1] - 0.75) < 0.06 and abs(frac[2] - 0.3) < 0.06, frac
