@@ -28,6 +28,11 @@ import torch.nn.functional as F
 
 from objectives import adaptive_mask_probs, curriculum_direction, mdlm_mask_rate
 
+try:  # FlexAttention (torch >= 2.5): block-sparse masks and score modifications in one fused kernel on CUDA
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:
+    BlockMask = create_block_mask = flex_attention = None
+
 
 @dataclass
 class ModelConfig:
@@ -48,6 +53,8 @@ class ModelConfig:
     doc_mask: bool = False      # attention never crosses document boundaries (packed sequences)
     activation_checkpointing: bool = False  # recompute each block in backward (non-reentrant): less memory, ~1/3 more compute
     window: int = 0             # sliding-window attention: query i sees keys i - window < j <= i (0 = all)
+    attn_impl: str = 'auto'     # masked attention (documents, window, agglutinative): sdpa (dense mask, the
+                                # reference) | flex (FlexAttention) | auto (flex on CUDA, sdpa elsewhere)
     # morphology-aware causal attention (see the agglutinative section after attention_mask)
     attention: str = 'standard'     # standard | agglutinative (causal trunks only: gpt, backpack)
     agglu_input_emb: bool = False   # + zero-init embeddings of token class and position in word (Segatron style)
@@ -89,6 +96,13 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attention not in ('standard', 'agglutinative'):
             raise ValueError(f"unknown attention {self.attention!r}; choose standard or agglutinative")
+        if self.attn_impl not in ('auto', 'sdpa', 'flex'):
+            raise ValueError(f"unknown attn_impl {self.attn_impl!r}; choose auto, sdpa or flex")
+        if self.attn_impl == 'flex' and flex_attention is None:
+            raise ValueError("attn_impl='flex' needs torch >= 2.5 (FlexAttention); use attn_impl='sdpa'")
+        if self.attn_impl == 'flex' and self.dropout > 0:
+            raise ValueError(f"attn_impl='flex' has no attention dropout (dropout={self.dropout}); "
+                             "set dropout=0 or attn_impl='auto' (which keeps sdpa while dropout is on)")
         if self.atlas_mode not in ('mag', 'mal'):
             raise ValueError(f"unknown atlas_mode {self.atlas_mode!r}; choose mag or mal")
         if self.attention != 'standard' and self.arch not in ('gpt', 'backpack'):
@@ -208,6 +222,60 @@ def attention_mask(doc=None, causal=True, window=0, T=None, device=None):
     return m
 
 
+def use_flex(cfg, device, training):
+    """Whether this forward's masked attention goes through FlexAttention: attn_impl 'flex', or 'auto' on
+    CUDA unless attention dropout is active (FlexAttention has none, and on the CPU it has no backward)."""
+    if cfg.attn_impl == 'sdpa' or flex_attention is None:
+        return False
+    if cfg.attn_impl == 'flex':
+        return True
+    return torch.device(device).type == 'cuda' and (cfg.dropout == 0.0 or not training)
+
+
+def flex_block_mask(doc=None, causal=True, window=0, T=None, device=None):
+    """The same rule as attention_mask as a FlexAttention BlockMask (B or None, None, T, T): built once per
+    forward and shared by every layer; fully masked 128 x 128 tiles are skipped, not computed."""
+    if doc is not None:
+        T, device = doc.shape[1], doc.device
+
+    def mask_mod(b, h, qi, ki):
+        m = qi >= ki if causal else qi == qi
+        if window:
+            m = m & ((qi - ki).abs() < window)
+        if doc is not None:
+            m = m & (doc[b, qi] == doc[b, ki])
+        return m
+    return create_block_mask(mask_mod, doc.shape[0] if doc is not None else None, None, T, T, device=device)
+
+
+def layer_mask(cfg, doc, causal, window, T, device, training, always=False):
+    """The attention mask of one forward, shared by all its layers: None when SDPA's is_causal (or no mask)
+    is exact -- unless `always` (agglutinative attention needs the causal mask explicitly) --, else a
+    FlexAttention BlockMask when use_flex, else the dense boolean mask of attention_mask."""
+    doc = doc if cfg.doc_mask else None
+    if doc is None and not window and not always:
+        return None
+    if use_flex(cfg, device, training):
+        return flex_block_mask(doc, causal, window, T, device)
+    if doc is None and not window:
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril()[None, None]
+    return attention_mask(doc, causal, window, T, device)
+
+
+_flex_compiled = None
+
+
+def run_flex(q, k, v, score_mod, block_mask):
+    """flex_attention, compiled on CUDA (its fused kernel; eager FlexAttention materialises every score);
+    eager on the CPU, where it runs forward only. Inside a compiled model the call is traced as it is."""
+    global _flex_compiled
+    if not q.is_cuda or torch.compiler.is_compiling():
+        return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask)
+    if _flex_compiled is None:
+        _flex_compiled = torch.compile(flex_attention, dynamic=False)
+    return _flex_compiled(q, k, v, score_mod=score_mod, block_mask=block_mask)
+
+
 # ----------------------------------------------------------------------------- agglutinative attention
 # MorphBias (the README, agglutinative attention). Per head h, query i, key j <= i:
 #     logit = q.k/sqrt(d) + a_h 1[w_i = w_j] + c_h[tau_j] - g_h m_h (w_i - w_j),   m_h = 2^(-8h/H)
@@ -242,8 +310,11 @@ def word_signals(idx, word_start, token_class):
 def agglutinative_inputs(idx, word_start, token_class, base_mask):
     """Everything the per-layer biases need, computed once per forward and shared by all layers:
     same-word indicator and word distance (B, 1, T, T) float, key class one-hot (B, T, 4), and the additive
-    base mask (0 allowed, -inf not: causal and, if given, documents)."""
+    base mask (0 allowed, -inf not: causal and, if given, documents). With a FlexAttention BlockMask as
+    base_mask only the per-token signals are kept (w, tau (B, T)): each layer's score_mod reads them."""
     w, tau, p = word_signals(idx, word_start, token_class)
+    if BlockMask is not None and isinstance(base_mask, BlockMask):
+        return {'w': w, 'tau': tau, 'inword': p}
     same = (w[:, :, None] == w[:, None, :]).float()[:, None]
     dist = (w[:, :, None] - w[:, None, :]).clamp(min=0).float()[:, None]
     onehot = F.one_hot(tau, AGGLU_CLASSES).float()
@@ -302,11 +373,28 @@ class Attention(nn.Module):
         return (ag['base'] + self.agglu_same.view(1, H, 1, 1) * ag['same'] + c
                 - (self.agglu_gain * self.agglu_slopes).view(1, H, 1, 1) * ag['dist'])
 
+    def agglu_score_mod(self, ag):
+        """The same bias as agglu_bias as a FlexAttention score_mod, from the per-token word index and class
+        (B, T): score + a_h 1[w_i = w_j] + c_h[tau_j] - g_h m_h (w_i - w_j) (the causal and document -inf are
+        the BlockMask's)."""
+        w, tau = ag['w'], ag['tau']
+        a, c = self.agglu_same, self.agglu_class.view(self.n_head, AGGLU_CLASSES)
+        slope = self.agglu_gain * self.agglu_slopes
+
+        def score_mod(score, b, h, qi, ki):
+            wq, wk = w[b, qi], w[b, ki]
+            same = torch.where(wq == wk, a[h], torch.zeros_like(a[h]))
+            return score + same + c[h, tau[b, ki]] - slope[h] * (wq - wk).clamp(min=0)
+        return score_mod
+
     def forward(self, x, rope=None, mask=None, agglu=None):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if BlockMask is not None and isinstance(mask, BlockMask):  # FlexAttention (no dropout: see use_flex)
+            score_mod = self.agglu_score_mod(agglu) if (agglu is not None and self.agglu) else None
+            return self.proj(run_flex(q, k, v, score_mod, mask).transpose(1, 2).reshape(B, T, -1))
         if agglu is not None and self.agglu:  # the bias carries the causal (and document) -inf
             mask = self.agglu_bias(agglu).to(q.dtype)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
@@ -405,13 +493,10 @@ class Trunk(nn.Module):
             x = self.emb_norm(x)
         x = self.drop(x)
         rope = self.rope(T) if self.rope is not None else None
-        mask = None
-        if self.cfg.doc_mask or self.cfg.window:
-            mask = attention_mask(doc if self.cfg.doc_mask else None, self.causal, self.cfg.window, T, idx.device)
+        mask = layer_mask(self.cfg, doc, self.causal, self.cfg.window, T, idx.device, self.training, always=self.agglu)
         agglu = None
         if self.agglu:  # one set of word signals per forward, shared by every layer's own a/c/g
-            base = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()[None, None]
-            agglu = agglutinative_inputs(idx, self.agglu_word_start, self.agglu_token_class, base)
+            agglu = agglutinative_inputs(idx, self.agglu_word_start, self.agglu_token_class, mask)
             if self.cfg.agglu_input_emb:
                 d = self.cfg.n_embd
                 x = x + self.agglu_type_emb.view(AGGLU_CLASSES, d)[agglu['tau']] \
@@ -640,7 +725,7 @@ class MDLM(LM):
         c = F.silu(self.sigma_map(sigma))
         x = self.drop(self.wte(z))
         rope = self.rope(T)
-        mask = attention_mask(doc, causal=False) if (self.cfg.doc_mask and doc is not None) else None
+        mask = layer_mask(self.cfg, doc, False, 0, T, z.device, self.training) if doc is not None else None
         for block in self.blocks:
             x = run_block(self.cfg, block, x, c, rope, mask)
         shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)
@@ -989,7 +1074,7 @@ class AtlasMemory(nn.Module):
             self.gates.bias.view(4, self.H).copy_(torch.tensor([4.0, 0.0, 0.0, 2.0])[:, None])
 
     def features(self, x):
-        if not self.monomials:
+        if self.poly_log_a is None:  # mem_poly = 0: no feature map (mem_poly = 1 has no monomials but a_0, a_1)
             return x
         mono = [(getattr(self, f'mono_idx{i}'), getattr(self, f'mono_w{i}')) for i in range(len(self.monomials))]
         return poly_features(x, self.poly_log_a, mono)
