@@ -58,6 +58,9 @@ class ModelConfig:
     # morphology-aware causal attention (see the agglutinative section after attention_mask)
     attention: str = 'standard'     # standard | agglutinative (causal trunks only: gpt, backpack)
     agglu_input_emb: bool = False   # + zero-init embeddings of token class and position in word (Segatron style)
+    # encoder: in training, logits only at a fixed budget of positions, the targets first (see Encoder)
+    mlm_logit_budget: float = 0.0   # fraction of the micro-batch's positions (0 = every position); must exceed
+                                    # the fraction that can be targets, or the loss drops the excess
     # mdlm (masked diffusion, DiT backbone): see the mdlm section below
     mask_id: int = -1           # id of [MASK]; -1 -> vocab_size - 1 (a mask token added to the vocabulary)
     cond_dim: int = 128         # timestep-embedding width feeding adaLN
@@ -103,6 +106,8 @@ class ModelConfig:
         if self.attn_impl == 'flex' and self.dropout > 0:
             raise ValueError(f"attn_impl='flex' has no attention dropout (dropout={self.dropout}); "
                              "set dropout=0 or attn_impl='auto' (which keeps sdpa while dropout is on)")
+        if not 0.0 <= self.mlm_logit_budget <= 1.0:
+            raise ValueError(f"mlm_logit_budget is a fraction of positions in [0, 1], got {self.mlm_logit_budget}")
         if self.atlas_mode not in ('mag', 'mal'):
             raise ValueError(f"unknown atlas_mode {self.atlas_mode!r}; choose mag or mal")
         if self.attention != 'standard' and self.arch not in ('gpt', 'backpack'):
@@ -141,8 +146,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        # one fused kernel (F.rms_norm, torch >= 2.4) in float32, like x / sqrt(mean(x^2) + eps) * g
+        y = F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps)
+        return y.to(torch.promote_types(x.dtype, self.weight.dtype))
 
 
 class LayerNorm(nn.Module):
@@ -591,6 +597,18 @@ class GPT(LM):
         return idx
 
 
+def budget_positions(h, targets, budget):
+    """The K = ceil(budget * B * T), rounded up to a multiple of 64 (at most B * T), positions of the flattened
+    batch with targets first (stable sort: in position order), as h (K, d) and targets (K,) with -1 where a
+    budget slot holds no target. K depends on the shapes only (no host sync, static shapes for compile); if
+    more than K positions are targets, the last ones are left out of the loss."""
+    N = targets.numel()
+    K = min(N, -(-math.ceil(budget * N) // 64) * 64)
+    flat = targets.reshape(N)
+    keep = torch.sort((flat < 0).to(torch.uint8), stable=True).indices[:K]
+    return h.reshape(N, h.shape[-1])[keep], flat[keep]
+
+
 class Encoder(LM):
     """The Aeneas torso: a bidirectional pre-norm RMSNorm encoder with RoPE, no biases, GeGLU and
     d_kv independent of d_model; the embedding goes through a LayerNorm; restoration head
@@ -609,7 +627,13 @@ class Encoder(LM):
         self._init_weights(cfg.n_layer)
 
     def forward(self, idx, targets=None, doc=None, hidden_layers=None, from_layer=None):
+        """(logits (B, T, V), loss). In training with targets and mlm_logit_budget > 0, the head runs only on
+        a fixed number K of positions (budget_positions) and logits are (K, V); the loss is the same mean over
+        the targets as long as they fit the budget. Evaluation and restoration (eval mode, or no targets) get
+        every position."""
         h, hidden = self.trunk(idx, doc, hidden_layers, from_layer)
+        if targets is not None and self.training and self.cfg.mlm_logit_budget > 0:
+            h, targets = budget_positions(h, targets, self.cfg.mlm_logit_budget)
         logits = F.linear(self.head(h), self.trunk.wte.weight)
         loss = self.loss(logits, targets) if targets is not None else None
         if hidden_layers is not None:
@@ -772,9 +796,9 @@ class MDLM(LM):
 # Trunk (with positions) gives h_{1:n}, and a k-head key-query attention without values gives the weights
 # alpha_l = softmax(h K_l^T Q_l h^T / sqrt(d/k)) (eq. 3, 11, 12), causal, normalised per sense l. The output
 # o_i = sum_{j<=i} sum_l alpha_{l,i,j} C(x_j)_l (eq. 2) goes through the tied head, logits = E o (eq. 9).
-# The sense network runs only on the distinct token ids of the batch, never on the vocabulary (a k.|V|.d
-# table); the senses are the values of one F.scaled_dot_product_attention call (q/k head size d/k, value
-# size d, one head per sense), summed over heads. `decompose` keeps the explicit alpha for diagnostics.
+# The sense network runs once per id: on the vocabulary when it is no larger than the batch (static shapes), else
+# on the batch's distinct ids (Backpack.senses); the senses are the values of one F.scaled_dot_product_attention
+# call (q/k head size d/k, value size d, one head per sense), summed over heads. `decompose` keeps the explicit alpha for diagnostics.
 
 class SenseNetwork(nn.Module):
     """C(x) = FF(E x) as HF BackpackSenseNetwork (App. A.1; the README, Backpack):
@@ -814,7 +838,11 @@ class Backpack(GPT):
         self._init_weights(cfg.n_layer)
 
     def senses(self, idx):
-        """C(x) for a batch of ids (any shape) -> (*idx.shape, k, d), computed once per distinct id."""
+        """C(x) for a batch of ids (any shape) -> (*idx.shape, k, d), computed once per distinct id: over the
+        whole vocabulary when it is no larger than the batch (a static shape, no host sync), else over the
+        batch's distinct ids (torch.unique, whose output size needs a sync)."""
+        if self.cfg.vocab_size <= idx.numel():
+            return self.sense_net(self.trunk.wte.weight)[idx]
         uniq, inv = torch.unique(idx, return_inverse=True)
         return self.sense_net(self.trunk.wte(uniq))[inv]
 

@@ -34,3 +34,4 @@ weight_decay = 0.1
 eval_interval = 250
 eval_iters = 20
 log_interval = 20
+compile = True                  # torch.compile (a GPU config); --compile=False for eager
