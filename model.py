@@ -84,7 +84,10 @@ class ModelConfig:
     mem_poly: int = 2           # degree p of the polynomial feature map phi_p; 0 = no map (Titans)
     mem_window: int = 4         # c: the Omega rule's sliding window of past keys (1 = delta rule)
     mem_chunk: int = 16         # b: chunk size of the parallel update (gradients at the chunk-start state)
-    mem_muon: bool = True       # Newton-Schulz (5 steps) on the momentum before the write (Atlas)
+    mem_muon: bool = True       # Newton-Schulz on the momentum before the write (Atlas)
+    mem_ns_steps: int = 5       # Newton-Schulz iterations (Atlas, Muon: 5)
+    mem_muon_scope: str = 'token'   # token: NS on every token's momentum S_t (Atlas eq. 33) | chunk: one NS per
+                                    # chunk on the chunk's weighted momentum (the README, Atlas: cost and choice)
     mem_lr: float = 0.05        # eta_max: the inner learning rate is eta_t = mem_lr * sigmoid(.)
     mem_conv: int = 4           # causal depthwise convolution on q, k, v (Titans); 1 = none
 
@@ -108,6 +111,10 @@ class ModelConfig:
                              "set dropout=0 or attn_impl='auto' (which keeps sdpa while dropout is on)")
         if not 0.0 <= self.mlm_logit_budget <= 1.0:
             raise ValueError(f"mlm_logit_budget is a fraction of positions in [0, 1], got {self.mlm_logit_budget}")
+        if self.mem_muon_scope not in ('token', 'chunk'):
+            raise ValueError(f"unknown mem_muon_scope {self.mem_muon_scope!r}; choose token or chunk")
+        if self.mem_ns_steps < 1:
+            raise ValueError(f"mem_ns_steps must be at least 1, got {self.mem_ns_steps}")
         if self.atlas_mode not in ('mag', 'mal'):
             raise ValueError(f"unknown atlas_mode {self.atlas_mode!r}; choose mag or mal")
         if self.attention != 'standard' and self.arch not in ('gpt', 'backpack'):
@@ -986,8 +993,14 @@ def memory_grads(W, z, v, residual):
 
 
 def omega_scan(k, v, q, log_alpha, eta, log_theta, gamma, W0, chunk, window, muon=True, residual=False,
-               write=True, diag=None):
+               write=True, diag=None, ns_steps=5, muon_scope='token'):
     """The Atlas memory over a sequence, chunk by chunk (module comment above).
+
+    muon_scope='token' orthogonalises every token's momentum (Atlas eq. 33: W_t = alpha_t W_{t-1} -
+    eta_t NS(S_t), every S_t of the chunk materialised); 'chunk' makes one Muon step per chunk:
+    W_end = A W_start - C NS(sum_t c_t S_t / C), c_t = eta_t prod_{s>t} alpha_s, C = sum_t c_t -- the same
+    total step size, the direction of the chunk's weighted mean momentum (the per-token update for chunks
+    of one token), with no per-token state. The memory states W and S stay float32 when q, k, v are bfloat16 (autocast).
 
     k, q: (B, H, T, D) feature-mapped keys / queries;  v: (B, H, T, dv)
     log_alpha, log_theta: (B, H, T) log retention / log momentum (<= 0);  eta, gamma: (B, H, T) in [0, 1+]
@@ -1010,18 +1023,20 @@ def omega_scan(k, v, q, log_alpha, eta, log_theta, gamma, W0, chunk, window, muo
     ti, si = torch.arange(b, device=k.device)[:, None], torch.arange(m, device=k.device)[None, :]
     band = ((si >= ti) & (si <= ti + c - 1)).to(k.dtype)            # token t's window: slots t .. t + c - 1
     tril = torch.ones(b, b, dtype=torch.bool, device=k.device).tril()
-    W = [w.unsqueeze(0).expand(B, *w.shape) for w in W0]
+    W = [w.to(torch.promote_types(w.dtype, torch.float32)).unsqueeze(0).expand(B, *w.shape) for w in W0]  # >= fp32
     S = [torch.zeros_like(w) for w in W]
+    dt = k.dtype
     reads, pre, post = [], [], []
     for j in range(n):
         t0 = j * b
         sl = slice(t0, t0 + b)
         reads.append(memory_apply(W, q[:, :, sl], residual)[0])
-        if not write:
+        if not write or (j == n - 1 and diag is None):  # the last chunk's write is never read
             continue
+        keep_S = j < n - 2 or diag is not None       # S feeds the next chunk's write only
         z, vv = kw[:, :, t0:t0 + m], vw[:, :, t0:t0 + m]
         grads, err = memory_grads(W, z, vv, residual)
-        G = gw[:, :, None, t0:t0 + m] * band * valid[:, :, sl, None]     # (B, H, b, m): gamma_i on the band
+        G = gw[:, :, None, t0:t0 + m] * band.to(gw.dtype) * valid[:, :, sl, None].to(gw.dtype)  # (B, H, b, m)
         ct = log_theta[:, :, sl].cumsum(-1)                                # log prod_{s<=t} theta_s
         L = (ct[..., :, None] - ct[..., None, :]).masked_fill(~tril, float('-inf')).exp()  # prod_{j<s<=t} theta_s
         LG = L @ G                                                         # S_t = p_t S_prev + sum_i LG[t,i] g_i
@@ -1031,16 +1046,22 @@ def omega_scan(k, v, q, log_alpha, eta, log_theta, gamma, W0, chunk, window, muo
         coef = eta[:, :, sl] * (ca[..., -1:] - ca).exp()                   # eta_t prod_{s>t} alpha_s
         W_new, S_new = [], []
         for l, (u, w) in enumerate(grads):
-            if muon:
-                St = p[..., None, None] * S[l][:, :, None] + torch.einsum('bhti,bhiu,bhiw->bhtuw', LG, u, w)
-                W_new.append(A[..., None, None] * W[l] - torch.einsum('bht,bhtuw->bhuw', coef, newton_schulz5(St)))
-                S_new.append(St[:, :, -1])
-            else:  # everything is linear in the rank-1 gradients: no per-token state is materialised
-                wW = (coef[..., None] * LG).sum(-2)
-                kappa = (coef * p).sum(-1)
-                W_new.append(A[..., None, None] * W[l] - kappa[..., None, None] * S[l]
-                             - torch.einsum('bhi,bhiu,bhiw->bhuw', wW, u, w))
-                S_new.append(p[..., -1, None, None] * S[l] + torch.einsum('bhi,bhiu,bhiw->bhuw', LG[:, :, -1], u, w))
+            if muon and muon_scope == 'token':
+                St = p[..., None, None] * S[l][:, :, None] + torch.einsum('bhti,bhiu,bhiw->bhtuw', LG.to(dt), u, w)
+                W_new.append(A[..., None, None] * W[l] - torch.einsum('bht,bhtuw->bhuw', coef.to(dt),
+                                                                       newton_schulz5(St.to(dt), ns_steps)))
+                S_new.append(St[:, :, -1] if keep_S else None)
+                continue
+            # everything is linear in the rank-1 gradients: no per-token state is materialised
+            wW = (coef[..., None] * LG).sum(-2)
+            kappa = (coef * p).sum(-1)
+            U = kappa[..., None, None] * S[l] + torch.einsum('bhi,bhiu,bhiw->bhuw', wW.to(dt), u, w)  # sum_t c_t S_t
+            if muon:  # one Muon step for the chunk: size sum_t c_t, direction NS(the c-weighted mean momentum)
+                csum = coef.sum(-1)[..., None, None]
+                U = csum * newton_schulz5((U / csum.clamp_min(1e-12)).to(dt), ns_steps)
+            W_new.append(A[..., None, None] * W[l] - U)
+            S_new.append(p[..., -1, None, None] * S[l] + torch.einsum('bhi,bhiu,bhiw->bhuw', LG[:, :, -1].to(dt), u, w)
+                         if keep_S else None)
         if diag is not None:  # storage loss of this chunk's own tokens, before and after its write
             with torch.no_grad():
                 own, vo = slice(c - 1, m), vv[:, :, c - 1:]
@@ -1105,7 +1126,7 @@ class AtlasMemory(nn.Module):
         if self.poly_log_a is None:  # mem_poly = 0: no feature map (mem_poly = 1 has no monomials but a_0, a_1)
             return x
         mono = [(getattr(self, f'mono_idx{i}'), getattr(self, f'mono_w{i}')) for i in range(len(self.monomials))]
-        return poly_features(x, self.poly_log_a, mono)
+        return poly_features(x, self.poly_log_a, mono).to(x.dtype)   # autocast runs prod in float32
 
     def forward(self, x):
         B, T, _ = x.shape
@@ -1117,15 +1138,19 @@ class AtlasMemory(nn.Module):
         # q, k L2-normalised (Titans 3.1); v too, so the inner step size does not depend on the scale of the
         # residual stream (unnormalised values let the plain-gradient write diverge as activations grow; the
         # read is RMS-normalised below, so no information a read needs is lost)
-        q, k, v = F.normalize(q, dim=-1), F.normalize(k, dim=-1), F.normalize(v, dim=-1)
-        g = self.gates(x).view(B, T, 4, H).permute(2, 0, 3, 1).float()    # (4, B, H, T) raw logits
+        # the scan runs in the projections' dtype (bfloat16 under autocast: F.normalize returns float32 there,
+        # hence the explicit cast); the gates' cumulative products and the memory state stay float32
+        dt = h.dtype
+        q, k, v = F.normalize(q, dim=-1).to(dt), F.normalize(k, dim=-1).to(dt), F.normalize(v, dim=-1).to(dt)
+        g = self.gates(x).view(B, T, 4, H).permute(2, 0, 3, 1)            # (4, B, H, T) raw logits
+        g = g.to(torch.promote_types(g.dtype, torch.float32))
         if self.diag is not None:
             self.diag['gates'] = torch.sigmoid(g).detach()
-        dt = q.dtype
-        reads = omega_scan(self.features(k), v, self.features(q), F.logsigmoid(g[0]).to(dt),
-                           (self.cfg.mem_lr * torch.sigmoid(g[1])).to(dt), F.logsigmoid(g[2]).to(dt),
-                           torch.sigmoid(g[3]).to(dt), list(self.mem_w0), self.cfg.mem_chunk, self.cfg.mem_window,
-                           self.cfg.mem_muon, self.residual, self.write, self.diag)
+        reads = omega_scan(self.features(k), v, self.features(q), F.logsigmoid(g[0]),
+                           self.cfg.mem_lr * torch.sigmoid(g[1]), F.logsigmoid(g[2]),
+                           torch.sigmoid(g[3]), list(self.mem_w0), self.cfg.mem_chunk, self.cfg.mem_window,
+                           self.cfg.mem_muon, self.residual, self.write, self.diag,
+                           self.cfg.mem_ns_steps, self.cfg.mem_muon_scope)
         return self.proj(self.read_norm(reads).transpose(1, 2).reshape(B, T, H * dv))
 
 
@@ -1180,22 +1205,40 @@ class Atlas(GPT):
             mem.write = bool(on)
 
     def flops_per_token(self, T=None):
-        """6N with the attention term over the window, plus the memory's own work per token and head: the
-        read and the gradient pass over the (b + c - 1) / b window slots (3 matmuls of the memory's size each,
-        forward) and the rank-1 accumulation; NS_5 adds ~5 (2 o^2 i + 2 o^3) per matrix per token. Times 3 for
-        forward + backward. An estimate: MFU of atlas is approximate."""
+        """Training FLOPs per token (forward + backward) of what runs: 6N for the parameter matmuls (without the
+        position embeddings and the memory's initial state W0, which is no per-token matmul), 12 L H Q T for
+        attention (the dense reference computes every score; FlexAttention skips the tiles outside the window,
+        so on CUDA this term is an upper bound), and 3x the memory's forward matmuls per layer and head
+        (omega_scan): with chunks of b tokens, m = b + c - 1 window slots and P = sum of the memory's matrix
+        sizes, per chunk the read 2bP, the gradient pass at the chunk-start state 2mP (+ 2m dv h back through
+        W_out), the momentum weights L @ G 2b^2 m, and then
+          no Muon / per-chunk Muon: the two rank-1 accumulations 4mP (+ one Newton-Schulz per matrix),
+          per-token Muon: every S_t 2bmP, b Newton-Schulz per matrix and their weighted sum 2bP
+        (the last chunk writes nothing: no read sees it),
+        a Newton-Schulz step of an (o, i) matrix costing 4 s^2 t + 2 s^3 (s = min, t = max: X X^T, A A, (.) X).
+        tests/test_atlas_flops.py checks this against torch.utils.flop_counter."""
         cfg = self.cfg
         T = T or cfg.block_size
-        Tw = min(T, cfg.window) if cfg.window else T
-        n = self.num_params() - sum(p.numel() for name, p in self.named_parameters() if name.endswith('wpe.weight'))
         mem = self.memories()[0]
-        P = sum(w[0].numel() for w in mem.mem_w0)
-        slots = (cfg.mem_chunk + cfg.mem_window - 1) / cfg.mem_chunk
-        per_head = 2 * P + slots * (2 * P + 2 * P + 2 * P)
-        if cfg.mem_muon:
-            per_head += sum(slots * 2 * w[0].numel() + 5 * (2 * min(w.shape[1:]) ** 2 * max(w.shape[1:])
-                                                            + 2 * min(w.shape[1:]) ** 3) for w in mem.mem_w0)
-        return 6 * n + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * Tw + 3 * cfg.n_layer * cfg.n_head * per_head
+        shapes = [tuple(w.shape[1:]) for w in mem.mem_w0]
+        n = self.num_params() - sum(p.numel() for name, p in self.named_parameters()
+                                    if name.endswith('wpe.weight') or '.mem_w0.' in name)
+        P = sum(o * i for o, i in shapes)
+        b = max(1, min(cfg.mem_chunk, T))
+        m = b + max(1, cfg.mem_window) - 1
+        ns = sum(cfg.mem_ns_steps * (4 * min(o, i) ** 2 * max(o, i) + 2 * min(o, i) ** 3) for o, i in shapes)
+        n_chunks = -(-T // b)
+        write = 2 * m * P + (2 * m * shapes[1][0] * shapes[1][1] if len(shapes) == 2 else 0) + 2 * b * b * m
+        if cfg.mem_muon and cfg.mem_muon_scope == 'token':
+            write += 2 * b * m * P + b * ns + 2 * b * P
+            momentum = 0                       # S_t comes out of the per-token states
+        else:
+            write += 2 * m * P + (ns if cfg.mem_muon else 0)
+            momentum = 2 * m * P               # the chunk-end S, needed by the next chunk's write
+        # the last chunk writes nothing (never read) and the one before it keeps no S (omega_scan)
+        per_seq = n_chunks * 2 * b * P + max(0, n_chunks - 1) * write + max(0, n_chunks - 2) * momentum
+        return (6 * n + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * T
+                + 3 * cfg.n_layer * cfg.n_head * per_seq / T)
 
 
 MODELS = {'gpt': GPT, 'encoder': Encoder, 'mdlm': MDLM, 'backpack': Backpack, 'atlas': Atlas}
