@@ -28,6 +28,11 @@ import torch.nn.functional as F
 
 from objectives import adaptive_mask_probs, curriculum_direction, mdlm_mask_rate
 
+try:  # FlexAttention (torch >= 2.5): block-sparse masks and score modifications in one fused kernel on CUDA
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:
+    BlockMask = create_block_mask = flex_attention = None
+
 
 @dataclass
 class ModelConfig:
@@ -48,9 +53,14 @@ class ModelConfig:
     doc_mask: bool = False      # attention never crosses document boundaries (packed sequences)
     activation_checkpointing: bool = False  # recompute each block in backward (non-reentrant): less memory, ~1/3 more compute
     window: int = 0             # sliding-window attention: query i sees keys i - window < j <= i (0 = all)
+    attn_impl: str = 'auto'     # masked attention (documents, window, agglutinative): sdpa (dense mask, the
+                                # reference) | flex (FlexAttention) | auto (flex on CUDA, sdpa elsewhere)
     # morphology-aware causal attention (see the agglutinative section after attention_mask)
     attention: str = 'standard'     # standard | agglutinative (causal trunks only: gpt, backpack)
     agglu_input_emb: bool = False   # + zero-init embeddings of token class and position in word (Segatron style)
+    # encoder: in training, logits only at a fixed budget of positions, the targets first (see Encoder)
+    mlm_logit_budget: float = 0.0   # fraction of the micro-batch's positions (0 = every position); must exceed
+                                    # the fraction that can be targets, or the loss drops the excess
     # mdlm (masked diffusion, DiT backbone): see the mdlm section below
     mask_id: int = -1           # id of [MASK]; -1 -> vocab_size - 1 (a mask token added to the vocabulary)
     cond_dim: int = 128         # timestep-embedding width feeding adaLN
@@ -74,7 +84,10 @@ class ModelConfig:
     mem_poly: int = 2           # degree p of the polynomial feature map phi_p; 0 = no map (Titans)
     mem_window: int = 4         # c: the Omega rule's sliding window of past keys (1 = delta rule)
     mem_chunk: int = 16         # b: chunk size of the parallel update (gradients at the chunk-start state)
-    mem_muon: bool = True       # Newton-Schulz (5 steps) on the momentum before the write (Atlas)
+    mem_muon: bool = True       # Newton-Schulz on the momentum before the write (Atlas)
+    mem_ns_steps: int = 5       # Newton-Schulz iterations (Atlas, Muon: 5)
+    mem_muon_scope: str = 'token'   # token: NS on every token's momentum S_t (Atlas eq. 33) | chunk: one NS per
+                                    # chunk on the chunk's weighted momentum (the README, Atlas: cost and choice)
     mem_lr: float = 0.05        # eta_max: the inner learning rate is eta_t = mem_lr * sigmoid(.)
     mem_conv: int = 4           # causal depthwise convolution on q, k, v (Titans); 1 = none
 
@@ -89,6 +102,19 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attention not in ('standard', 'agglutinative'):
             raise ValueError(f"unknown attention {self.attention!r}; choose standard or agglutinative")
+        if self.attn_impl not in ('auto', 'sdpa', 'flex'):
+            raise ValueError(f"unknown attn_impl {self.attn_impl!r}; choose auto, sdpa or flex")
+        if self.attn_impl == 'flex' and flex_attention is None:
+            raise ValueError("attn_impl='flex' needs torch >= 2.5 (FlexAttention); use attn_impl='sdpa'")
+        if self.attn_impl == 'flex' and self.dropout > 0:
+            raise ValueError(f"attn_impl='flex' has no attention dropout (dropout={self.dropout}); "
+                             "set dropout=0 or attn_impl='auto' (which keeps sdpa while dropout is on)")
+        if not 0.0 <= self.mlm_logit_budget <= 1.0:
+            raise ValueError(f"mlm_logit_budget is a fraction of positions in [0, 1], got {self.mlm_logit_budget}")
+        if self.mem_muon_scope not in ('token', 'chunk'):
+            raise ValueError(f"unknown mem_muon_scope {self.mem_muon_scope!r}; choose token or chunk")
+        if self.mem_ns_steps < 1:
+            raise ValueError(f"mem_ns_steps must be at least 1, got {self.mem_ns_steps}")
         if self.atlas_mode not in ('mag', 'mal'):
             raise ValueError(f"unknown atlas_mode {self.atlas_mode!r}; choose mag or mal")
         if self.attention != 'standard' and self.arch not in ('gpt', 'backpack'):
@@ -127,8 +153,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        # one fused kernel (F.rms_norm, torch >= 2.4) in float32, like x / sqrt(mean(x^2) + eps) * g
+        y = F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps)
+        return y.to(torch.promote_types(x.dtype, self.weight.dtype))
 
 
 class LayerNorm(nn.Module):
@@ -208,6 +235,60 @@ def attention_mask(doc=None, causal=True, window=0, T=None, device=None):
     return m
 
 
+def use_flex(cfg, device, training):
+    """Whether this forward's masked attention goes through FlexAttention: attn_impl 'flex', or 'auto' on
+    CUDA unless attention dropout is active (FlexAttention has none, and on the CPU it has no backward)."""
+    if cfg.attn_impl == 'sdpa' or flex_attention is None:
+        return False
+    if cfg.attn_impl == 'flex':
+        return True
+    return torch.device(device).type == 'cuda' and (cfg.dropout == 0.0 or not training)
+
+
+def flex_block_mask(doc=None, causal=True, window=0, T=None, device=None):
+    """The same rule as attention_mask as a FlexAttention BlockMask (B or None, None, T, T): built once per
+    forward and shared by every layer; fully masked 128 x 128 tiles are skipped, not computed."""
+    if doc is not None:
+        T, device = doc.shape[1], doc.device
+
+    def mask_mod(b, h, qi, ki):
+        m = qi >= ki if causal else qi == qi
+        if window:
+            m = m & ((qi - ki).abs() < window)
+        if doc is not None:
+            m = m & (doc[b, qi] == doc[b, ki])
+        return m
+    return create_block_mask(mask_mod, doc.shape[0] if doc is not None else None, None, T, T, device=device)
+
+
+def layer_mask(cfg, doc, causal, window, T, device, training, always=False):
+    """The attention mask of one forward, shared by all its layers: None when SDPA's is_causal (or no mask)
+    is exact -- unless `always` (agglutinative attention needs the causal mask explicitly) --, else a
+    FlexAttention BlockMask when use_flex, else the dense boolean mask of attention_mask."""
+    doc = doc if cfg.doc_mask else None
+    if doc is None and not window and not always:
+        return None
+    if use_flex(cfg, device, training):
+        return flex_block_mask(doc, causal, window, T, device)
+    if doc is None and not window:
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril()[None, None]
+    return attention_mask(doc, causal, window, T, device)
+
+
+_flex_compiled = None
+
+
+def run_flex(q, k, v, score_mod, block_mask):
+    """flex_attention, compiled on CUDA (its fused kernel; eager FlexAttention materialises every score);
+    eager on the CPU, where it runs forward only. Inside a compiled model the call is traced as it is."""
+    global _flex_compiled
+    if not q.is_cuda or torch.compiler.is_compiling():
+        return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask)
+    if _flex_compiled is None:
+        _flex_compiled = torch.compile(flex_attention, dynamic=False)
+    return _flex_compiled(q, k, v, score_mod=score_mod, block_mask=block_mask)
+
+
 # ----------------------------------------------------------------------------- agglutinative attention
 # MorphBias (the README, agglutinative attention). Per head h, query i, key j <= i:
 #     logit = q.k/sqrt(d) + a_h 1[w_i = w_j] + c_h[tau_j] - g_h m_h (w_i - w_j),   m_h = 2^(-8h/H)
@@ -242,8 +323,11 @@ def word_signals(idx, word_start, token_class):
 def agglutinative_inputs(idx, word_start, token_class, base_mask):
     """Everything the per-layer biases need, computed once per forward and shared by all layers:
     same-word indicator and word distance (B, 1, T, T) float, key class one-hot (B, T, 4), and the additive
-    base mask (0 allowed, -inf not: causal and, if given, documents)."""
+    base mask (0 allowed, -inf not: causal and, if given, documents). With a FlexAttention BlockMask as
+    base_mask only the per-token signals are kept (w, tau (B, T)): each layer's score_mod reads them."""
     w, tau, p = word_signals(idx, word_start, token_class)
+    if BlockMask is not None and isinstance(base_mask, BlockMask):
+        return {'w': w, 'tau': tau, 'inword': p}
     same = (w[:, :, None] == w[:, None, :]).float()[:, None]
     dist = (w[:, :, None] - w[:, None, :]).clamp(min=0).float()[:, None]
     onehot = F.one_hot(tau, AGGLU_CLASSES).float()
@@ -302,11 +386,28 @@ class Attention(nn.Module):
         return (ag['base'] + self.agglu_same.view(1, H, 1, 1) * ag['same'] + c
                 - (self.agglu_gain * self.agglu_slopes).view(1, H, 1, 1) * ag['dist'])
 
+    def agglu_score_mod(self, ag):
+        """The same bias as agglu_bias as a FlexAttention score_mod, from the per-token word index and class
+        (B, T): score + a_h 1[w_i = w_j] + c_h[tau_j] - g_h m_h (w_i - w_j) (the causal and document -inf are
+        the BlockMask's)."""
+        w, tau = ag['w'], ag['tau']
+        a, c = self.agglu_same, self.agglu_class.view(self.n_head, AGGLU_CLASSES)
+        slope = self.agglu_gain * self.agglu_slopes
+
+        def score_mod(score, b, h, qi, ki):
+            wq, wk = w[b, qi], w[b, ki]
+            same = torch.where(wq == wk, a[h], torch.zeros_like(a[h]))
+            return score + same + c[h, tau[b, ki]] - slope[h] * (wq - wk).clamp(min=0)
+        return score_mod
+
     def forward(self, x, rope=None, mask=None, agglu=None):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if BlockMask is not None and isinstance(mask, BlockMask):  # FlexAttention (no dropout: see use_flex)
+            score_mod = self.agglu_score_mod(agglu) if (agglu is not None and self.agglu) else None
+            return self.proj(run_flex(q, k, v, score_mod, mask).transpose(1, 2).reshape(B, T, -1))
         if agglu is not None and self.agglu:  # the bias carries the causal (and document) -inf
             mask = self.agglu_bias(agglu).to(q.dtype)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
@@ -405,13 +506,10 @@ class Trunk(nn.Module):
             x = self.emb_norm(x)
         x = self.drop(x)
         rope = self.rope(T) if self.rope is not None else None
-        mask = None
-        if self.cfg.doc_mask or self.cfg.window:
-            mask = attention_mask(doc if self.cfg.doc_mask else None, self.causal, self.cfg.window, T, idx.device)
+        mask = layer_mask(self.cfg, doc, self.causal, self.cfg.window, T, idx.device, self.training, always=self.agglu)
         agglu = None
         if self.agglu:  # one set of word signals per forward, shared by every layer's own a/c/g
-            base = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()[None, None]
-            agglu = agglutinative_inputs(idx, self.agglu_word_start, self.agglu_token_class, base)
+            agglu = agglutinative_inputs(idx, self.agglu_word_start, self.agglu_token_class, mask)
             if self.cfg.agglu_input_emb:
                 d = self.cfg.n_embd
                 x = x + self.agglu_type_emb.view(AGGLU_CLASSES, d)[agglu['tau']] \
@@ -506,6 +604,18 @@ class GPT(LM):
         return idx
 
 
+def budget_positions(h, targets, budget):
+    """The K = ceil(budget * B * T), rounded up to a multiple of 64 (at most B * T), positions of the flattened
+    batch with targets first (stable sort: in position order), as h (K, d) and targets (K,) with -1 where a
+    budget slot holds no target. K depends on the shapes only (no host sync, static shapes for compile); if
+    more than K positions are targets, the last ones are left out of the loss."""
+    N = targets.numel()
+    K = min(N, -(-math.ceil(budget * N) // 64) * 64)
+    flat = targets.reshape(N)
+    keep = torch.sort((flat < 0).to(torch.uint8), stable=True).indices[:K]
+    return h.reshape(N, h.shape[-1])[keep], flat[keep]
+
+
 class Encoder(LM):
     """The Aeneas torso: a bidirectional pre-norm RMSNorm encoder with RoPE, no biases, GeGLU and
     d_kv independent of d_model; the embedding goes through a LayerNorm; restoration head
@@ -524,7 +634,13 @@ class Encoder(LM):
         self._init_weights(cfg.n_layer)
 
     def forward(self, idx, targets=None, doc=None, hidden_layers=None, from_layer=None):
+        """(logits (B, T, V), loss). In training with targets and mlm_logit_budget > 0, the head runs only on
+        a fixed number K of positions (budget_positions) and logits are (K, V); the loss is the same mean over
+        the targets as long as they fit the budget. Evaluation and restoration (eval mode, or no targets) get
+        every position."""
         h, hidden = self.trunk(idx, doc, hidden_layers, from_layer)
+        if targets is not None and self.training and self.cfg.mlm_logit_budget > 0:
+            h, targets = budget_positions(h, targets, self.cfg.mlm_logit_budget)
         logits = F.linear(self.head(h), self.trunk.wte.weight)
         loss = self.loss(logits, targets) if targets is not None else None
         if hidden_layers is not None:
@@ -640,7 +756,7 @@ class MDLM(LM):
         c = F.silu(self.sigma_map(sigma))
         x = self.drop(self.wte(z))
         rope = self.rope(T)
-        mask = attention_mask(doc, causal=False) if (self.cfg.doc_mask and doc is not None) else None
+        mask = layer_mask(self.cfg, doc, False, 0, T, z.device, self.training) if doc is not None else None
         for block in self.blocks:
             x = run_block(self.cfg, block, x, c, rope, mask)
         shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)
@@ -687,9 +803,9 @@ class MDLM(LM):
 # Trunk (with positions) gives h_{1:n}, and a k-head key-query attention without values gives the weights
 # alpha_l = softmax(h K_l^T Q_l h^T / sqrt(d/k)) (eq. 3, 11, 12), causal, normalised per sense l. The output
 # o_i = sum_{j<=i} sum_l alpha_{l,i,j} C(x_j)_l (eq. 2) goes through the tied head, logits = E o (eq. 9).
-# The sense network runs only on the distinct token ids of the batch, never on the vocabulary (a k.|V|.d
-# table); the senses are the values of one F.scaled_dot_product_attention call (q/k head size d/k, value
-# size d, one head per sense), summed over heads. `decompose` keeps the explicit alpha for diagnostics.
+# The sense network runs once per id: on the vocabulary when it is no larger than the batch (static shapes), else
+# on the batch's distinct ids (Backpack.senses); the senses are the values of one F.scaled_dot_product_attention
+# call (q/k head size d/k, value size d, one head per sense), summed over heads. `decompose` keeps the explicit alpha for diagnostics.
 
 class SenseNetwork(nn.Module):
     """C(x) = FF(E x) as HF BackpackSenseNetwork (App. A.1; the README, Backpack):
@@ -729,7 +845,11 @@ class Backpack(GPT):
         self._init_weights(cfg.n_layer)
 
     def senses(self, idx):
-        """C(x) for a batch of ids (any shape) -> (*idx.shape, k, d), computed once per distinct id."""
+        """C(x) for a batch of ids (any shape) -> (*idx.shape, k, d), computed once per distinct id: over the
+        whole vocabulary when it is no larger than the batch (a static shape, no host sync), else over the
+        batch's distinct ids (torch.unique, whose output size needs a sync)."""
+        if self.cfg.vocab_size <= idx.numel():
+            return self.sense_net(self.trunk.wte.weight)[idx]
         uniq, inv = torch.unique(idx, return_inverse=True)
         return self.sense_net(self.trunk.wte(uniq))[inv]
 
@@ -873,8 +993,14 @@ def memory_grads(W, z, v, residual):
 
 
 def omega_scan(k, v, q, log_alpha, eta, log_theta, gamma, W0, chunk, window, muon=True, residual=False,
-               write=True, diag=None):
+               write=True, diag=None, ns_steps=5, muon_scope='token'):
     """The Atlas memory over a sequence, chunk by chunk (module comment above).
+
+    muon_scope='token' orthogonalises every token's momentum (Atlas eq. 33: W_t = alpha_t W_{t-1} -
+    eta_t NS(S_t), every S_t of the chunk materialised); 'chunk' makes one Muon step per chunk:
+    W_end = A W_start - C NS(sum_t c_t S_t / C), c_t = eta_t prod_{s>t} alpha_s, C = sum_t c_t -- the same
+    total step size, the direction of the chunk's weighted mean momentum (the per-token update for chunks
+    of one token), with no per-token state. The memory states W and S stay float32 when q, k, v are bfloat16 (autocast).
 
     k, q: (B, H, T, D) feature-mapped keys / queries;  v: (B, H, T, dv)
     log_alpha, log_theta: (B, H, T) log retention / log momentum (<= 0);  eta, gamma: (B, H, T) in [0, 1+]
@@ -897,18 +1023,20 @@ def omega_scan(k, v, q, log_alpha, eta, log_theta, gamma, W0, chunk, window, muo
     ti, si = torch.arange(b, device=k.device)[:, None], torch.arange(m, device=k.device)[None, :]
     band = ((si >= ti) & (si <= ti + c - 1)).to(k.dtype)            # token t's window: slots t .. t + c - 1
     tril = torch.ones(b, b, dtype=torch.bool, device=k.device).tril()
-    W = [w.unsqueeze(0).expand(B, *w.shape) for w in W0]
+    W = [w.to(torch.promote_types(w.dtype, torch.float32)).unsqueeze(0).expand(B, *w.shape) for w in W0]  # >= fp32
     S = [torch.zeros_like(w) for w in W]
+    dt = k.dtype
     reads, pre, post = [], [], []
     for j in range(n):
         t0 = j * b
         sl = slice(t0, t0 + b)
         reads.append(memory_apply(W, q[:, :, sl], residual)[0])
-        if not write:
+        if not write or (j == n - 1 and diag is None):  # the last chunk's write is never read
             continue
+        keep_S = j < n - 2 or diag is not None       # S feeds the next chunk's write only
         z, vv = kw[:, :, t0:t0 + m], vw[:, :, t0:t0 + m]
         grads, err = memory_grads(W, z, vv, residual)
-        G = gw[:, :, None, t0:t0 + m] * band * valid[:, :, sl, None]     # (B, H, b, m): gamma_i on the band
+        G = gw[:, :, None, t0:t0 + m] * band.to(gw.dtype) * valid[:, :, sl, None].to(gw.dtype)  # (B, H, b, m)
         ct = log_theta[:, :, sl].cumsum(-1)                                # log prod_{s<=t} theta_s
         L = (ct[..., :, None] - ct[..., None, :]).masked_fill(~tril, float('-inf')).exp()  # prod_{j<s<=t} theta_s
         LG = L @ G                                                         # S_t = p_t S_prev + sum_i LG[t,i] g_i
@@ -918,16 +1046,22 @@ def omega_scan(k, v, q, log_alpha, eta, log_theta, gamma, W0, chunk, window, muo
         coef = eta[:, :, sl] * (ca[..., -1:] - ca).exp()                   # eta_t prod_{s>t} alpha_s
         W_new, S_new = [], []
         for l, (u, w) in enumerate(grads):
-            if muon:
-                St = p[..., None, None] * S[l][:, :, None] + torch.einsum('bhti,bhiu,bhiw->bhtuw', LG, u, w)
-                W_new.append(A[..., None, None] * W[l] - torch.einsum('bht,bhtuw->bhuw', coef, newton_schulz5(St)))
-                S_new.append(St[:, :, -1])
-            else:  # everything is linear in the rank-1 gradients: no per-token state is materialised
-                wW = (coef[..., None] * LG).sum(-2)
-                kappa = (coef * p).sum(-1)
-                W_new.append(A[..., None, None] * W[l] - kappa[..., None, None] * S[l]
-                             - torch.einsum('bhi,bhiu,bhiw->bhuw', wW, u, w))
-                S_new.append(p[..., -1, None, None] * S[l] + torch.einsum('bhi,bhiu,bhiw->bhuw', LG[:, :, -1], u, w))
+            if muon and muon_scope == 'token':
+                St = p[..., None, None] * S[l][:, :, None] + torch.einsum('bhti,bhiu,bhiw->bhtuw', LG.to(dt), u, w)
+                W_new.append(A[..., None, None] * W[l] - torch.einsum('bht,bhtuw->bhuw', coef.to(dt),
+                                                                       newton_schulz5(St.to(dt), ns_steps)))
+                S_new.append(St[:, :, -1] if keep_S else None)
+                continue
+            # everything is linear in the rank-1 gradients: no per-token state is materialised
+            wW = (coef[..., None] * LG).sum(-2)
+            kappa = (coef * p).sum(-1)
+            U = kappa[..., None, None] * S[l] + torch.einsum('bhi,bhiu,bhiw->bhuw', wW.to(dt), u, w)  # sum_t c_t S_t
+            if muon:  # one Muon step for the chunk: size sum_t c_t, direction NS(the c-weighted mean momentum)
+                csum = coef.sum(-1)[..., None, None]
+                U = csum * newton_schulz5((U / csum.clamp_min(1e-12)).to(dt), ns_steps)
+            W_new.append(A[..., None, None] * W[l] - U)
+            S_new.append(p[..., -1, None, None] * S[l] + torch.einsum('bhi,bhiu,bhiw->bhuw', LG[:, :, -1].to(dt), u, w)
+                         if keep_S else None)
         if diag is not None:  # storage loss of this chunk's own tokens, before and after its write
             with torch.no_grad():
                 own, vo = slice(c - 1, m), vv[:, :, c - 1:]
@@ -989,10 +1123,10 @@ class AtlasMemory(nn.Module):
             self.gates.bias.view(4, self.H).copy_(torch.tensor([4.0, 0.0, 0.0, 2.0])[:, None])
 
     def features(self, x):
-        if not self.monomials:
+        if self.poly_log_a is None:  # mem_poly = 0: no feature map (mem_poly = 1 has no monomials but a_0, a_1)
             return x
         mono = [(getattr(self, f'mono_idx{i}'), getattr(self, f'mono_w{i}')) for i in range(len(self.monomials))]
-        return poly_features(x, self.poly_log_a, mono)
+        return poly_features(x, self.poly_log_a, mono).to(x.dtype)   # autocast runs prod in float32
 
     def forward(self, x):
         B, T, _ = x.shape
@@ -1004,15 +1138,19 @@ class AtlasMemory(nn.Module):
         # q, k L2-normalised (Titans 3.1); v too, so the inner step size does not depend on the scale of the
         # residual stream (unnormalised values let the plain-gradient write diverge as activations grow; the
         # read is RMS-normalised below, so no information a read needs is lost)
-        q, k, v = F.normalize(q, dim=-1), F.normalize(k, dim=-1), F.normalize(v, dim=-1)
-        g = self.gates(x).view(B, T, 4, H).permute(2, 0, 3, 1).float()    # (4, B, H, T) raw logits
+        # the scan runs in the projections' dtype (bfloat16 under autocast: F.normalize returns float32 there,
+        # hence the explicit cast); the gates' cumulative products and the memory state stay float32
+        dt = h.dtype
+        q, k, v = F.normalize(q, dim=-1).to(dt), F.normalize(k, dim=-1).to(dt), F.normalize(v, dim=-1).to(dt)
+        g = self.gates(x).view(B, T, 4, H).permute(2, 0, 3, 1)            # (4, B, H, T) raw logits
+        g = g.to(torch.promote_types(g.dtype, torch.float32))
         if self.diag is not None:
             self.diag['gates'] = torch.sigmoid(g).detach()
-        dt = q.dtype
-        reads = omega_scan(self.features(k), v, self.features(q), F.logsigmoid(g[0]).to(dt),
-                           (self.cfg.mem_lr * torch.sigmoid(g[1])).to(dt), F.logsigmoid(g[2]).to(dt),
-                           torch.sigmoid(g[3]).to(dt), list(self.mem_w0), self.cfg.mem_chunk, self.cfg.mem_window,
-                           self.cfg.mem_muon, self.residual, self.write, self.diag)
+        reads = omega_scan(self.features(k), v, self.features(q), F.logsigmoid(g[0]),
+                           self.cfg.mem_lr * torch.sigmoid(g[1]), F.logsigmoid(g[2]),
+                           torch.sigmoid(g[3]), list(self.mem_w0), self.cfg.mem_chunk, self.cfg.mem_window,
+                           self.cfg.mem_muon, self.residual, self.write, self.diag,
+                           self.cfg.mem_ns_steps, self.cfg.mem_muon_scope)
         return self.proj(self.read_norm(reads).transpose(1, 2).reshape(B, T, H * dv))
 
 
@@ -1067,22 +1205,40 @@ class Atlas(GPT):
             mem.write = bool(on)
 
     def flops_per_token(self, T=None):
-        """6N with the attention term over the window, plus the memory's own work per token and head: the
-        read and the gradient pass over the (b + c - 1) / b window slots (3 matmuls of the memory's size each,
-        forward) and the rank-1 accumulation; NS_5 adds ~5 (2 o^2 i + 2 o^3) per matrix per token. Times 3 for
-        forward + backward. An estimate: MFU of atlas is approximate."""
+        """Training FLOPs per token (forward + backward) of what runs: 6N for the parameter matmuls (without the
+        position embeddings and the memory's initial state W0, which is no per-token matmul), 12 L H Q T for
+        attention (the dense reference computes every score; FlexAttention skips the tiles outside the window,
+        so on CUDA this term is an upper bound), and 3x the memory's forward matmuls per layer and head
+        (omega_scan): with chunks of b tokens, m = b + c - 1 window slots and P = sum of the memory's matrix
+        sizes, per chunk the read 2bP, the gradient pass at the chunk-start state 2mP (+ 2m dv h back through
+        W_out), the momentum weights L @ G 2b^2 m, and then
+          no Muon / per-chunk Muon: the two rank-1 accumulations 4mP (+ one Newton-Schulz per matrix),
+          per-token Muon: every S_t 2bmP, b Newton-Schulz per matrix and their weighted sum 2bP
+        (the last chunk writes nothing: no read sees it),
+        a Newton-Schulz step of an (o, i) matrix costing 4 s^2 t + 2 s^3 (s = min, t = max: X X^T, A A, (.) X).
+        tests/test_atlas_flops.py checks this against torch.utils.flop_counter."""
         cfg = self.cfg
         T = T or cfg.block_size
-        Tw = min(T, cfg.window) if cfg.window else T
-        n = self.num_params() - sum(p.numel() for name, p in self.named_parameters() if name.endswith('wpe.weight'))
         mem = self.memories()[0]
-        P = sum(w[0].numel() for w in mem.mem_w0)
-        slots = (cfg.mem_chunk + cfg.mem_window - 1) / cfg.mem_chunk
-        per_head = 2 * P + slots * (2 * P + 2 * P + 2 * P)
-        if cfg.mem_muon:
-            per_head += sum(slots * 2 * w[0].numel() + 5 * (2 * min(w.shape[1:]) ** 2 * max(w.shape[1:])
-                                                            + 2 * min(w.shape[1:]) ** 3) for w in mem.mem_w0)
-        return 6 * n + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * Tw + 3 * cfg.n_layer * cfg.n_head * per_head
+        shapes = [tuple(w.shape[1:]) for w in mem.mem_w0]
+        n = self.num_params() - sum(p.numel() for name, p in self.named_parameters()
+                                    if name.endswith('wpe.weight') or '.mem_w0.' in name)
+        P = sum(o * i for o, i in shapes)
+        b = max(1, min(cfg.mem_chunk, T))
+        m = b + max(1, cfg.mem_window) - 1
+        ns = sum(cfg.mem_ns_steps * (4 * min(o, i) ** 2 * max(o, i) + 2 * min(o, i) ** 3) for o, i in shapes)
+        n_chunks = -(-T // b)
+        write = 2 * m * P + (2 * m * shapes[1][0] * shapes[1][1] if len(shapes) == 2 else 0) + 2 * b * b * m
+        if cfg.mem_muon and cfg.mem_muon_scope == 'token':
+            write += 2 * b * m * P + b * ns + 2 * b * P
+            momentum = 0                       # S_t comes out of the per-token states
+        else:
+            write += 2 * m * P + (ns if cfg.mem_muon else 0)
+            momentum = 2 * m * P               # the chunk-end S, needed by the next chunk's write
+        # the last chunk writes nothing (never read) and the one before it keeps no S (omega_scan)
+        per_seq = n_chunks * 2 * b * P + max(0, n_chunks - 1) * write + max(0, n_chunks - 2) * momentum
+        return (6 * n + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * T
+                + 3 * cfg.n_layer * cfg.n_head * per_seq / T)
 
 
 MODELS = {'gpt': GPT, 'encoder': Encoder, 'mdlm': MDLM, 'backpack': Backpack, 'atlas': Atlas}

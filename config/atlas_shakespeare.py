@@ -22,8 +22,9 @@ mem_poly = 2
 mem_window = 4
 mem_chunk = 32
 mem_muon = True
-activation_checkpointing = True  # per-token Newton-Schulz keeps every S_t of a chunk and its
-# NS intermediates for backward (estimated, not measured: ~70 GB at batch 32 x 512 without checkpointing; ~20 GB with it)
+mem_muon_scope = 'chunk'        # one Newton-Schulz per chunk, not per token (the README, Atlas: ~9x fewer FLOPs)
+activation_checkpointing = True  # needed by per-token Newton-Schulz (every S_t of a chunk kept: ~70 GB at 32 x 512
+# without it, estimated); per chunk it may no longer be needed -- not yet measured on a GPU
 mem_lr = 0.05                 # NS bounds each write (spectral norm <= eta): Muon tolerates 5x the CPU configs' inner lr
 batch_size = 32
 learning_rate = 3e-4
@@ -34,3 +35,4 @@ weight_decay = 0.1
 eval_interval = 250
 eval_iters = 20
 log_interval = 20
+compile = True                  # torch.compile (a GPU config); --compile=False for eager

@@ -21,3 +21,4 @@ grad_clip = 1.0
 eval_interval = 500
 eval_iters = 50
 log_interval = 50
+compile = True                  # torch.compile (a GPU config); --compile=False for eager

@@ -27,3 +27,4 @@ eval_interval = 500
 eval_iters = 50
 log_interval = 50
 seed = 1337
+compile = True                  # torch.compile (a GPU config); --compile=False for eager

@@ -21,8 +21,9 @@ mem_poly = 2
 mem_window = 4
 mem_chunk = 64
 mem_muon = True
-activation_checkpointing = True  # per-token Newton-Schulz keeps every S_t of a chunk and
-# its NS intermediates for backward (estimated, not measured: ~330 GB at batch 8 x 1024 without checkpointing; ~30 GB with it)
+mem_muon_scope = 'chunk'        # one Newton-Schulz per chunk, not per token (the README, Atlas: ~9x fewer FLOPs)
+activation_checkpointing = True  # needed by per-token Newton-Schulz (every S_t of a chunk kept: ~330 GB at 8 x 1024
+# without it, estimated); per chunk it may no longer be needed -- not yet measured on a GPU
 mem_lr = 0.05                 # NS bounds each write (spectral norm <= eta): Muon tolerates 5x the CPU configs' inner lr
 batch_size = 8
 gradient_accumulation_steps = 1

@@ -14,6 +14,7 @@ pos = 'rope'
 bias = False
 dropout = 0.0
 block_size = 1024
+mlm_logit_budget = 0.25         # head at 2048 of the 8192 positions: train.py's mask_rate 0.15 gives 1229 +- 32 targets
 batch_size = 8
 gradient_accumulation_steps = 1
 compile = True
