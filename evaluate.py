@@ -185,6 +185,8 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=
     for s in names:
         if ckpt['model_args']['arch'] == 'mdlm':  # the plain NELBO, whatever the training options
             res.update(evaluate_mdlm_split(model, ckpt, data_dir, s, device, max_tokens, batch_size, seed, nelbo_samples))
+        elif ckpt['model_args']['arch'] == 'hf':  # subword model: its metrics are the sign-level ones below (test_nll, ...)
+            continue
         else:
             res.update(evaluate_split(model, ckpt, data_dir, s, device, max_tokens, batch_size, seed))
     if ckpt['model_args']['arch'] == 'mdlm':
@@ -202,7 +204,7 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', data_dir='', split='all', max_tokens=
         from model import agglutinative_biases, format_agglutinative_biases
         print(format_agglutinative_biases(model))
         res['agglutinative_biases'] = agglutinative_biases(model)
-    if load_meta(data_dir).get('dataset') == 'akkadian' and ckpt['model_args']['arch'] == 'encoder':
+    if load_meta(data_dir).get('dataset') == 'akkadian' and ckpt['model_args']['arch'] in ('encoder', 'hf'):
         akk, table = akkadian_metrics(model, ckpt, data_dir, device, n_spans, beam, max_gap_len, seed, subset_size,
                                       batch_size, split)
         res.update(akk)

@@ -411,7 +411,7 @@ if arch == 'backpack' and sense_edit:
     backpack_intervention()
 elif arch == 'mdlm':
     sample_mdlm()
-elif arch == 'encoder' and meta.get('dataset') == 'akkadian':
+elif arch in ('encoder', 'hf') and meta.get('dataset') == 'akkadian':  # hf: a Hugging Face masked LM (hf_encoder.py)
     restore_akkadian()
 elif arch == 'encoder':
     if '[MASK]' not in text:
