@@ -22,9 +22,14 @@ Scoring (HFSignEncoder.forward without targets, the score_fn interface of restor
 log-probability of each candidate sign c of the sign vocabulary, from the pieces' joint score for c's piece count:
 for each piece count k, every [MASK] becomes k mask pieces and
     log s(c | x) = sum_{j=1..k} log p_theta(piece_j(c) | x with k masks at the gap),   k = |pieces(c)|,
-the pieces taken as conditionally independent given the context (one forward pass per piece count); the scores
-of all candidates, whatever their k, are then normalised over the real signs (restoration.encoder_scorer's
-log_softmax). So both models are ranked over the same candidates, in the same units.
+the pieces taken as conditionally independent given the context (one forward pass per piece count). A model
+fine-tuned with whole-sign masking has learnt that k masks hide a k-piece sign, so s says nothing about k itself:
+the piece count is an unknown of the same kind as a gap's length, and is treated as restoration.restore_gaps
+treats lengths, with the train split's distribution P(k) of the signs' piece counts:
+    log p(c | x) = log P(k_c) + log s(c | x) - log sum_{c': k_c' = k_c} s(c' | x)
+(count_logprior; without it, the raw joint scores of all candidates are normalised together, which in our tiny
+run ranked a one-piece sign first at every masked position). Both models are thus ranked over the same
+candidates, in the same units (restoration.encoder_scorer's log_softmax leaves this distribution unchanged).
 
 transformers is imported here only, and only when an hf: model is used.
 """
@@ -96,10 +101,12 @@ class HFSignEncoder(nn.Module):
     signs (the joint piece score of every candidate; 0 elsewhere); trunk(idx, doc, layers) -> hidden states
     pooled per sign (mean of its pieces), aligned position by position with the encoder's."""
 
-    def __init__(self, hf, pieces, n_lead, mask_sign, specials, block_size, doc_mask=True, max_positions=0):
+    def __init__(self, hf, pieces, n_lead, mask_sign, specials, block_size, doc_mask=True, max_positions=0,
+                 count_logprior=None):
         super().__init__()
         self.hf = hf
         self.pieces = [list(p) for p in pieces]
+        self.count_logprior = {int(k): float(v) for k, v in count_logprior.items()} if count_logprior else None
         self.n_lead, self.mask_sign, self.sp = n_lead, mask_sign, dict(specials)
         c = hf.config
         self.cfg = HFSignConfig(block_size, len(pieces), getattr(c, 'num_hidden_layers', 0),
@@ -210,8 +217,9 @@ class HFSignEncoder(nn.Module):
 
     @torch.no_grad()
     def sign_scores(self, idx, doc=None):
-        """(B, T, V) float32: at every [MASK] sign, log s(c | x) of each real sign c (the module docstring's joint
-        piece score; -inf for the specials); 0 at every other position (rows no search reads)."""
+        """(B, T, V) float32: at every [MASK] sign, log p(c | x) of each real sign c (the module docstring: the joint
+        piece score, normalised within each piece count and weighted by P(k) when count_logprior is set, else
+        the raw joint score); -inf for the specials; 0 at every other position (rows no search reads)."""
         B, T = idx.shape
         V = len(self.pieces)
         out = torch.zeros(B, T, V, device=self.device)
@@ -228,6 +236,8 @@ class HFSignEncoder(nn.Module):
             cand, cp = getattr(self, f'cand_{k}'), getattr(self, f'cand_pieces_{k}')   # (n_k,), (n_k, k)
             # sum_j log p(piece_j(c) | x with k masks): gather piece j of every candidate at mask j
             sc = logp.gather(2, cp.T[None].expand(len(masked), k, len(cand))).sum(1)
+            if self.count_logprior is not None:  # log P(k) + log s(c) - log sum over the k-piece signs of s
+                sc = sc - torch.logsumexp(sc, 1, keepdim=True) + self.count_logprior[k]
             rows_m[:, cand] = sc
         out[mb, mt] = rows_m
         return out
@@ -293,10 +303,25 @@ def load_tokenizer_hf(src):
             f"give a local directory written by save_pretrained, or a hub id reachable from this machine")
 
 
-def hf_model_args(init_from, meta, block_size, doc_mask=True):
+def piece_count_logprior(pieces, data_dir, n_lead):
+    """{k: log P(k)}: the distribution of piece counts over the real-sign tokens of the train split, add-one
+    smoothed over the counts that some sign of the vocabulary has."""
+    from prepare.akkadian import FLAG_SIGN
+    ids = np.fromfile(os.path.join(data_dir, 'train.bin'), dtype=np.uint16).astype(np.int64)
+    fl = np.fromfile(os.path.join(data_dir, 'train.flags.bin'), dtype=np.uint8)
+    n_p = np.array([len(p) for p in pieces])
+    ks = sorted({int(n_p[s]) for s in range(n_lead, len(pieces))})
+    c = np.bincount(n_p[ids[((fl & FLAG_SIGN) != 0) & (ids >= n_lead)]], minlength=max(ks) + 1)
+    tot = sum(c[k] + 1 for k in ks)
+    return {k: float(np.log((c[k] + 1) / tot)) for k in ks}
+
+
+def hf_model_args(init_from, data_dir, block_size, doc_mask=True):
     """model_args of an hf: run: the pretrained config and tokenizer files (so a checkpoint rebuilds offline),
-    the sign -> pieces table of the data's sign vocabulary, and the sign-level sizes."""
+    the sign -> pieces table of the data's sign vocabulary, the train split's piece-count prior, and the
+    sign-level sizes."""
     from transformers import AutoConfig
+    meta = load_meta(data_dir)
     src = _hf_source(init_from)
     tok = load_tokenizer_hf(src)
     try:
@@ -310,8 +335,10 @@ def hf_model_args(init_from, meta, block_size, doc_mask=True):
     with tempfile.TemporaryDirectory() as d:
         tok.save_pretrained(d)
         files = _files_to_tensors(d)
+    pieces = sign_pieces(tok, itos, n_lead)
     return {'arch': 'hf', 'hf_source': src, 'hf_config': config.to_json_string(), 'hf_tokenizer': files,
-            'sign_pieces': sign_pieces(tok, itos, n_lead), 'piece_specials': piece_specials(tok),
+            'sign_pieces': pieces, 'piece_specials': piece_specials(tok),
+            'piece_count_logprior': {str(k): v for k, v in piece_count_logprior(pieces, data_dir, n_lead).items()},
             'n_lead': n_lead, 'mask_sign': meta['special_ids']['[MASK]'], 'vocab_size': meta['vocab_size'],
             'block_size': block_size, 'doc_mask': bool(doc_mask)}
 
@@ -334,7 +361,8 @@ def build_hf(model_args, pretrained=None):
             config = AutoConfig.from_pretrained(d)
         hf = AutoModelForMaskedLM.from_config(config)
     return HFSignEncoder(hf, model_args['sign_pieces'], model_args['n_lead'], model_args['mask_sign'],
-                         model_args['piece_specials'], model_args['block_size'], model_args.get('doc_mask', True))
+                         model_args['piece_specials'], model_args['block_size'], model_args.get('doc_mask', True),
+                         count_logprior=model_args.get('piece_count_logprior'))
 
 
 def hf_tokenizer_of(model_args):
@@ -363,7 +391,7 @@ def atf_lines(data_dir, split='train'):
     return lines
 
 
-def build_tiny(out, data_dir='data/akkadian', text_file='', vocab=256, d=64, layers=2, heads=2, kind='modernbert',
+def build_tiny(out, data_dir='data/akkadian', text_file='', vocab=256, d=128, layers=2, heads=4, kind='modernbert',
                seed=0):
     """A tiny randomly initialised ModernBERT (or BERT) and a BPE tokenizer (HF tokenizers, Metaspace, [UNK] for
     unseen characters) trained on text_file or on the ATF lines of the data's train split, both written with
@@ -381,7 +409,7 @@ def build_tiny(out, data_dir='data/akkadian', text_file='', vocab=256, d=64, lay
                                   sep_token='[SEP]', mask_token='[MASK]')
     ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
     common = dict(vocab_size=len(tok), hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
-                  intermediate_size=2 * d, max_position_embeddings=2048, pad_token_id=ids['[PAD]'])
+                  intermediate_size=4 * d, max_position_embeddings=2048, pad_token_id=ids['[PAD]'])
     if kind == 'modernbert':
         cfg = ModernBertConfig(**common, global_attn_every_n_layers=1, local_attention=128, cls_token_id=ids['[CLS]'],
                                sep_token_id=ids['[SEP]'], bos_token_id=ids['[CLS]'], eos_token_id=ids['[SEP]'],
@@ -509,9 +537,9 @@ def main(argv=None):
     a.add_argument('--data_dir', default='data/akkadian')
     a.add_argument('--text_file', default='', help='train the tokenizer on this text instead of the data')
     a.add_argument('--vocab', type=int, default=256)
-    a.add_argument('--d', type=int, default=64)
+    a.add_argument('--d', type=int, default=128)
     a.add_argument('--layers', type=int, default=2)
-    a.add_argument('--heads', type=int, default=2)
+    a.add_argument('--heads', type=int, default=4)
     a.add_argument('--kind', default='modernbert')
     a.add_argument('--seed', type=int, default=0)
     b = sub.add_parser('audit', help='tokenization audit of a pretrained tokenizer on the sign-level data')

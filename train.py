@@ -326,7 +326,7 @@ if init_from == 'resume':
     data_position, nonfinite_total = ckpt['data_position'], ckpt.get('nonfinite_total', 0)
 if arch == 'hf' and ckpt is None:  # the pretrained config, tokenizer files and sign -> pieces table (hf_encoder.py)
     from hf_encoder import hf_model_args
-    model_args = hf_model_args(init_from, meta, block_size, doc_mask)
+    model_args = hf_model_args(init_from, data_dir, block_size, doc_mask)
 try:
     if arch == 'hf':
         from hf_encoder import build_hf

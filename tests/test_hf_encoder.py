@@ -60,22 +60,27 @@ class StubMLM(torch.nn.Module):
         return SimpleNamespace(logits=logits)
 
 
-def test_sign_ranking_by_hand():
+@pytest.mark.parametrize('prior', [None, {1: math.log(0.4), 2: math.log(0.6)}])
+def test_sign_ranking_by_hand(prior):
     """Signs A = [p], B = [q r], C = [q] (sign ids 3, 4, 5 after [PAD] [UNK] [MASK]). With one mask piece the
-    joint scores are s(A) = 1/2, s(C) = 1/4; with two, B's pieces are certain: s(B) = 1 * 1. Normalised over the
-    signs: p(A) = 0.5/1.75, p(B) = 1/1.75, p(C) = 0.25/1.75, so B ranks first, then A, then C."""
+    joint scores are s(A) = 1/2, s(C) = 1/4; with two, B's pieces are certain: s(B) = 1 * 1.
+    Raw scores normalised over the signs: p(A) = 0.5/1.75, p(B) = 1/1.75, p(C) = 0.25/1.75.
+    With the piece-count prior P(1) = 0.4, P(2) = 0.6: p(A) = 0.4 * 0.5/0.75, p(C) = 0.4 * 0.25/0.75, p(B) = 0.6 * 1.
+    Either way B ranks first, then A, then C."""
     pieces = [[P_PAD], [P_UNK], [P_MASK], [P_P], [P_Q, P_R], [P_Q]]
-    model = HFSignEncoder(StubMLM(), pieces, n_lead=3, mask_sign=2, specials=SPECIALS, block_size=8).eval()
+    model = HFSignEncoder(StubMLM(), pieces, n_lead=3, mask_sign=2, specials=SPECIALS, block_size=8,
+                          count_logprior=prior).eval()
     assert model.piece_counts == [1, 2]
     x = torch.tensor([[3, 2, 5, 2, 4]])       # A [MASK] C [MASK] B: two masked signs in one line
     logp = encoder_scorer(model, banned_ids=[0, 1, 2])(x)
-    want = torch.tensor([0.5, 1.0, 0.25]) / 1.75
+    want = (torch.tensor([0.5, 1.0, 0.25]) / 1.75 if prior is None else
+            torch.tensor([0.4 * 0.5 / 0.75, 0.6, 0.4 * 0.25 / 0.75]))
     for t in (1, 3):  # float32 log_softmax of exact logs: 1e-6 is a few ulps of these probabilities
         assert torch.allclose(logp[0, t, 3:].exp(), want, atol=1e-6), logp[0, t].exp()
         assert torch.isneginf(logp[0, t, :3]).all()
     st = rank_stats(logp[0, [1, 3]], [4, 3])   # the truth is B at the first mask, A at the second
     assert st['top1'] == 1.0 and st['mrr'] == pytest.approx(1 + 1 / 2)
-    assert st['nll'] == pytest.approx(-math.log(1 / 1.75) - math.log(0.5 / 1.75), abs=1e-5)
+    assert st['nll'] == pytest.approx(-math.log(want[1]) - math.log(want[0]), abs=1e-5)
 
 
 @pytest.fixture(scope='module')
@@ -95,13 +100,17 @@ def akk_data(tmp_path_factory):
 def test_sparse_output_layer_and_rows(akk_data):
     """sign_scores (the MLM decoder run only at the mask pieces) equals the same sum computed from the full logits
     of the HF model on hand-built rows; training rows mask every piece of a masked sign."""
-    from prepare.common import load_meta
-    meta = load_meta(akk_data / 'data')
     torch.manual_seed(0)
-    model = build_hf(hf_model_args(f'hf:{akk_data / "base"}', meta, 16), f'hf:{akk_data / "base"}').eval()
+    model = build_hf(hf_model_args(f'hf:{akk_data / "base"}', akk_data / 'data', 16), f'hf:{akk_data / "base"}').eval()
     sp, P = model.sp, model.pieces
     multi = next(s for s in range(model.n_lead, len(P)) if len(P[s]) > 1)
     x = torch.tensor([[7, 8, 4, 9, multi]])
+    prior = model.count_logprior
+    assert sum(math.exp(v) for v in prior.values()) == pytest.approx(1.0)
+    normed = model(x)[0][0, 2]
+    for k, lp in prior.items():  # within each piece count the signs share P(k) (float32 sums: 1e-4)
+        assert torch.logsumexp(normed[getattr(model, f'cand_{k}')], 0).item() == pytest.approx(lp, abs=1e-4)
+    model.count_logprior = None
     scores = model(x)[0]
     for k in model.piece_counts[:3]:
         row = [sp['cls']] + P[7] + P[8] + [sp['mask']] * k + P[9] + P[multi] + [sp['sep']]
