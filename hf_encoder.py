@@ -49,6 +49,9 @@ import torch.nn.functional as F
 from prepare.common import die, load_meta
 
 HF_PREFIX = 'hf:'
+# padded (R, L, d) states through every layer: HFSignEncoder._only indexes the decoder's input by (row, column);
+# ModernBERT's flash-attention path would hand it unpadded (N, d) states instead
+ATTN = 'sdpa'
 GAP_TEXT = {'[GAP]': 'x', '[GAPN]': '...'}  # the ATF a lost sign and a gap of unknown length are written in
 
 
@@ -193,7 +196,12 @@ class HFSignEncoder(nn.Module):
         if out is None:  # no separate decoder: the full logits are computed and indexed afterwards
             yield False
             return
-        h = out.register_forward_pre_hook(lambda mod, args: (args[0][where],) + tuple(args[1:]))
+        def only(mod, args):
+            if args[0].dim() != 3:
+                raise RuntimeError(f"the output layer of {type(self.hf).__name__} got states of shape {tuple(args[0].shape)}, "
+                                   f"not (rows, pieces, d): load it with attn_implementation={ATTN!r}")
+            return (args[0][where],) + tuple(args[1:])
+        h = out.register_forward_pre_hook(only)
         try:
             yield True
         finally:
@@ -351,15 +359,15 @@ def build_hf(model_args, pretrained=None):
     hf_logging.disable_progress_bar()  # one 'Loading weights' bar per load would fill the logs
     if pretrained:
         src = _hf_source(pretrained)
-        try:
-            hf = AutoModelForMaskedLM.from_pretrained(src, dtype=torch.float32)  # train.py's autocast picks the compute dtype
+        try:  # float32 weights: train.py's autocast picks the compute dtype
+            hf = AutoModelForMaskedLM.from_pretrained(src, dtype=torch.float32, attn_implementation=ATTN)
         except Exception as e:
             die(f"cannot load the masked-LM weights of {src!r} ({(str(e).strip().splitlines() or [''])[0][:160]})")
     else:
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / 'config.json').write_text(model_args['hf_config'])
             config = AutoConfig.from_pretrained(d)
-        hf = AutoModelForMaskedLM.from_config(config)
+        hf = AutoModelForMaskedLM.from_config(config, attn_implementation=ATTN)
     return HFSignEncoder(hf, model_args['sign_pieces'], model_args['n_lead'], model_args['mask_sign'],
                          model_args['piece_specials'], model_args['block_size'], model_args.get('doc_mask', True),
                          count_logprior=model_args.get('piece_count_logprior'))
