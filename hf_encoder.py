@@ -3,7 +3,7 @@ A pretrained Hugging Face masked-LM encoder (mmBERT, ModernBERT, XLM-R, mBERT: A
 and scored over the same signs as the from-scratch encoder (README, Phase 2: a pretrained multilingual encoder).
 
     python hf_encoder.py tiny --out=out-hf-tiny-base [--data_dir=data/akkadian]   # a tiny local ModernBERT + tokenizer
-    python hf_encoder.py audit --model=out-hf-tiny-base [--data_dir=data/akkadian] # tokenization audit -> JSON + table
+    python hf_encoder.py audit --model=out-hf-tiny-base [--data_dir=data/akkadian] # tokenization audit -> out-audit/
     python train.py config/finetune_hf_tiny_cpu.py                                 # fine-tune it through train.py
     python train.py config/finetune_mmbert_akkadian.py                             # mmBERT-small (hub or a local copy)
 
@@ -554,7 +554,7 @@ def main(argv=None):
     b.add_argument('--model', required=True, help='hub id or local directory (a tokenizer is enough)')
     b.add_argument('--data_dir', default='data/akkadian')
     b.add_argument('--split', default='train')
-    b.add_argument('--out', default='', help="JSON file (default: tokenization_audit_<model>.json in the current directory)")
+    b.add_argument('--out', default='', help="JSON file (default: out-audit/tokenization_audit_<model>.json)")
     args = ap.parse_args(argv)
     if args.cmd == 'tiny':
         build_tiny(args.out, args.data_dir, args.text_file, args.vocab, args.d, args.layers, args.heads, args.kind, args.seed)
@@ -562,7 +562,8 @@ def main(argv=None):
     tok = load_tokenizer_hf(_hf_source(args.model))
     res = tokenization_audit(tok, args.data_dir, args.split)
     print(audit_table(res))
-    out = args.out or f"tokenization_audit_{_hf_source(args.model).strip('/').replace('/', '_')}.json"
+    out = args.out or os.path.join('out-audit', f"tokenization_audit_{_hf_source(args.model).strip('/').replace('/', '_')}.json")
+    os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
     tmp = out + f'.{os.getpid()}.tmp'
     with open(tmp, 'w', encoding='utf-8') as f:
         json.dump(res, f, indent=1, ensure_ascii=False)
