@@ -27,9 +27,10 @@ fine-tuned with whole-sign masking has learnt that k masks hide a k-piece sign, 
 the piece count is an unknown of the same kind as a gap's length, and is treated as restoration.restore_gaps
 treats lengths, with the train split's distribution P(k) of the signs' piece counts:
     log p(c | x) = log P(k_c) + log s(c | x) - log sum_{c': k_c' = k_c} s(c' | x)
-(count_logprior; without it, the raw joint scores of all candidates are normalised together, which in our tiny
-run ranked a one-piece sign first at every masked position). Both models are thus ranked over the same
-candidates, in the same units (restoration.encoder_scorer's log_softmax leaves this distribution unchanged).
+(count_logprior; without it, the raw joint scores of all candidates are normalised together, which in the tiny
+CPU run of the README (Phase 2) ranked a one-piece sign first at 372 of 453 masked signs, 22% being one piece).
+Both models are thus ranked over the same candidates, in the same units (restoration.encoder_scorer's
+log_softmax leaves this distribution unchanged).
 
 transformers is imported here only, and only when an hf: model is used.
 """
