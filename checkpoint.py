@@ -63,7 +63,11 @@ def load_checkpoint(path, device='cpu', use_ema=True):
     ckpt['weights'] says which: 'ema' or 'raw'. Returns (model, checkpoint dict)."""
     ckpt = checked_checkpoint(path, device)
     try:
-        model = build_model(ModelConfig.from_dict(ckpt['model_args']))
+        if ckpt['model_args'].get('arch') == 'hf':  # a Hugging Face masked LM over the signs, rebuilt offline
+            from hf_encoder import build_hf
+            model = build_hf(ckpt['model_args'])
+        else:
+            model = build_model(ModelConfig.from_dict(ckpt['model_args']))
         state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
         ckpt['weights'] = 'raw'
         if use_ema and ckpt.get('ema'):

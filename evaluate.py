@@ -25,6 +25,8 @@ unk_len_acc); each for the encoder alone (test_top1, ...), the default restorati
 and the count baselines fit on the train split: unigram, bidirectional n-gram, infini-gram (the same search,
 another scorer). Printed as a markdown table, stored in eval.json as test_top1, test_restore_top5,
 test_ngram_top5, subset_span3_exact, test_unigram_span_ser, test_restore_unk_len_acc, test_silver_count, ...
+(test_nll: the masked signs' cross-entropy, nats per sign). An hf checkpoint (a Hugging Face masked LM fine-tuned on
+the signs, hf_encoder.py) gets the same metrics over whole signs, so --compare puts both models in one table.
 
 An mdlm checkpoint (masked diffusion; evals/mdlm.py) reports the plain MDLM NELBO whatever its training options: windows
 of block_size, one t per window stratified over the split, uniform log-linear masking, float64 sums:

@@ -637,6 +637,9 @@ def main():
                 continue
             model, ckpt = load_checkpoint(str(ck), device)
             check_data(ckpt, ddir, False, str(ck))
+            if ckpt['model_args'].get('arch') == 'hf':  # hf_encoder.py: states pooled per sign, no pass from a layer on
+                skipped[s] = "the layer-replacement check needs a model.py encoder (an hf model's states are pooled pieces)"
+                continue
             if objective(ckpt['model_args'].get('arch', 'gpt')) != 'mlm':
                 skipped[s] = "the masked-sign loss needs an encoder checkpoint"
                 continue

@@ -451,7 +451,7 @@ meta = load_meta(data_dir)
 MODES = (
     (lambda: arch == 'backpack' and bool(sense_edit), backpack_intervention),
     (lambda: arch == 'mdlm', sample_mdlm),
-    (lambda: arch == 'encoder' and meta.get('dataset') == 'akkadian', restore_akkadian),
+    (lambda: arch in ('encoder', 'hf') and meta.get('dataset') == 'akkadian', restore_akkadian),  # hf: hf_encoder.py
     (lambda: arch == 'encoder', fill_masks),
     (lambda: True, generate_text),
 )

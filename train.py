@@ -43,6 +43,7 @@ out_dir = 'out'
 dataset = 'shakespeare_char'    # reads data/<dataset>/ unless data_dir is set
 data_dir = ''
 init_from = 'scratch'           # scratch | resume | PATH (a local state dict: ours or stanfordnlp/backpack-gpt2's layout)
+                                # | hf:HUB_ID or hf:DIR with arch='hf' (a Hugging Face masked LM over the signs: hf_encoder.py)
 overwrite = False               # True: start over in an out_dir that already holds a run (its checkpoints are deleted)
 allow_other_data = False        # True: resume on data other than the run's own (the same tokenizer only)
 eval_interval = 250
@@ -99,14 +100,17 @@ if min_lr == 0.0:
     min_lr = learning_rate / 10
 if lr_decay_iters == 0:
     lr_decay_iters = max_iters
-if init_from not in ('scratch', 'resume') and not os.path.isfile(init_from):
+if init_from not in ('scratch', 'resume') and not os.path.isfile(init_from) and not init_from.startswith('hf:'):
     die(f"init_from must be 'scratch', 'resume' or the path of a local state dict; {init_from!r} is none of them")
 
 
 def check_options():
     """Values a config can hold but a run cannot use: one line each, before anything is built or written."""
-    if arch not in MODELS:
-        die(f"unknown arch {arch!r}; choose one of {', '.join(MODELS)}")
+    if arch not in MODELS and arch != 'hf':
+        die(f"unknown arch {arch!r}; choose one of {', '.join(MODELS)}, or hf (a Hugging Face masked LM)")
+    if (arch == 'hf') != init_from.startswith('hf:') and init_from != 'resume':
+        die(f"arch='hf' and init_from='hf:MODEL' go together (got arch={arch!r}, init_from={init_from!r}): "
+            f"e.g. python train.py config/finetune_hf_tiny_cpu.py")
     if batch_size != 'auto' and batch_size < 1:
         die(f"batch_size must be at least 1 (or 'auto'), got {batch_size}")
     for k in ('block_size', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters', 'log_interval'):
@@ -182,7 +186,7 @@ if existing and init_from != 'resume' and not overwrite:
 data_dir = data_dir or os.path.join('data', dataset)
 meta = load_meta(data_dir)
 fingerprint = data_fingerprints(data_dir)  # stored in every checkpoint: evaluate/sample check they get this data
-obj = objective(arch)
+obj = 'mlm' if arch == 'hf' else objective(arch)
 aux = tuple(a for a in meta.get('aux', {}) if a == 'flags')
 special_ids = meta.get('special_ids') or {}
 mask_id = special_ids.get('[MASK]')
@@ -300,8 +304,15 @@ if init_from == 'resume':
     model_args = ckpt['model_args']  # the architecture comes from the checkpoint
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
     data_position, nonfinite_total = ckpt['data_position'], ckpt.get('nonfinite_total', 0)
+if arch == 'hf' and ckpt is None:  # the pretrained config, tokenizer files and sign -> pieces table (hf_encoder.py)
+    from hf_encoder import hf_model_args
+    model_args = hf_model_args(init_from, data_dir, block_size, doc_mask)
 try:
-    model = build_model(ModelConfig(**model_args))
+    if arch == 'hf':
+        from hf_encoder import build_hf
+        model = build_hf(model_args, init_from if ckpt is None else None)
+    else:
+        model = build_model(ModelConfig(**model_args))
 except ValueError as e:
     die(str(e))
 if model_args.get('attention', 'standard') == 'agglutinative':
@@ -310,7 +321,7 @@ if model_args.get('attention', 'standard') == 'agglutinative':
     model.set_token_tables(meta['word_start'], meta['token_class'])
 if ckpt is not None:
     model.load_state_dict(ckpt['model'])
-elif init_from not in ('scratch', 'resume'):  # pretrained weights from a local file; the optimizer starts fresh
+elif init_from not in ('scratch', 'resume') and arch != 'hf':  # pretrained weights from a local file; the optimizer starts fresh
     from checkpoint import load_pretrained
     try:
         load_pretrained(model, torch_load(init_from), init_from)
@@ -486,7 +497,8 @@ def write_artifacts(name):
         offsets.append(offsets[-1] + len(ids))
     raw_model.train(was_training)
     state = {'token_ids': torch.cat(ids_all).int(), 'doc_offsets': torch.tensor(offsets), 'split': split, 'seed': 42,
-             'embeddings': raw_model.trunk.wte.weight.detach().half().cpu(), 'layers': kept, 'iter': iter_num,
+             'embeddings': (raw_model.sign_embeddings() if arch == 'hf' else raw_model.trunk.wte.weight).detach().half().cpu(),
+             'layers': kept, 'iter': iter_num,
              'hidden': {str(l): torch.cat(hidden[l]) for l in kept}}
     save_atomic(state, out / f'artifacts_{name}.pt')
     print(f"wrote {out / f'artifacts_{name}.pt'}: {len(docs)} documents, {offsets[-1]:,} tokens, layers {kept}")
@@ -555,7 +567,7 @@ def on_signal(signum, frame):
 signal.signal(signal.SIGTERM, on_signal)
 signal.signal(signal.SIGINT, on_signal)
 
-if save_artifacts and init_from == 'scratch' and not bench_iters:
+if save_artifacts and (init_from == 'scratch' or init_from.startswith('hf:')) and not bench_iters:
     save_checkpoint('init.pt')  # the initial weights are kept, so "before" can be recomputed
     if master:
         write_artifacts('init')

@@ -39,6 +39,7 @@ def rank_stats(logp, true, ks=(1, 5, 10)):
     e = np.maximum(((logp == t) & torch.isfinite(logp)).sum(1).numpy(), 1)
     out = {f'top{k}': float((np.clip(k - g, 0, e) / e).sum()) for k in ks}
     out['mrr'] = float(((_H[g + e] - _H[g]) / e).sum())
+    out['nll'] = float(-t.sum())  # cross-entropy of the true sign, nats (the rows are log-probs over the signs)
     out['n'] = len(g)
     return out
 
@@ -155,7 +156,7 @@ def akkadian_metrics(model, ckpt, data_dir, device='cpu', n_spans=100, beam=20, 
         res[f'{set_name}_fragments'] = len(frags)
         res[f'{set_name}_masked_signs'] = ms['model']['n']
         for name, m in ms.items():
-            for k in ('top1', 'top5', 'top10', 'mrr'):
+            for k in ('top1', 'top5', 'top10', 'mrr', 'nll'):
                 if k in m:
                     put(set_name, name, k, m[k])
         # spans of L consecutive target signs inside one piece
@@ -217,18 +218,19 @@ def akkadian_metrics(model, ckpt, data_dir, device='cpu', n_spans=100, beam=20, 
                 put(set_name, name, 'silver_ser', m['ser'])
         else:
             print(f"{set_name}: no editor-restored signs (flag state 2) in these fragments: no silver scores")
-    return res, akkadian_table(res, list(sets), max_gap_len)
+    return res, akkadian_table(res, list(sets), max_gap_len,
+                               'hf model' if ckpt['model_args']['arch'] == 'hf' else 'encoder')
 
 
-def akkadian_table(res, set_names, max_gap_len=10):
+def akkadian_table(res, set_names, max_gap_len=10, model_name='encoder'):
     """Markdown table: one row per metric, model | unigram | n-gram for each eval set."""
-    rows = ['top1', 'top5', 'top10', 'mrr']
+    rows = ['top1', 'top5', 'top10', 'mrr', 'nll']
     for L in list(range(1, max_gap_len + 1)) + ['']:
         rows += [f'span{L}_exact', f'span{L}_exact5', f'span{L}_ser']
     rows += ['silver_exact', 'silver_exact5', 'silver_ser', 'unk_exact', 'unk_exact5', 'unk_len_acc']
     names = ('model', 'restore', 'unigram', 'ngram', 'infinigram')
     head = '| metric | ' + ' | '.join(f'{s} {n}' for s in set_names
-                                     for n in ('encoder', 'restore', 'unigram', 'n-gram', 'infini-gram')) + ' |'
+                                     for n in (model_name, 'restore', 'unigram', 'n-gram', 'infini-gram')) + ' |'
     lines = [head, '|---|' + '---:|' * (len(names) * len(set_names))]
     for r in rows:
         vals = [res.get(f"{s}_{'' if n == 'model' else n + '_'}{r}") for s in set_names for n in names]
@@ -243,7 +245,7 @@ def akkadian_table(res, set_names, max_gap_len=10):
 
 
 def applies(ckpt, meta, opts):
-    return meta.get('dataset') == 'akkadian' and ckpt['model_args']['arch'] == 'encoder'
+    return meta.get('dataset') == 'akkadian' and ckpt['model_args']['arch'] in ('encoder', 'hf')
 
 
 def evaluate(model, ckpt, data_dir, splits, opts):

@@ -88,7 +88,8 @@ def evaluate_split(model, ckpt, data_dir, split_name, device, max_tokens=0, batc
 
 
 def applies(ckpt, meta, opts):
-    return ckpt['model_args']['arch'] != 'mdlm'
+    # mdlm has its bound (evals/mdlm.py); a subword hf model is scored over whole signs (evals/akkadian.py)
+    return ckpt['model_args']['arch'] not in ('mdlm', 'hf')
 
 
 def evaluate(model, ckpt, data_dir, splits, opts):
