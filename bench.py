@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 
-from configurator import configure
+from configurator import check_values, config_fail, configure
 
 # bench.py's own options; everything else is passed to train.py
 ALL_CONFIGS = {  # arch -> a 124M-class config at context 1024 (those that exist in config/)
@@ -55,7 +55,14 @@ def parse(argv):
             own.append(a if '=' in a or not isinstance(opts[key], bool) else a + '=True')
         else:
             rest.append(a)
-    return configure(opts, own), rest
+    opts = configure(opts, own)
+    check_values(opts, at_least={'bench_iters': 1, 'bench_warmup': 0, 'nproc': 1, 'sample_steps': 1, 'sample_tokens': 1,
+                                 'peak_tflops': 0})
+    batches = [b.strip() for b in opts['sample_batches'].split(',') if b.strip()]
+    if not batches or not all(b.isdigit() and int(b) >= 1 for b in batches):
+        config_fail(f"--sample_batches must be batch sizes of at least 1 separated by commas (e.g. 1,8,32), "
+                    f"got {opts['sample_batches']!r}")
+    return opts, rest
 
 
 def run_one(config_args, opts):

@@ -352,16 +352,18 @@ def run_files(out):
     return sorted(names)
 
 
-def _remove_if_unused(out, lock):
-    """At exit: a run folder this process created and never wrote to (it failed before its first file) is
-    removed again, so a refused run leaves nothing behind."""
-    lock.close()
+def _remove_if_unused(out, lock, created):
+    """At exit: the lock file of a process that wrote nothing in the folder (it failed before its first file) is
+    removed, and the folder too when this process created it, so a refused run leaves nothing behind. (Removed
+    while the lock is held: lock_run_dir checks that the file it locked is still the folder's.)"""
     try:
-        if sorted(p.name for p in out.iterdir()) == ['.lock']:
+        if not run_files(out) and not list(out.glob('.*.tmp')):
             (out / '.lock').unlink()
-            out.rmdir()
+            if created and not any(out.iterdir()):
+                out.rmdir()
     except OSError:
         pass
+    lock.close()
 
 
 def claim_run_dir(out, init_from='scratch', overwrite=False):
@@ -374,9 +376,10 @@ def claim_run_dir(out, init_from='scratch', overwrite=False):
     if out.exists() and not out.is_dir():
         die(f"{out} exists and is not a directory: choose another --out_dir")
     created = not out.exists()
+    lock_is_new = not (out / '.lock').exists()
     lock = lock_run_dir(out)
-    if created:
-        atexit.register(_remove_if_unused, out, lock)
+    if lock_is_new:
+        atexit.register(_remove_if_unused, out, lock, created)
     existing = run_files(out)
     if init_from == 'resume':
         if not (out / 'last.pt').exists():
@@ -474,7 +477,9 @@ def lock_run_dir(out):
         return f
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        if os.fstat(f.fileno()).st_ino != os.stat(out / '.lock').st_ino:  # removed by its holder meanwhile
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
         f.seek(0)
         pid = f.read().strip() or '?'
         f.close()

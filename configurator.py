@@ -136,17 +136,21 @@ def configure(namespace, argv=None, auto_keys=(), ignore_unknown=False, given=No
     try:
         return apply_config(namespace, sys.argv[1:] if argv is None else argv, auto_keys, ignore_unknown, given)
     except ConfigError as e:
-        print(f"config error: {e.msg}", file=sys.stderr)
-        raise SystemExit(2)
+        config_fail(e.msg)
+
+
+def config_fail(msg):
+    """The one line of a configuration mistake (cut to 600 characters: a value may be huge), exit status 2."""
+    msg = ' '.join(str(msg).split('\n'))
+    print(f"config error: {msg if len(msg) <= 600 else msg[:600] + f'... ({len(msg):,} characters)'}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def check_values(values, at_least=None, choices=None, between=None):
     """The range checker of every script, run before anything is loaded or written: at_least {key: minimum},
     choices {key: allowed values}, between {key: (low, high)}, both ends included. The first value out of range
     ends the program with one line (exit status 2) naming the option, what it must be and what it got."""
-    def bad(msg):
-        print(f"config error: {msg}", file=sys.stderr)
-        raise SystemExit(2)
+    bad = config_fail
     for k, low in (at_least or {}).items():
         v = values[k]
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:

@@ -31,9 +31,18 @@ class OfflineError(Exception):
     """The canonical online source could not be reached."""
 
 
+MAX_MESSAGE = 600  # characters of one error line: a value quoted from hostile input never floods the terminal
+
+
+def one_line(msg, n=MAX_MESSAGE):
+    """msg on one line (newlines shown as spaces), cut to n characters."""
+    msg = ' '.join(str(msg).split('\n'))
+    return msg if len(msg) <= n else msg[:n] + f"... ({len(msg):,} characters)"
+
+
 def die(msg):
     """A user-caused error: one clear line on stderr, exit status 1."""
-    print(f"error: {msg}", file=sys.stderr)
+    print(f"error: {one_line(msg)}", file=sys.stderr)
     raise SystemExit(1)
 
 
@@ -54,10 +63,15 @@ _ENVIRONMENT_ERRNOS = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk
 
 
 def environment_error(e):
-    """One line for an error of the machine (disk full, no permission, out of memory), or None for any other."""
+    """One line for an error of the machine (disk full, no permission, out of memory), or None for any other.
+    Libraries that wrap the OS error in their own (HF tokenizers' Rust writer) are recognised by its text."""
     if isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNOS:
         where = f" ({e.filename})" if e.filename else ''
         return f"{_ENVIRONMENT_ERRNOS[e.errno]}{where}: free space or fix the permissions, then run again"
+    text = str(e)
+    for code, what in _ENVIRONMENT_ERRNOS.items():
+        if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and (f'os error {code})' in text or os.strerror(code) in text):
+            return f"{what} ({one_line(text, 120)}): free space, then run again"
     if isinstance(e, MemoryError):
         return "out of memory: use a smaller model, batch_size or dataset, or a machine with more memory"
     return None
