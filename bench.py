@@ -90,14 +90,14 @@ def sample_one(config_args, opts):
     # the model keys of the config files and overrides, over ModelConfig's defaults (other keys are train.py's)
     keys = {**ModelConfig().to_dict(), 'vocab_size': 0, 'dataset': '', 'data_dir': '', 'device': 'auto'}  # 0: the data's
     keys = configure(keys, config_args, ignore_unknown=True)
-    device = keys.get('device', 'auto')
-    device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
+    from checkpoint import check_device, model_config
+    device = check_device(keys.get('device', 'auto'))
     if not keys.get('vocab_size'):
         from corpus import load_meta
         keys['vocab_size'] = load_meta(keys.get('data_dir') or os.path.join('data', keys['dataset']))['vocab_size']
     if keys.get('arch') == 'mdlm':
         keys['vocab_size'] += 1  # the added [MASK]
-    cfg = ModelConfig.from_dict(keys)
+    cfg = model_config(keys, 'the configuration')
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
     sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)

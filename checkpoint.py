@@ -95,9 +95,20 @@ MODEL_LIMITS = {'n_layer': 1024, 'n_head': 1024, 'n_embd': 65536, 'd_kv': 65536,
                 'mem_chunk': 1 << 20, 'mem_ns_steps': 100, 'mem_conv': 1024}
 
 
+# ... and below (a size of 0 means "the default" where the field says so: d_kv, d_ff, window, mem_key_dim, mem_hidden)
+MODEL_MINIMA = {'cond_dim': 1, 'imp_n_layer': 1, 'imp_n_embd': 1, 'imp_n_head': 1, 'n_senses': 1, 'mem_depth': 1,
+                'mem_window': 1, 'mem_chunk': 1, 'mem_conv': 1, 'mem_poly': 0, 'd_kv': 0, 'd_ff': 0, 'window': 0,
+                'mem_key_dim': 0, 'mem_hidden': 0, 'rope_base': 1e-9, 'mem_lr': 0, 'importance_weight': 0,
+                'adaptive_strength': 0}
+# string fields a model reads with == (an unknown value would silently pick the other branch)
+MODEL_CHOICES = {'norm': ('layernorm', 'rmsnorm'), 'mlp': ('gelu', 'geglu', 'swiglu'),
+                 'pos': ('learned', 'rope', 'none')}
+
+
 def model_args_problem(model_args):
     """What makes model_args unbuildable (None when nothing): an unknown arch, a field of the wrong type, a size
-    beyond MODEL_LIMITS. ModelConfig's own checks (divisibility, choices) follow when it is built."""
+    beyond MODEL_LIMITS or below MODEL_MINIMA, a value outside MODEL_CHOICES, curriculum_phases that are not two
+    fractions. ModelConfig's own checks (divisibility, attention kinds) follow when it is built."""
     if not isinstance(model_args, dict):
         return f"model_args is a {type(model_args).__name__}, not a dict"
     arch = model_args.get('arch', 'gpt')
@@ -114,6 +125,19 @@ def model_args_problem(model_args):
             return f"{k} must be a {t.__name__}, got {excerpt(v)}"
         if k in MODEL_LIMITS and v > MODEL_LIMITS[k]:
             return f"{k}={v} is beyond the sane bound of {MODEL_LIMITS[k]:,}"
+        if k in MODEL_MINIMA and not v >= MODEL_MINIMA[k]:
+            return f"{k} must be at least {MODEL_MINIMA[k]:g}" + (" (0 = the default)" if MODEL_MINIMA[k] == 0 else '') + \
+                f", got {excerpt(v)}"
+        if k in MODEL_CHOICES and v not in MODEL_CHOICES[k]:
+            return f"unknown {k} {excerpt(v)}; choose {' or '.join(MODEL_CHOICES[k])}"
+    phases = model_args.get('curriculum_phases', '0.3,0.7')
+    try:
+        a, b = (float(x) for x in str(phases).split(','))
+        ok = 0 <= a <= b <= 1
+    except ValueError:
+        ok = False
+    if not ok:
+        return f"curriculum_phases must be two fractions a,b with 0 <= a <= b <= 1, got {excerpt(phases)}"
     return None
 
 
@@ -128,11 +152,16 @@ def model_config(model_args, what='the model'):
         die(f"{what}: {(str(e).splitlines() or [''])[0][:160]}")
 
 
-def meta_shapes(build):
+def meta_shapes(build, what='the model'):
     """{name: shape} of the state dict of the module build() returns, built on the meta device: no memory is
-    allocated for the weights, so a claimed size can be checked before it is built for real."""
-    with torch.device('meta'):
-        m = build()
+    allocated for the weights, so a claimed size can be checked before it is built for real. A configuration
+    that cannot be built ends the program with one line."""
+    try:
+        with torch.device('meta'):
+            m = build()
+    except (TypeError, ValueError, RuntimeError, KeyError, ZeroDivisionError, AssertionError) as e:
+        die(f"{what}: its model options describe no model this toolkit can build "
+            f"({(str(e).splitlines() or [type(e).__name__])[0][:120]})")
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
@@ -193,10 +222,7 @@ def load_checkpoint(path, device='cpu', use_ema=True):
     state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         die(f"{path}: refused: its weights are not all tensors; not a checkpoint of this toolkit")
-    try:
-        want = meta_shapes(build)
-    except (TypeError, ValueError, RuntimeError, KeyError) as e:
-        die(f"{path}: its model_args describe no model this toolkit can build ({(str(e).splitlines() or [''])[0][:120]})")
+    want = meta_shapes(build, path)
     problem = state_mismatch(want, state)
     if problem:
         die(f"{path}: the weights do not fit the model its model_args describe ({problem}): not a checkpoint of "
@@ -380,6 +406,9 @@ def claim_run_dir(out, init_from='scratch', overwrite=False):
     lock = lock_run_dir(out)
     if lock_is_new:
         atexit.register(_remove_if_unused, out, lock, created)
+    odd = [n for n in RUN_FILES if (out / n).exists() and not (out / n).is_file()]
+    if odd:
+        die(f"{out / odd[0]} is not a file, where a run writes one: choose another --out_dir")
     existing = run_files(out)
     if init_from == 'resume':
         if not (out / 'last.pt').exists():

@@ -72,7 +72,8 @@ def environment_error(e):
     for code, what in _ENVIRONMENT_ERRNOS.items():
         if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and (f'os error {code})' in text or os.strerror(code) in text):
             return f"{what} ({one_line(text, 120)}): free space, then run again"
-    if isinstance(e, MemoryError):
+    if isinstance(e, MemoryError) or type(e).__name__ == 'OutOfMemoryError' or (
+            isinstance(e, RuntimeError) and ("can't allocate memory" in text or 'not enough memory' in text)):
         return "out of memory: use a smaller model, batch_size or dataset, or a machine with more memory"
     return None
 
@@ -272,8 +273,11 @@ def check_token_file(data_dir, split, vocab_size=None):
 
 
 def check_dataset(data_dir, vocab_size=None):
-    """meta.json (load_meta) and every split's token file (check_token_file) of a prepared dataset."""
-    load_meta(data_dir)
+    """meta.json (load_meta), the tokenizer file it names, and every split's token file (check_token_file) of a
+    prepared dataset."""
+    meta = load_meta(data_dir)
+    if meta['tokenizer'] == 'hf' and not (Path(data_dir) / meta.get('tokenizer_file', 'tokenizer.json')).is_file():
+        die(f"{Path(data_dir) / meta.get('tokenizer_file', 'tokenizer.json')} not found: re-run the dataset's prepare script")
     for split in ('train', 'val', 'test'):
         if (Path(data_dir) / f'{split}.bin').exists():
             check_token_file(data_dir, split, vocab_size)
@@ -434,7 +438,10 @@ class HFTokenizer:
     @classmethod
     def load(cls, path):
         from tokenizers import Tokenizer
-        return cls(Tokenizer.from_file(str(path)), path)
+        try:
+            return cls(Tokenizer.from_file(str(path)), path)
+        except Exception as e:  # tokenizers raises a bare Exception for a missing or damaged file
+            die(f"{path} is not a readable tokenizer ({one_line(e, 120)}); re-run the dataset's prepare script")
 
     def save(self, path):
         path = Path(path)

@@ -109,7 +109,7 @@ def check_options(opts):
     check_values(opts, choices={'split': ('val', 'test', 'all')},
                  at_least={'batch_size': 1, 'max_tokens': 0, 'n_spans': 1, 'beam': 1, 'max_gap_len': 1,
                            'subset_size': 1, 'nelbo_samples': 1, 'gen_samples': 1, 'gen_steps': 1, 'translate_n': 0,
-                           'translate_beam': 0, 'translate_max_new': 1})
+                           'translate_beam': 0, 'translate_max_new': 1, 'seed': 0})
     check_device(opts['device'])
 
 
@@ -257,7 +257,10 @@ if __name__ == '__main__':
     if compare:
         if os.path.isdir(plot) or not os.path.isdir(os.path.dirname(plot) or '.'):
             die(f"--plot={plot} is a directory or in a folder that does not exist: give the path of a PNG file to write")
-        compare_runs([d for d in compare.split(',') if d], plot, {k: config[k] for k in OPTIONS}, given)
+        dirs = [d for d in compare.split(',') if d.strip()]
+        if not dirs:
+            die("--compare needs the out_dirs of training runs, separated by commas: --compare=out-a,out-b")
+        compare_runs(dirs, plot, {k: config[k] for k in OPTIONS}, given)
     else:
         if not out_dir:
             die("give --out_dir=DIR (a training run) or --compare=DIR1,DIR2")

@@ -579,7 +579,7 @@ def main():
     if not 0 < heldout < 1 or not 0 < mask_rate < 1:
         die("--heldout and --mask_rate must lie strictly between 0 and 1")
     check_values(globals(), at_least={'l1_coeff': 0, 'sae_lr': 0, 'dense_threshold': 0, 'probe_weight_decay': 0,
-                                      'report_features': 0, 'num_threads': 0})
+                                      'report_features': 0, 'num_threads': 0, 'seed': 0})
     check_device(device)
     out = Path(out_dir)
     if not out.is_dir():

@@ -92,7 +92,7 @@ def check_options():
     for k in ('num_samples', 'candidates', 'beam', 'max_gap_len', 'steps', 'show_top'):
         if globals()[k] < 1:
             die(f"--{k} must be at least 1, got {globals()[k]}")
-    for k in ('max_new_tokens', 'length', 'stride', 'top_k', 'parallels', 'length_alpha'):
+    for k in ('max_new_tokens', 'length', 'stride', 'top_k', 'parallels', 'length_alpha', 'seed'):
         if globals()[k] < 0:
             die(f"--{k} must not be negative, got {globals()[k]}")
     if temperature <= 0:
@@ -430,6 +430,8 @@ def fill_masks():
     if '[MASK]' not in text:
         die('--text must contain at least one [MASK] position to fill, e.g. --text="to be or not to [MASK][MASK]"')
     ids, mask_id = encode_with_masks(text)
+    if len(ids) > model.cfg.block_size:
+        die(f"--text is {len(ids)} tokens, longer than the model's context of {model.cfg.block_size}")
     x = torch.tensor([ids], device=device)
     with torch.no_grad():
         logits, _ = model(x)

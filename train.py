@@ -4,13 +4,15 @@ One training loop for every architecture; the objective follows the arch (model.
     python train.py config/shakespeare_char_cpu.py
     python train.py config/train_akkadian.py --batch_size=32 --compile=True
     torchrun --standalone --nproc_per_node=2 train.py config/X.py     # DDP (NCCL on CUDA, gloo on CPU)
-    python train.py config/X.py --init_from=resume                  # continue out_dir/last.pt exactly
+    python train.py --out_dir=DIR --init_from=resume                # continue DIR/last.pt exactly, with its own config
     python train.py config/X.py --overwrite=True                    # start over in an out_dir that holds a run
 
 Writes out_dir/ckpt.pt (best val loss), out_dir/last.pt (latest state, also on SIGTERM/SIGINT) and
-out_dir/metrics.jsonl (one JSON object per log line and per evaluation). The out_dir is locked while the run
-lives; an out_dir that holds a run is never overwritten unless asked (--overwrite=True). SIGTERM / SIGINT save
-last.pt and exit with status 143 / 130, so `train.py && evaluate.py` never evaluates a stopped run.
+out_dir/metrics.jsonl (one JSON object per log line and per evaluation). The out_dir is locked before anything
+in it is looked at, and an out_dir that holds a run is never overwritten unless asked (--overwrite=True, which
+deletes the run's files only: checkpoint.claim_run_dir). A resumed run keeps its shape and objective; the options
+that may change are checkpoint.RESUME_MAY_CHANGE (README, Reliability). SIGTERM / SIGINT save last.pt and exit
+with status 143 / 130, so `train.py && evaluate.py` never evaluates a stopped run; a second signal stops at once.
 """
 import inspect
 import json
@@ -134,6 +136,10 @@ def check_options():
             f"(got {artifact_docs}, {artifact_layers!r})")
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         die(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
+    if not out_dir.strip():
+        die("out_dir is empty: name the run's folder, e.g. --out_dir=out-shakespeare-char")
+    if seed < 0:
+        die(f"seed must not be negative (numpy's generators refuse it), got {seed}")
     check_device(device)
     if overwrite and init_from == 'resume':
         die("overwrite=True and init_from='resume' contradict each other: resume continues the run, overwrite deletes it")
@@ -192,6 +198,8 @@ if device_type == 'cuda':
 data_dir = data_dir or os.path.join('data', dataset)
 meta = load_meta(data_dir)
 check_dataset(data_dir)  # every id of the bins inside the vocabulary, before anything is built
+if not (Path(data_dir) / 'train.bin').exists():
+    die(f"{data_dir}/train.bin not found: run the dataset's prepare script first")
 fingerprint = data_fingerprints(data_dir)  # stored in every checkpoint: evaluate/sample check they get this data
 obj = 'mlm' if arch == 'hf' else objective(arch)
 aux = tuple(a for a in meta.get('aux', {}) if a == 'flags')
@@ -316,7 +324,7 @@ try:
         model = build_hf(model_args, init_from if ckpt is None else None)
     else:  # sizes checked on the meta device before anything is allocated (checkpoint.check_model_args)
         build_cfg = model_config(model_args, 'the configuration' if ckpt is None else out / 'last.pt')
-        shapes = meta_shapes(lambda: build_model(build_cfg))
+        shapes = meta_shapes(lambda: build_model(build_cfg), 'the configuration' if ckpt is None else out / 'last.pt')
         if ckpt is not None and state_mismatch(shapes, ckpt['model']):
             die(f"{out / 'last.pt'}: the weights do not fit its model_args ({state_mismatch(shapes, ckpt['model'])})")
         check_fits_memory(shapes, device, 16, 'the model')

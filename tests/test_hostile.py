@@ -535,3 +535,58 @@ def test_13_stored_tokenizer_files_are_written_only_inside_their_folder(tmp_path
     assert not (tmp_path / 'escaped.json').exists() and list((tmp_path / 'in').iterdir()) == []
     _tensors_to_files({'tokenizer.json': t}, tmp_path / 'in')
     assert (tmp_path / 'in' / 'tokenizer.json').read_bytes() == b'x'
+
+
+# ----------------------------------------------------------------------------- the general guards behind the fixes
+
+def test_guard_every_float_option_must_be_finite():
+    from configurator import apply_config, ConfigError
+    for text in ('1e999', '-1e999'):
+        with pytest.raises(ConfigError, match='finite'):
+            apply_config({'learning_rate': 6e-4}, [f'--learning_rate={text}'])
+    with pytest.raises(ConfigError, match='finite'):
+        apply_config({'learning_rate': 6e-4}, [f'--learning_rate={10 ** 400}'])
+    assert apply_config({'learning_rate': 6e-4}, ['--learning_rate=1e-3'])['learning_rate'] == 1e-3
+
+
+@pytest.mark.parametrize('args,says', [(['--norm=nonsense'], 'norm'), (['--pos=rope2'], 'pos'), (['--d_kv=-1'], 'd_kv'),
+                                       (['--arch=atlas', '--mem_chunk=0'], 'mem_chunk'), (['--seed=-1'], 'seed'),
+                                       (['--n_layer=5000'], 'sane bound'), (['--curriculum_phases=a,b'], 'curriculum'),
+                                       (['--out_dir= '], 'out_dir')])
+def test_guard_model_options_a_model_would_silently_misread_are_one_line(char_data, tmp_path, args, says):
+    """norm/pos/mlp are read with ==: an unknown value used to pick the other branch without a word."""
+    out = tmp_path / 'never'
+    line = one_error_line(run_train([f'--data_dir={char_data}', f'--out_dir={out}', *args], check=False))
+    assert says in line and not out.exists()
+
+
+def test_guard_one_validated_meta_loader():
+    from corpus import meta_problem
+    good = {'vocab_size': 3, 'tokenizer': 'vocab', 'vocab': ['a', 'b', 'c'], 'n_specials': 1,
+            'special_ids': {'[PAD]': 0}, 'sep_id': 0}
+    assert meta_problem(good) is None
+    for bad in ([], {**good, 'vocab_size': True}, {**good, 'vocab': ['a']}, {**good, 'sep_id': 3},
+                {**good, 'special_ids': {'[MASK]': '1'}}, {**good, 'aux': {'../x': 'uint8'}}, {**good, 'dtype': 'int64'},
+                {**good, 'tokenizer': 'pickle'}, {**good, 'word_start': [1]},
+                {**good, 'presegment': {'lexicon_file': '/etc/passwd'}}):
+        assert meta_problem(bad), bad
+
+
+def test_guard_machine_errors_are_one_line_in_every_script():
+    import errno as E
+    from corpus import environment_error
+    assert 'disk is full' in environment_error(OSError(E.ENOSPC, 'No space left on device', 'x.bin'))
+    assert 'disk is full' in environment_error(Exception('IO error: No space left on device (os error 28)'))
+    assert 'out of memory' in environment_error(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
+    assert 'out of memory' in environment_error(MemoryError())
+    assert environment_error(KeyError('a bug')) is None and environment_error(OSError(E.ENOENT, 'missing')) is None
+    code = "import corpus; raise OSError(28, 'No space left on device', 'big.bin')"
+    r = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=train_env(), capture_output=True, text=True)
+    assert 'disk is full (big.bin)' in one_error_line(r)
+
+
+def test_guard_error_lines_are_cut_whatever_they_quote(run_dir):
+    line = one_error_line(run('sample.py', f'--out_dir={run_dir}', '--device=' + 'x' * 100_000))
+    assert len(line) < 800
+    line = one_error_line(run('sample.py', f'--out_dir={run_dir}', '--num_samples=' + 'y' * 100_000))
+    assert len(line) < 800
