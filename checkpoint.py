@@ -73,7 +73,7 @@ def torch_load(path, map_location='cpu'):
     except pickle.UnpicklingError:
         die(f"{path}: refused: not a checkpoint of this toolkit, or untrusted (it needs code or objects "
             f"that a weights-only load does not run)")
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # RuntimeError, EOFError, BadZipFile, ... and IndexError / KeyError of a text file's bytes
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
         die(f"{path} is truncated or corrupt ({reason}); use the run's other checkpoint (ckpt.pt / last.pt) or train again")
 

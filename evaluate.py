@@ -57,6 +57,7 @@ memory and gate diagnostics (mem{l}_*; printed as a table). `--compare_keys=bpb,
 """
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -102,6 +103,11 @@ sense_words = 'file,window,table,key,open,print,right,cell,fichier,fenêtre,touc
 # metric module explicitly (evals/*.py, each says when it applies), in this order:
 OPTIONS = {k: globals()[k] for k in config_keys(globals()) if k not in ('out_dir', 'ckpt_name', 'compare', 'compare_keys', 'plot')}
 EVALS = (lm, mdlm, akkadian, europarl, turkish, literature)
+# options read by one metric module only: given for a checkpoint that module does not apply to, they are named
+MODULE_OPTIONS = {akkadian: ('n_spans', 'beam', 'max_gap_len', 'subset_size'),
+                  mdlm: ('nelbo_samples', 'gen_ppl_ckpt', 'gen_ppl_judge', 'gen_samples', 'gen_steps'),
+                  europarl: ('translate_n', 'translate_beam', 'translate_max_new', 'sense_words'),
+                  turkish: ('turkmorfbench_on',)}
 
 
 def check_options(opts):
@@ -113,10 +119,11 @@ def check_options(opts):
     check_device(opts['device'])
 
 
-def run_eval(out_dir, ckpt_name='ckpt.pt', **overrides):
+def run_eval(out_dir, ckpt_name='ckpt.pt', given=(), **overrides):
     """Every metric that applies to the checkpoint out_dir/ckpt_name -> out_dir/eval.json (eval_<data>.json
-    for other data). overrides: evaluate.py's options by name (split, max_tokens, batch_size, device, ...).
-    Returns the metrics and the path they were written to."""
+    for other data). overrides: evaluate.py's options by name (split, max_tokens, batch_size, device, ...);
+    given: the options set on the command line, of which those no applicable metric reads are named in a note.
+    Returns the metrics."""
     unknown = sorted(set(overrides) - set(OPTIONS))
     if unknown:
         raise TypeError(f"run_eval got unknown options {unknown}; known: {', '.join(OPTIONS)}")
@@ -137,6 +144,10 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', **overrides):
         res['train_val_gap_last'] = evals_logged[-1]['train_val_gap']
         res['train_val_gap_min'] = min(r['train_val_gap'] for r in evals_logged)
     lm.print_metrics(res)
+    unused = [k for ev, keys in MODULE_OPTIONS.items() if not ev.applies(ckpt, meta, opts) for k in keys if k in given]
+    if unused:
+        print(f"note: {', '.join('--' + k for k in unused)} did not apply to {out_dir} (a {ckpt['model_args'].get('arch')} "
+              f"checkpoint of {meta.get('dataset', data_dir)} data): no metric of it reads them", file=sys.stderr)
     for ev in EVALS:
         if ev.applies(ckpt, meta, opts):
             res.update(ev.evaluate(model, ckpt, data_dir, names, opts))
@@ -186,7 +197,7 @@ def compare_runs(dirs, plot_path, opts=None, given=()):
         p = os.path.join(d, 'eval.json')
         if not os.path.exists(p) or opts['data_dir']:
             print(f"{p} missing: evaluating {d} now" if not os.path.exists(p) else f"evaluating {d} on {opts['data_dir']}")
-            results[d] = run_eval(d, ckpt_name, **opts)
+            results[d] = run_eval(d, ckpt_name, given, **opts)
         else:
             results[d] = read_json(p, f"delete it to evaluate {d} again")
             if not isinstance(results[d], dict):
@@ -264,4 +275,4 @@ if __name__ == '__main__':
     else:
         if not out_dir:
             die("give --out_dir=DIR (a training run) or --compare=DIR1,DIR2")
-        res = run_eval(out_dir, ckpt_name, **{k: config[k] for k in OPTIONS})
+        res = run_eval(out_dir, ckpt_name, given, **{k: config[k] for k in OPTIONS})

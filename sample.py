@@ -83,7 +83,8 @@ sense_edit = ''                # backpack: 'WORD:L=S,L=S;WORD:*=S' re-weights se
 show_top = 10                 # backpack sense_edit: next-token candidates shown before / after
 # -----------------------------------------------------------------------------
 sys.argv[1:] = ['--json=True' if a == '--json' else a for a in sys.argv[1:]]
-configure(globals())
+given = set()  # the options set on the command line: each must apply to what this checkpoint does (MODE_OPTIONS)
+configure(globals(), given=given)
 json_output = json_output or json
 
 
@@ -477,4 +478,16 @@ MODES = (
     (lambda: arch == 'encoder', fill_masks),
     (lambda: True, generate_text),
 )
-next(run for applies, run in MODES if applies())()
+COMMON_OPTIONS = ('out_dir', 'ckpt_name', 'data_dir', 'allow_other_data', 'use_ema', 'seed', 'device', 'json_output', 'json')
+MODE_OPTIONS = {generate_text: ('start', 'num_samples', 'max_new_tokens', 'temperature', 'top_k'),
+                backpack_intervention: ('start', 'sense_edit', 'show_top'),
+                sample_mdlm: ('text', 'num_samples', 'steps', 'sampler', 'length', 'stride'),
+                restore_akkadian: ('text', 'candidates', 'beam', 'max_gap_len', 'length_alpha', 'length_model', 'scorer',
+                                   'parallels', 'answer'),
+                fill_masks: ('text', 'candidates')}
+mode = next(run for applies, run in MODES if applies())
+stray = sorted(k for k in given if k not in COMMON_OPTIONS and k not in MODE_OPTIONS[mode])
+if stray:  # an option the chosen mode never reads would be dropped without a word
+    die(f"{', '.join('--' + k for k in stray)} do(es) not apply to {out_dir} (a {arch} checkpoint: sample.py's "
+        f"{mode.__name__}, whose options are {', '.join('--' + k for k in MODE_OPTIONS[mode])})")
+mode()

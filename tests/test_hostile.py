@@ -590,3 +590,25 @@ def test_guard_error_lines_are_cut_whatever_they_quote(run_dir):
     assert len(line) < 800
     line = one_error_line(run('sample.py', f'--out_dir={run_dir}', '--num_samples=' + 'y' * 100_000))
     assert len(line) < 800
+
+
+@pytest.mark.parametrize('args', [['--sense_edit=t:*=0'], ['--text=the [MASK]'], ['--beam=3'], ['--answer=a']])
+def test_guard_sample_refuses_an_option_its_mode_never_reads(run_dir, args):
+    """A gpt checkpoint generates text: an option of another mode (sense edits, infilling, restoration) would be
+    dropped without a word."""
+    line = one_error_line(run('sample.py', f'--out_dir={run_dir}', *args))
+    assert 'does not apply' in line or 'do(es) not apply' in line
+
+
+def test_guard_evaluate_names_the_options_no_metric_reads(run_dir, tmp_path):
+    out = copy_run(run_dir, tmp_path / 'run')
+    r = run('evaluate.py', f'--out_dir={out}', '--n_spans=3', '--split=val')
+    assert r.returncode == 0 and '--n_spans did not apply' in r.stderr, r.stderr[-2000:]
+
+
+def test_guard_any_unreadable_checkpoint_is_one_line(char_data, tmp_path):
+    for name, data in (('text.pt', b'not a checkpoint at all\n' * 10), ('empty.pt', b''), ('zip.pt', b'PK\x03\x04junk')):
+        (tmp_path / name).write_bytes(data)
+        line = one_error_line(run_train([f'--data_dir={char_data}', f'--out_dir={tmp_path / "o"}',
+                                         f'--init_from={tmp_path / name}'], check=False))
+        assert 'corrupt' in line or 'refused' in line
