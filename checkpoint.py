@@ -9,7 +9,7 @@ and the fingerprint that ties a checkpoint to the dataset it was trained on.
 Every load is `torch.load(..., weights_only=True)`: no code is ever unpickled, and a file that would need
 it is refused with one line, never with advice to load it unsafely. The device is checked before any load
 (check_device), and the shapes a checkpoint's model_args describe are checked against sane bounds and against
-its weights on the meta device before anything is allocated (check_model_args). A run records the fingerprint
+its weights on the meta device before anything is allocated (model_config, check_model_shapes). A run records the fingerprint
 of its data's meta.json (and tokenizer file); evaluate.py and sample.py refuse other data unless told
 (--allow_other_data=True), and even then refuse a dataset whose tokenizer differs.
 
@@ -202,6 +202,20 @@ def check_fits_memory(shapes, device, bytes_per_param, what):
     return n
 
 
+def check_model_shapes(build, what, state=None, device='cpu', bytes_per_param=4):
+    """Everything about a model that can be known before it is built: build() run on the meta device (meta_shapes),
+    the shapes against a state dict's when one is given (state_mismatch), the size against the device's memory
+    (check_fits_memory). One line on any problem; returns the shapes."""
+    shapes = meta_shapes(build, what)
+    if state is not None:
+        problem = state_mismatch(shapes, {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in state.items()})
+        if problem:
+            die(f"{what}: the weights do not fit the model its model_args describe ({problem}): not a checkpoint of "
+                f"this version of the toolkit")
+    check_fits_memory(shapes, device, bytes_per_param, what)
+    return shapes
+
+
 def load_checkpoint(path, device='cpu', use_ema=True):
     """Load a checkpoint (weights_only, so no code is unpickled) and rebuild its model in eval mode.
     With use_ema (the default) and a checkpoint that holds an EMA of the weights (train.py's ema_decay > 0,
@@ -222,12 +236,7 @@ def load_checkpoint(path, device='cpu', use_ema=True):
     state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         die(f"{path}: refused: its weights are not all tensors; not a checkpoint of this toolkit")
-    want = meta_shapes(build, path)
-    problem = state_mismatch(want, state)
-    if problem:
-        die(f"{path}: the weights do not fit the model its model_args describe ({problem}): not a checkpoint of "
-            f"this version of the toolkit")
-    check_fits_memory(want, device, 4, path)
+    check_model_shapes(build, path, state, device, 4)
     try:
         model = build()
         ckpt['weights'] = 'raw'
@@ -396,8 +405,8 @@ def claim_run_dir(out, init_from='scratch', overwrite=False):
     """The one place that owns a training run's folder, called before anything in it is looked at: takes the
     lock (lock_run_dir), then, holding it, checks what the folder holds. A folder holding a run (run_files) is
     refused unless it is resumed (init_from='resume', which needs last.pt) or overwrite=True, which deletes the
-    run files and nothing else. A folder created here and left unused (the run failed before writing) is removed
-    at exit. Returns the open lock file: keep it for the run's lifetime."""
+    run files and nothing else. When the run writes nothing (it fails first), the lock file it created is removed
+    at exit, and the folder too if it created it. Returns the open lock file: keep it for the run's lifetime."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         die(f"{out} exists and is not a directory: choose another --out_dir")
@@ -436,6 +445,7 @@ RESUME_MAY_CHANGE = (
     'eval_interval', 'eval_iters', 'log_interval', 'max_nonfinite', 'ema_decay',                  # evaluation, guards
     'device', 'dtype', 'compile', 'num_threads', 'activation_checkpointing', 'attn_impl',         # the machine
     'bench_iters', 'bench_warmup', 'peak_tflops', 'save_artifacts', 'artifact_layers', 'artifact_docs')
+RESUME_MAY_CHANGE_PREFIXES = ('wandb', 'tensorboard', 'tb_')  # logging backends: where the run reports, not what it is
 # ... of which these describe this invocation or this machine: not given, they keep their defaults
 RESUME_NOT_INHERITED = ('out_dir', 'init_from', 'overwrite', 'allow_other_data', 'eval_only', 'device', 'dtype',
                         'compile', 'num_threads', 'bench_iters', 'bench_warmup', 'peak_tflops')
@@ -448,7 +458,8 @@ def resume_config(config, given, saved, path='last.pt'):
     (except RESUME_NOT_INHERITED). Keys the run does not have (newer than it) keep this invocation's value."""
     if not isinstance(saved, dict):
         die(f"{path}: refused: its config is not a dict; not a checkpoint of this toolkit")
-    differ = [k for k in config if k in saved and k in given and k not in RESUME_MAY_CHANGE and config[k] != saved[k]]
+    frozen = lambda k: k not in RESUME_MAY_CHANGE and not k.startswith(RESUME_MAY_CHANGE_PREFIXES)
+    differ = [k for k in config if k in saved and k in given and frozen(k) and config[k] != saved[k]]
     if differ:
         shown = ', '.join(f"{k}={excerpt(saved[k], 30)} (not {excerpt(config[k], 30)})" for k in differ[:6])
         die(f"{path} was trained with {shown}{' ...' if len(differ) > 6 else ''}: resuming cannot change the model's "

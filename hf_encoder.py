@@ -670,8 +670,14 @@ def main(argv=None):
     res = tokenization_audit(tok, args.data_dir, args.split)
     print(audit_table(res))
     os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
-    from checkpoint import write_text_atomic
-    write_text_atomic(out, json.dumps(res, indent=1, ensure_ascii=False))
+    tmp = out + f'.{os.getpid()}.tmp'
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            json.dump(res, f, indent=1, ensure_ascii=False)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     print(f"wrote {out}")
 
 

@@ -9,6 +9,7 @@ the model, the baselines and their product share it: the same search, different 
 import json
 import math
 import os
+import tempfile
 
 import numpy as np
 import torch
@@ -289,16 +290,15 @@ def describe_product(weights):
     return ' x '.join(f'{n}^{w:g}' for n, w in weights.items())
 
 
-def restore_cache_key(ckpt_path, ckpt, data_dir):
+def restore_cache_key(ckpt_path, ckpt, data_fingerprint):
     """What the restoration weights fitted on val depend on: the checkpoint file (its name, size and modification
     time, which every save changes, its iteration and whether its EMA or raw weights were loaded), the data the
-    weights are fitted on (its fingerprint, checkpoint.data_fingerprints: not the data the model was trained on,
-    which --allow_other_data may differ from) and the fit itself (experts, grid, seed)."""
-    from checkpoint import data_fingerprints
+    weights are fitted on (data_fingerprint: checkpoint.data_fingerprints(data_dir)['data'] of that data, not of
+    the data the model was trained on, which --allow_other_data may differ from) and the fit itself."""
     st = os.stat(ckpt_path)
     return {'checkpoint': {'name': os.path.basename(ckpt_path), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns,
                            'iter': ckpt.get('iter_num'), 'weights': ckpt.get('weights', 'raw')},
-            'data': data_fingerprints(data_dir)['data'],
+            'data': data_fingerprint,
             'fit': {'experts': list(RESTORE_EXPERTS), 'grid': list(RESTORE_GRID), 'seed': RESTORE_FIT_SEED}}
 
 
@@ -343,6 +343,9 @@ def restoration_scorers(model, data_dir, max_gap_len=10, cache_dir=None, cache_k
                'ngram': NgramScorer(train_ids, V, n_lead, mask_id)}
     scorers['infinigram'] = InfinigramScorer(train_ids, V, n_lead, mask_id, ngram=scorers['ngram'])
     cache = os.path.join(cache_dir, 'restore.json') if cache_dir else None
+    if cache and os.path.exists(cache) and not os.path.isfile(cache):
+        print(f"{cache} is not a file: the restoration weights are fitted and not cached")
+        cache = None
     info = read_restore_cache(cache, cache_key) if cache else None
     if info is None:
         experts = {n: scorers[n] for n in RESTORE_EXPERTS}
@@ -353,9 +356,15 @@ def restoration_scorers(model, data_dir, max_gap_len=10, cache_dir=None, cache_k
         else:
             weights, fit = {n: float(n == 'model') for n in RESTORE_EXPERTS}, {'restore_fit_rows': 0}
         info = {'key': cache_key, 'weights': weights, **fit}
-        if cache:
-            from checkpoint import write_text_atomic
-            write_text_atomic(cache, json.dumps(info, indent=1))
+        if cache:  # a unique temporary file, then rename: two samplers never share one, a reader never sees half
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix='.restore.json.', suffix='.tmp')
+            try:
+                with os.fdopen(fd, 'w', encoding='utf-8') as f:
+                    json.dump(info, f, indent=1)
+                os.replace(tmp, cache)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
     if verbose:
         print(f"restoration scorer: {describe_product(info['weights'])} (weights chosen on val, "
               f"{info.get('restore_fit_rows', 0)} masked signs)")

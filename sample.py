@@ -46,7 +46,7 @@ import sys
 import torch
 
 from atf import FLAG_WORD_START, GAP, GAPN, parse_restoration_input
-from checkpoint import check_device, load_run
+from checkpoint import check_device, data_fingerprints, load_run
 from configurator import configure
 from corpus import die, excerpt, load_meta, load_tokenizer
 from restoration import restore_cache_key, restore_gaps
@@ -174,7 +174,8 @@ def restore_akkadian():
     answer_ids = [check_answer(n, a, length) for n, (a, (_, length)) in enumerate(zip(answers, gaps))]
     n_lead = len(specials)
     scorers, info = restoration_scorers(model, data_dir, max_gap_len, cache_dir=out_dir,
-                                        cache_key=restore_cache_key(os.path.join(out_dir, ckpt_name), ckpt, data_dir),
+                                        cache_key=restore_cache_key(os.path.join(out_dir, ckpt_name), ckpt,
+                                                                    data_fingerprints(data_dir)['data']),
                                         verbose=False)
     score_fn = scorers[scorer]
     prior = info['length_logprior'] if length_model == 'prior' else None

@@ -29,9 +29,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import (check_data, check_device, check_fits_memory, checked_checkpoint, claim_run_dir, data_fingerprints,
-                        meta_shapes, model_config, nonfinite_weights, read_metrics, resume_config, save_atomic,
-                        state_mismatch, StopRequest, torch_load, write_text_atomic)
+from checkpoint import (check_data, check_device, check_model_shapes, checked_checkpoint, claim_run_dir, data_fingerprints,
+                        model_config, nonfinite_weights, read_metrics, resume_config, save_atomic, StopRequest,
+                        torch_load, write_text_atomic)
 from configurator import configure, format_config
 from corpus import BatchLoader, check_dataset, die, fixed_subset, load_meta
 from evals.literature import causal_probe
@@ -322,12 +322,10 @@ try:
         from hf_encoder import build_hf, check_hf_model_args
         check_hf_model_args(model_args, out / 'last.pt' if ckpt is not None else init_from)
         model = build_hf(model_args, init_from if ckpt is None else None)
-    else:  # sizes checked on the meta device before anything is allocated (checkpoint.check_model_args)
-        build_cfg = model_config(model_args, 'the configuration' if ckpt is None else out / 'last.pt')
-        shapes = meta_shapes(lambda: build_model(build_cfg), 'the configuration' if ckpt is None else out / 'last.pt')
-        if ckpt is not None and state_mismatch(shapes, ckpt['model']):
-            die(f"{out / 'last.pt'}: the weights do not fit its model_args ({state_mismatch(shapes, ckpt['model'])})")
-        check_fits_memory(shapes, device, 16, 'the model')
+    else:  # sane sizes, and the shapes checked on the meta device before anything is allocated (16 bytes per
+        what = 'the configuration' if ckpt is None else out / 'last.pt'  # parameter: weights, grads, AdamW)
+        build_cfg = model_config(model_args, what)
+        check_model_shapes(lambda: build_model(build_cfg), what, ckpt and ckpt['model'], device, 16)
         model = build_model(build_cfg)
 except ValueError as e:
     die(str(e))

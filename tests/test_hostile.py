@@ -227,26 +227,27 @@ def test_04b_every_transformers_load_passes_trust_remote_code_false():
 
 def test_05_restoration_cache_is_keyed_by_the_data_and_the_checkpoint(akk, tmp_path, monkeypatch, capsys):
     import restoration
-    from checkpoint import load_run
+    from checkpoint import data_fingerprints, load_run
     data, out = akk
     model, ckpt, _ = load_run(out)
+    fp = lambda d: data_fingerprints(d)['data']
     fits = []
     real_fit = restoration.fit_product_weights
     monkeypatch.setattr(restoration, 'fit_product_weights', lambda *a, **k: fits.append(1) or real_fit(*a, **k))
     cache = tmp_path / 'cache'
     cache.mkdir()
-    key = restoration.restore_cache_key(out / 'ckpt.pt', ckpt, data)
+    key = restoration.restore_cache_key(out / 'ckpt.pt', ckpt, fp(data))
     restoration.restoration_scorers(model, data, 3, cache_dir=cache, cache_key=key, verbose=False)
     restoration.restoration_scorers(model, data, 3, cache_dir=cache, cache_key=key, verbose=False)
     assert len(fits) == 1  # reused while nothing changed
     # another checkpoint file (a later save, an --overwrite=True run) or other data: another key, fitted again
     os.utime(out / 'ckpt.pt', ns=(1, 1))
-    key2 = restoration.restore_cache_key(out / 'ckpt.pt', ckpt, data)
+    key2 = restoration.restore_cache_key(out / 'ckpt.pt', ckpt, fp(data))
     other = copy_run(data, tmp_path / 'other_data')
     meta = json.loads((other / 'meta.json').read_text())
     meta['source'] = 'other'
     (other / 'meta.json').write_text(json.dumps(meta))
-    key3 = restoration.restore_cache_key(out / 'ckpt.pt', ckpt, other)
+    key3 = restoration.restore_cache_key(out / 'ckpt.pt', ckpt, fp(other))
     assert len({json.dumps(k, sort_keys=True) for k in (key, key2, key3)}) == 3
     restoration.restoration_scorers(model, data, 3, cache_dir=cache, cache_key=key2, verbose=False)
     assert len(fits) == 2 and json.loads((cache / 'restore.json').read_text())['key'] == key2
@@ -256,10 +257,10 @@ def test_05_restoration_cache_is_keyed_by_the_data_and_the_checkpoint(akk, tmp_p
 
 def test_05b_a_corrupt_restore_json_is_fitted_again(akk, tmp_path, capsys):
     import restoration
-    from checkpoint import load_run
+    from checkpoint import data_fingerprints, load_run
     data, out = akk
     model, ckpt, _ = load_run(out)
-    key = restoration.restore_cache_key(out / 'ckpt.pt', ckpt, data)
+    key = restoration.restore_cache_key(out / 'ckpt.pt', ckpt, data_fingerprints(data)['data'])
     for bad in ('{"key": [1, 2], "weights": {"mod', '[' * 100000, '{"key": null, "weights": {"model": "x"}}'):
         (tmp_path / 'restore.json').write_text(bad)
         _, info = restoration.restoration_scorers(model, data, 3, cache_dir=tmp_path, cache_key=key, verbose=False)
