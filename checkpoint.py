@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from corpus import check_dataset, die, excerpt, load_meta
+from corpus import check_dataset, die, excerpt, load_meta, loads_json
 from model import Backpack, build_model, ModelConfig, MODELS
 
 CHECKPOINT_KEYS = ('model', 'model_args', 'config')
@@ -539,19 +539,25 @@ def read_metrics(path, warn=True):
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding='utf-8').split('\n')
+    try:
+        lines = path.read_bytes().decode('utf-8').split('\n')
+    except (OSError, UnicodeDecodeError) as e:
+        die(f"{path} is not readable as UTF-8 text ({str(e).splitlines()[0][:80]}); repair or delete it")
     rows = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = loads_json(line)
+            if not isinstance(row, dict):
+                raise json.JSONDecodeError('not an object', line, 0)
+            rows.append(row)
         except json.JSONDecodeError:
             if i == len(lines) - 1:  # no newline after it: an interrupted write
                 if warn:
                     print(f"warning: {path}: skipped its last line, cut short by an interrupted write", file=sys.stderr)
                 continue
-            die(f"{path}: line {i + 1} is not JSON; repair or delete that line")
+            die(f"{path}: line {i + 1} is not a JSON object; repair or delete that line")
     return rows
 
 

@@ -22,7 +22,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from corpus import die, OfflineError
+from corpus import die, loads_json, OfflineError
 
 DOWNLOAD_TIMEOUT = 600  # seconds for one `pip download` / `apt-get download`
 
@@ -50,7 +50,7 @@ def record_download(path, source):
 def download_problem(path):
     """None when a cached download matches its PATH.sha256 record, else what is wrong with it."""
     try:
-        rec = json.loads(_record_path(path).read_text())
+        rec = loads_json(_record_path(path).read_text())
         size, digest = rec['size'], rec['sha256']
     except (OSError, ValueError, KeyError, TypeError):
         return f"has no record of its size and sha256 ({_record_path(path).name})"
