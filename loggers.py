@@ -46,7 +46,8 @@ class RunLoggers:
         if self.wandb and not self.wandb_id:  # os.urandom: the run's RNG streams are left untouched
             self.wandb_id = secrets.token_hex(4)
         self.run = self.writer = None
-        atexit.register(self.close)
+        if self.wandb or self.tb:
+            atexit.register(self.close)
 
     def _open(self):
         if self.wandb and self.run is None:

@@ -76,7 +76,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 repo = sys.argv[1]
 assert not any(p.startswith(repo) for p in sys.path if p) and not os.getcwd().startswith(repo), sys.path
 d, inputs, out = sys.argv[2], json.load(open(sys.argv[3])), sys.argv[4]
-tok = AutoTokenizer.from_pretrained(d)                      # as the issue says: no trust_remote_code for the tokenizer
+tok = AutoTokenizer.from_pretrained(d)                      # the plain call, without trust_remote_code
 model = AutoModelForMaskedLM.from_pretrained(d, trust_remote_code=True)
 x, doc = torch.tensor(inputs['x']), torch.tensor(inputs['doc'])
 with torch.no_grad():
