@@ -35,6 +35,7 @@ from checkpoint import (check_data, check_device, check_model_shapes, checked_ch
 from configurator import configure, format_config
 from corpus import BatchLoader, check_dataset, die, fixed_subset, load_meta
 from evals.literature import causal_probe
+from loggers import RunLoggers
 from model import build_model, ModelConfig, MODELS, objective, optimizer_groups
 from objectives import (device_generator, diffusion_noise_device, maskable_positions_device, mlm_batch, mlm_mask_device,
                         n_lead_specials, special_ids_tensor)
@@ -96,6 +97,11 @@ peak_tflops = 0.0               # device bf16 dense peak for MFU; 0 = known for 
 save_artifacts = False          # store embeddings + hidden states of a fixed eval subset before and after training
 artifact_layers = '0,4,8,12,16' # 0 = embedding output, i = output of block i
 artifact_docs = 500             # documents of the val split in the fixed subset (seed 42)
+# experiment trackers (loggers.py): rank 0 logs every row of metrics.jsonl to them too; a resumed run continues them
+wandb_log = False               # Weights & Biases (pip install wandb)
+wandb_project = 'nanolm'
+wandb_run_name = ''             # '' = the out_dir's name
+tensorboard_log = False         # TensorBoard event files in out_dir/tensorboard (pip install tensorboard)
 # -----------------------------------------------------------------------------
 given = set()  # the keys the config files and overrides set (a resumed run takes the others from its last.pt)
 config = configure(globals(), auto_keys=('batch_size',), given=given)
@@ -398,6 +404,7 @@ if ema_decay > 0:
         if ckpt is not None and master:
             print(f"ema_decay={ema_decay}: {out / 'last.pt'} has no EMA of these weights; the EMA starts from the resumed weights")
         ema = [p.detach().to(torch.float32).clone() for p in ema_params]
+loggers = RunLoggers(out, config, iter_num, ckpt) if master else None  # checks the packages; opens at the first row
 ckpt = None  # free memory
 
 raw_model = model
@@ -486,7 +493,7 @@ def save_checkpoint(name):
     state = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
              'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
              'data_position': data_position, 'nonfinite_total': int(nonfinite_count), 'rng': states,
-             'data_fingerprint': fingerprint}
+             'data_fingerprint': fingerprint, **loggers.state()}
     if ema:
         state['ema'] = dict(zip(ema_names, ema))
     save_atomic(state, out / name)
@@ -525,13 +532,18 @@ def write_artifacts(name):
     print(f"wrote {out / f'artifacts_{name}.pt'}: {len(docs)} documents, {offsets[-1]:,} tokens, layers {kept}")
 
 
+def peak_flops():
+    """The device's bf16 dense peak FLOP/s for MFU: peak_tflops, else known for H200/H100/A100, else 0 (no MFU)."""
+    if peak_tflops or device_type != 'cuda':
+        return peak_tflops * 1e12
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12)) if k in name), 0.0)
+
+
 def write_bench(seconds):
     """bench.py's measurement: tokens/s, step time, MFU against the device's bf16 dense peak, peak memory."""
     tps = tokens_per_iter * bench_iters / seconds
-    peak = peak_tflops * 1e12
-    if not peak and device_type == 'cuda':
-        name = torch.cuda.get_device_name()
-        peak = next((v for k, v in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12)) if k in name), 0.0)
+    peak = peak_flops()
     fpt = raw_model.flops_per_token()
     if device_type == 'cuda':
         mem = torch.cuda.max_memory_allocated() / 2**30
@@ -541,7 +553,7 @@ def write_bench(seconds):
     res = {'arch': arch, 'device': torch.cuda.get_device_name() if device_type == 'cuda' else device, 'dtype': dtype,
            'compile': compile, 'params': raw_model.num_params(), 'tokens_per_iter': tokens_per_iter,
            'tokens_per_s': tps, 'step_s': seconds / bench_iters, 'flops_per_token': fpt,
-           'mfu': fpt * tps / peak if peak else None, 'peak_mem_gib': mem, 'world_size': world,
+           'mfu': fpt * tps / (peak * world) if peak else None, 'peak_mem_gib': mem, 'world_size': world,
            'graph_breaks': graph_breaks, 'activation_checkpointing': activation_checkpointing}
     if master:
         out.mkdir(parents=True, exist_ok=True)
@@ -555,6 +567,7 @@ def log_metrics(row):
         row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         with open(out / 'metrics.jsonl', 'a') as f:
             f.write(json.dumps(row) + '\n')
+        loggers.log(row)
 
 
 def fail(msg):
@@ -700,6 +713,7 @@ while True:
         if master:
             log_metrics({'kind': 'train', 'iter': iter_num, 'loss': lossf, 'lr': lr, 'grad_norm': grad_norm.item(),
                          'tokens_per_s': tps, 'elapsed': time.time() - t_start, 'nonfinite_skipped': nonfinite_total,
+                         **({'mfu': raw_model.flops_per_token() * tps / (peak_flops() * world)} if peak_flops() else {}),
                          **({'loss_name': loss_name} if weighted_loss else {})})
             pbar.set_postfix(loss=f'{lossf:.4f}', lr=f'{lr:.2e}', tok_s=f'{tps:,.0f}', refresh=False,
                              **({'skipped': nonfinite_total} if nonfinite_total else {}))
@@ -723,6 +737,8 @@ if not stop.requested and not bench_iters and not eval_only and int(nonfinite_ru
     fail(f"the run ended on {int(nonfinite_run)} skipped step(s) with non-finite loss or gradients: it is not "
          f"training any more; lower learning_rate (now {learning_rate:g}), use dtype=bfloat16 or float32, or check the data")
 pbar.close()
+if loggers:
+    loggers.close()
 if master and already_done:
     print(f"nothing to train: {out / 'last.pt'} is at iter {iter_num} >= max_iters={max_iters}; "
           f"raise --max_iters to continue")
