@@ -27,7 +27,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import zipfile
 from dataclasses import fields
 from pathlib import Path
 

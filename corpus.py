@@ -159,7 +159,7 @@ _META_CACHE = {}
 
 
 def load_meta(data_dir):
-    """data_dir/meta.json, checked (check_meta): every script reads a dataset's meta.json through here, so a
+    """data_dir/meta.json, checked (meta_problem): every script reads a dataset's meta.json through here, so a
     damaged or hand-edited one ends in one line that says to re-run the prepare script, never in a traceback
     or a wrong result later. Memoised per file version."""
     path = Path(data_dir) / 'meta.json'

@@ -517,16 +517,17 @@ def build_tiny(out, data_dir='data/akkadian', text_file='', vocab=256, d=128, la
     torch.manual_seed(seed)
     model = AutoModelForMaskedLM.from_config(cfg, trust_remote_code=False)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(p.name not in TINY_FILES for p in out.iterdir())):
-        die(f"{out} exists and is not an earlier tiny model (it is a file or holds other files): choose a new folder")
+    if tiny_out_problem(out):
+        die(tiny_out_problem(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f'.{out.name}.{os.getpid()}.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
     try:  # written beside, then swapped in: never half a model folder
         tok.save_pretrained(tmp)
         model.save_pretrained(tmp)
+        (tmp / TINY_MARKER).write_text("written by hf_encoder.py tiny: the next build into this folder replaces it\n")
         if out.exists():
-            shutil.rmtree(out)  # an earlier tiny model (checked above): nothing else
+            shutil.rmtree(out)  # empty, or an earlier tiny model (checked above): nothing a user made
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -693,9 +694,17 @@ def check_sign_data(data_dir, split='train'):
     check_dataset(data_dir)
 
 
-# files save_pretrained writes for build_tiny: a folder holding only these may be rebuilt in place
-TINY_FILES = ('config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
-              'generation_config.json')
+TINY_MARKER = '.tiny_model'  # in every folder build_tiny writes: the mark that lets it rebuild that folder
+
+
+def tiny_out_problem(out):
+    """Why build_tiny may not write `out` (None when it may): only a new or empty folder, or one it wrote itself
+    (TINY_MARKER), is ever replaced."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / TINY_MARKER).exists())):
+        return (f"{out} exists and is not a folder written by hf_encoder.py tiny (it is a file, or holds files without "
+                f"its {TINY_MARKER} mark): choose a new folder")
+    return None
 
 
 def check_tiny_args(args):
@@ -715,10 +724,8 @@ def check_tiny_args(args):
             die(f"--text_file={args.text_file} not found: give a UTF-8 text file (one line per text)")
     else:
         check_sign_data(args.data_dir)
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(p.name not in TINY_FILES for p in out.iterdir())):
-        die(f"--out={out} exists and is not an earlier tiny model (it is a file or holds other files): choose a new "
-            f"folder")
+    if tiny_out_problem(args.out):
+        die(f"--out: {tiny_out_problem(args.out)}")
 
 
 if __name__ == '__main__':

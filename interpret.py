@@ -111,9 +111,10 @@ RESULT_FILES = re.compile(r'report\.md|metrics\.json|probes\.tsv|saes\.pt|featur
 
 
 def check_result_dir(final_dir, out):
-    """A result folder may be replaced only when interpret.py wrote it: it holds RESULT_MARKER (or, from before
-    the marker, nothing but interpret's own files, report.md and metrics.json among them). Any other folder
-    (a user's, the run's own out_dir or one above it) ends the program with one line before any work."""
+    """A result folder may be replaced only when interpret.py wrote it: it holds RESULT_MARKER (or, written before
+    the marker, it lies in the run's folder and holds nothing but interpret's own files, report.md, metrics.json
+    and saes.pt among them). Any other folder (a user's, the run's own out_dir or one above it) ends the program
+    with one line before any work."""
     final, run = final_dir.resolve(), out.resolve()
     if final == run or final in run.parents:
         die(f"--result_dir={final_dir} is the run's folder {out} or holds it: the results replace their folder as a "
@@ -124,7 +125,8 @@ def check_result_dir(final_dir, out):
         return
     names = [p.name for p in final_dir.iterdir()]
     ours = (RESULT_MARKER in names or
-            ({'report.md', 'metrics.json'} <= set(names) and all(RESULT_FILES.fullmatch(n) for n in names)))
+            (final.parent == run and {'report.md', 'metrics.json', 'saes.pt'} <= set(names)
+             and all(RESULT_FILES.fullmatch(n) for n in names)))
     if names and not ours:
         other = sorted(n for n in names if not RESULT_FILES.fullmatch(n)) or sorted(names)
         die(f"--result_dir={final_dir} is not a result folder of interpret.py (it holds {other[0]!r}"

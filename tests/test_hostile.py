@@ -473,13 +473,19 @@ def test_11j_bad_tiny_model_options_are_one_line(args, says, tmp_path, akk):
 
 
 def test_11j2_tiny_never_writes_into_a_users_folder(tmp_path, akk):
+    """Only a new or empty folder, or one hf_encoder.py tiny wrote (its mark), is written: a user's folder holding
+    nothing but a config.json of theirs is refused and kept."""
     pytest.importorskip('transformers')
+    from hf_encoder import build_tiny
     data, _ = akk
     (tmp_path / 'mine').mkdir()
     (tmp_path / 'mine' / 'config.json').write_text('{"mine": 1}')
-    (tmp_path / 'mine' / 'notes.txt').write_text('x')
     one_error_line(run('hf_encoder.py', 'tiny', f'--out={tmp_path / "mine"}', f'--data_dir={data}'))
+    assert [p.name for p in (tmp_path / 'mine').iterdir()] == ['config.json']
     assert (tmp_path / 'mine' / 'config.json').read_text() == '{"mine": 1}'
+    for _ in range(2):  # its own folder is rebuilt in place
+        build_tiny(tmp_path / 'tiny', data, vocab=40, d=16, layers=1, heads=2)
+    assert (tmp_path / 'tiny' / 'config.json').exists() and not list(tmp_path.glob('.tiny.*'))
 
 
 def test_11k_interpret_k_beyond_the_latents_is_one_line(akk, tmp_path):
