@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 
-from configurator import configure
+from configurator import check_values, config_fail, configure
 
 # bench.py's own options; everything else is passed to train.py
 ALL_CONFIGS = {  # arch -> a 124M-class config at context 1024 (those that exist in config/)
@@ -55,7 +55,14 @@ def parse(argv):
             own.append(a if '=' in a or not isinstance(opts[key], bool) else a + '=True')
         else:
             rest.append(a)
-    return configure(opts, own), rest
+    opts = configure(opts, own)
+    check_values(opts, at_least={'bench_iters': 1, 'bench_warmup': 0, 'nproc': 1, 'sample_steps': 1, 'sample_tokens': 1,
+                                 'peak_tflops': 0})
+    batches = [b.strip() for b in opts['sample_batches'].split(',') if b.strip()]
+    if not batches or not all(b.isdigit() and int(b) >= 1 for b in batches):
+        config_fail(f"--sample_batches must be batch sizes of at least 1 separated by commas (e.g. 1,8,32), "
+                    f"got {opts['sample_batches']!r}")
+    return opts, rest
 
 
 def run_one(config_args, opts):
@@ -83,14 +90,14 @@ def sample_one(config_args, opts):
     # the model keys of the config files and overrides, over ModelConfig's defaults (other keys are train.py's)
     keys = {**ModelConfig().to_dict(), 'vocab_size': 0, 'dataset': '', 'data_dir': '', 'device': 'auto'}  # 0: the data's
     keys = configure(keys, config_args, ignore_unknown=True)
-    device = keys.get('device', 'auto')
-    device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
+    from checkpoint import check_device, model_config
+    device = check_device(keys.get('device', 'auto'))
     if not keys.get('vocab_size'):
         from corpus import load_meta
         keys['vocab_size'] = load_meta(keys.get('data_dir') or os.path.join('data', keys['dataset']))['vocab_size']
     if keys.get('arch') == 'mdlm':
         keys['vocab_size'] += 1  # the added [MASK]
-    cfg = ModelConfig.from_dict(keys)
+    cfg = model_config(keys, 'the configuration')
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
     sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)

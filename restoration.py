@@ -9,6 +9,7 @@ the model, the baselines and their product share it: the same search, different 
 import json
 import math
 import os
+import tempfile
 
 import numpy as np
 import torch
@@ -289,13 +290,48 @@ def describe_product(weights):
     return ' x '.join(f'{n}^{w:g}' for n, w in weights.items())
 
 
+def restore_cache_key(ckpt_path, ckpt, data_fingerprint):
+    """What the restoration weights fitted on val depend on: the checkpoint file (its name, size and modification
+    time, which every save changes, its iteration and whether its EMA or raw weights were loaded), the data the
+    weights are fitted on (data_fingerprint: checkpoint.data_fingerprints(data_dir)['data'] of that data, not of
+    the data the model was trained on, which --allow_other_data may differ from) and the fit itself."""
+    st = os.stat(ckpt_path)
+    return {'checkpoint': {'name': os.path.basename(ckpt_path), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns,
+                           'iter': ckpt.get('iter_num'), 'weights': ckpt.get('weights', 'raw')},
+            'data': data_fingerprint,
+            'fit': {'experts': list(RESTORE_EXPERTS), 'grid': list(RESTORE_GRID), 'seed': RESTORE_FIT_SEED}}
+
+
+def read_restore_cache(path, key):
+    """The weights stored in restore.json when they are whole and stored under `key`; else None (they are fitted
+    again, with one line saying why when the file exists)."""
+    from corpus import loads_json
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            stored = loads_json(f.read())
+    except (OSError, ValueError) as e:
+        print(f"{path} is unreadable ({str(e).splitlines()[0][:80]}): fitting the restoration weights again")
+        return None
+    w = stored.get('weights') if isinstance(stored, dict) else None
+    if not (isinstance(w, dict) and w and set(w) <= set(RESTORE_EXPERTS)
+            and all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in w.values())):
+        print(f"{path} does not hold restoration weights: fitting them again")
+        return None
+    if stored.get('key') != key:
+        return None  # another checkpoint or other data: fitted again, silently (the usual case after training)
+    return stored
+
+
 def restoration_scorers(model, data_dir, max_gap_len=10, cache_dir=None, cache_key=None, verbose=True):
     """The scorers of an Akkadian encoder: 'model' (the encoder alone), the count baselines 'unigram' and 'ngram'
     (fit on the train split only), and 'restore', the default: the product of the encoder and the n-gram with
     weights chosen on the val split (fit_product_weights; the test split is never read). Also returns
     info = {weights, fit statistics, 'length_logprior': log P(k) of gap lengths from the train split}.
-    With cache_dir, the fitted weights are stored in cache_dir/restore.json under cache_key (e.g. the
-    checkpoint's iteration and data fingerprint) and reused while the key matches."""
+    With cache_dir, the fitted weights are stored in cache_dir/restore.json under cache_key (restore_cache_key:
+    the checkpoint and the data) and reused only while the key matches and the file is whole; otherwise (another
+    checkpoint or data, a damaged file) they are fitted again and the file rewritten."""
 
     meta = load_meta(data_dir)
     sp = meta['special_ids']
@@ -307,11 +343,10 @@ def restoration_scorers(model, data_dir, max_gap_len=10, cache_dir=None, cache_k
                'ngram': NgramScorer(train_ids, V, n_lead, mask_id)}
     scorers['infinigram'] = InfinigramScorer(train_ids, V, n_lead, mask_id, ngram=scorers['ngram'])
     cache = os.path.join(cache_dir, 'restore.json') if cache_dir else None
-    info = None
-    if cache and os.path.exists(cache):
-        with open(cache) as f:
-            stored = json.load(f)
-        info = stored if stored.get('key') == cache_key else None
+    if cache and os.path.exists(cache) and not os.path.isfile(cache):
+        print(f"{cache} is not a file: the restoration weights are fitted and not cached")
+        cache = None
+    info = read_restore_cache(cache, cache_key) if cache else None
     if info is None:
         experts = {n: scorers[n] for n in RESTORE_EXPERTS}
         if os.path.exists(os.path.join(data_dir, 'val.bin')) and documents(data_dir, 'val'):
@@ -321,11 +356,15 @@ def restoration_scorers(model, data_dir, max_gap_len=10, cache_dir=None, cache_k
         else:
             weights, fit = {n: float(n == 'model') for n in RESTORE_EXPERTS}, {'restore_fit_rows': 0}
         info = {'key': cache_key, 'weights': weights, **fit}
-        if cache:
-            tmp = cache + f'.{os.getpid()}.tmp'
-            with open(tmp, 'w') as f:
-                json.dump(info, f, indent=1)
-            os.replace(tmp, cache)
+        if cache:  # a unique temporary file, then rename: two samplers never share one, a reader never sees half
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix='.restore.json.', suffix='.tmp')
+            try:
+                with os.fdopen(fd, 'w', encoding='utf-8') as f:
+                    json.dump(info, f, indent=1)
+                os.replace(tmp, cache)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
     if verbose:
         print(f"restoration scorer: {describe_product(info['weights'])} (weights chosen on val, "
               f"{info.get('restore_fit_rows', 0)} masked signs)")

