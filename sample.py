@@ -202,7 +202,7 @@ def restore_akkadian():
         elif parallels:
             print("  exact context matches in train: none")
     if explain:
-        print("why: the drop of a candidate's log-probability when that sign is hidden (occlusion); the 5 largest")
+        print("why = how much a candidate's log-probability drops when that context sign is hidden (occlusion); the 5 largest")
     print(f"best: {res['best']}")
     if res['parallels']:
         print(f"parallels (the {len(res['parallels'])} train passages closest to this line, cosine of mean-pooled "
