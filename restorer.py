@@ -31,6 +31,10 @@ class InputError(ValueError):
     """Input a restorer cannot use; the message says what to do."""
 
 
+class UnknownSigns(InputError):
+    """A line with signs outside the model's vocabulary, refused (Restorer.line with unknown='error')."""
+
+
 class Restorer:
     def __init__(self, model, ckpt, data_dir, cache_dir=None, scorer='restore', beam=20, max_gap_len=10,
                  candidates=5, length_model='prior', length_alpha=1.0):
@@ -134,7 +138,7 @@ class Restorer:
         ids, unknown_signs = self.ids(toks)
         if unknown_signs and unknown == 'error':
             shown = ' '.join(unknown_signs[:10]) + (' ...' if len(unknown_signs) > 10 else '')
-            raise InputError(f"{len(unknown_signs)} sign(s) not in the vocabulary of this model: {shown}; check "
+            raise UnknownSigns(f"{len(unknown_signs)} sign(s) not in the vocabulary of this model: {shown}; check "
                              f"the spelling, or read them as unknown signs ([UNK])")
         gaps = line_gaps(signs, text)
         if not gaps:

@@ -75,7 +75,7 @@ class App:
                 'max_body': self.opts['max_body'], 'max_text_gaps': self.opts['max_text_gaps']}
 
     def line(self, req):
-        from restorer import InputError
+        from restorer import InputError, UnknownSigns
         line = req.get('line')
         if not isinstance(line, str):
             raise Refused(400, 'send {"line": "an ATF line with gaps"}')
@@ -92,7 +92,7 @@ class App:
                                   explain=True, unknown=unknown)
                 return {**res, 'max_gap_len': self.r.max_gap_len}
             except InputError as e:
-                raise Refused(422 if 'vocabulary' in str(e) else 400, str(e)) from None
+                raise Refused(422 if isinstance(e, UnknownSigns) else 400, str(e)) from None
 
     def text(self, req):
         from edition import Spelling, read_edition
