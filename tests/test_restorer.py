@@ -260,3 +260,13 @@ def test_every_real_atf_file_is_restored_and_changed_only_in_its_gaps(akk_ckpt):
         assert sum(len(l.gaps) for t in again for l in t.lines) == unplaced, f.name
         total += len(recs)
     assert total > 1000
+
+
+@pytest.mark.skipif(not hasattr(__import__('atf'), 'parse_corpusjson'),
+                    reason='this version reads ORACC JSON in prepare/akkadian.py only; sample.py reads it through '
+                           'atf.parse_corpusjson')
+def test_input_reads_an_oracc_corpusjson_text(akk_ckpt):
+    recs = [json.loads(l) for l in sample(akk_ckpt, f'--input={FIX / "corpusjson" / "P000001.json"}', '--json').stdout.splitlines()]
+    assert recs and all(r['text'].endswith('P000001') and r['candidates'] for r in recs)
+    out = sample(akk_ckpt, f'--input={FIX / "corpusjson" / "P000001.json"}').stdout.splitlines()
+    assert out[0].startswith('&P000001 = ') and out[2].startswith('1. ') and out[3].startswith('#note: restored gap 1')
