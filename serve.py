@@ -239,8 +239,8 @@ td.rank { width:22px; color:var(--muted); font:12px system-ui, sans-serif; text-
 td.cand-atf { font:16px "DejaVu Sans", sans-serif; white-space:nowrap; }
 td.barcell { width:42%; }
 .bar { height:10px; background:var(--bar); border-radius:2px; min-width:1px; }
-td.cand-p { width:62px; text-align:right; font:12.5px ui-monospace, "DejaVu Sans Mono", monospace; color:var(--ink); }
-td.src { font:11px system-ui, sans-serif; color:var(--muted); }
+td.cand-p { width:74px; white-space:nowrap; text-align:right; font:12.5px ui-monospace, "DejaVu Sans Mono", monospace; color:var(--ink); }
+td.src { font:11px system-ui, sans-serif; color:var(--muted); white-space:nowrap; }
 .answer { margin-top:6px; font:13px system-ui, sans-serif; }
 .answer b { color:var(--accent); }
 .why { margin-top:8px; font:12.5px system-ui, sans-serif; color:var(--muted); }
