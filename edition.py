@@ -22,7 +22,8 @@ import io
 import re
 from dataclasses import dataclass, field
 
-from atf import FLAG_MISSING, FLAG_RESTORED, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, GAP, GAPN, parse_atf, parse_atf_line
+from atf import (_LINE_NUMBER, _SCORE_LINE, FLAG_MISSING, FLAG_RESTORED, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, GAP,
+                 GAPN, parse_atf, parse_atf_line)  # _LINE_NUMBER, _SCORE_LINE: the line forms parse_atf reads
 
 # ----------------------------------------------------------------------------- where each sign of a line sits
 
@@ -361,10 +362,6 @@ def fill_line(content, fills, sp=Spelling()):
 
 # ----------------------------------------------------------------------------- a whole ATF file
 
-# A numbered transliteration line and a manuscript's line in a score: the forms parse_atf reads.
-from atf import _LINE_NUMBER, _SCORE_LINE  # noqa: E402  (the reader's own patterns: one definition)
-
-
 @dataclass
 class Line:
     no: int                  # index of the line in the file (0-based)
@@ -430,10 +427,7 @@ def read_edition(text, restored=False, spans='gaps', name='input'):
         lead += len(raw[lead:]) - len(raw[lead:].lstrip('\ufeff'))
         offset, where = lead + at, f'{name}:{no + 1}'
         parsed = parse_atf_line(content, where=where, lang=lang)
-        if restored:
-            only = None
-        else:
-            only = None if spans == 'all' else is_gap_piece
+        only = None if restored or spans == 'all' else is_gap_piece  # the editor's restorations need every span
         need = spans == 'all' or any(t in (GAP, GAPN) for t, _ in parsed) or (
             restored and any(f & FLAG_STATE == FLAG_RESTORED and f & FLAG_SIGN for _, f in parsed))
         signs = line_signs(content, lang, only=only, parsed=parsed) if need else [Sign(t, f) for t, f in parsed]
