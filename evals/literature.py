@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from corpus import load_meta, load_tokenizer, word_spans
 from evals.lm import print_metrics
-from model import objective
+from objectives import objective
 
 # ----------------------------------------------------------------------------- diagnostics of a causal model
 

@@ -23,7 +23,7 @@ import torch
 from corpus import load_meta, load_tokenizer, loads_json
 from download import pip_download, read_member
 from evals.lm import print_metrics
-from model import objective
+from objectives import objective
 
 
 TMB_PROMPT = "Kelime: {stem}\nÇekimli biçim: "

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from conftest import REPO, run_train
 from checkpoint import backpack_from_hf, backpack_to_hf, hf_backpack_key_map, load_pretrained, torch_load
-from model import Backpack, build_model, ModelConfig, objective
+from model import Backpack, build_model, ModelConfig
+from objectives import objective
 
 V, D, K, L = 40, 32, 4, 2
 

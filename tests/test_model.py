@@ -10,7 +10,8 @@ import model as M
 from checkpoint import load_checkpoint
 from corpus import FLAG_MAX_TARGET_STATE, FLAG_STATE_MASK
 from model import apply_rotary, build_model, ModelConfig, Rotary
-from objectives import device_generator, maskable_positions_device, mlm_mask, mlm_mask_device, special_ids_tensor
+from objectives import (device_generator, maskable_positions_device, mlm_mask, mlm_mask_device, objective,
+                        special_ids_tensor)
 
 
 def tiny(arch='gpt', **kw):
@@ -217,7 +218,7 @@ def test_generate_is_repeatable_with_a_generator():
 
 
 def test_objective_and_unknown_arch():
-    assert M.objective('gpt') == 'causal' and M.objective('encoder') == 'mlm'
+    assert objective('gpt') == 'causal' and objective('encoder') == 'mlm'
     with pytest.raises(ValueError, match='unknown arch'):
         build_model(ModelConfig(arch='nope'))
 
