@@ -13,6 +13,7 @@ Flags (uint8, one per token): bits 0-1 state (0 preserved, 1 damaged, 2 restored
 bit 2 the token starts a word, bit 3 the token is a real sign. A lost sign is [GAP], a gap of unknown length
 [GAPN]. The README's Akkadian section describes the conventions.
 """
+import functools
 import re
 import sys
 import unicodedata
@@ -47,6 +48,7 @@ _MARKS = re.compile(r'[#?!*\[\]⸢⸣˹˺<>$]')
 _DET_ALIASES = {'1': 'm', 'diš': 'm', 'm': 'm', 'f': 'f', 'munus': 'f', 'mi2': 'f', 'sal': 'f'}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def normalize_sign(s):
     r"""The one normalization of a sign value, used for ORACC JSON, ATF, word tables, the RINAP pickle,
     restoration input and evaluation alike:
@@ -67,7 +69,8 @@ def normalize_sign(s):
       normalized, joined by `/` (⸢ar/ri⸣ -> ar/ri); fractions 1/2 keep their `/`.
     - Determinatives are lower-case inside braces: {D} -> {d}, {KI} -> {ki}, {LU₂} -> {lu2};
       the personal-name marker {1} / {diš} / {m} -> {m}, the female marker {munus} / {mi2} / {f} -> {f};
-      phonetic complements keep their plus: {+ni}.
+      a phonetic complement is a sign written in the same small position: {+ni} -> {ni} (ORACC JSON calls
+      many glosses phonetic that their ATF writes without the plus: E₂{be-tum}, za-ban{an}).
     - Numbers: a bare number loses its leading zeros (01 -> 1: ORACC reads both as 1(diš)) and stays
       (3, 30, 1/2); N(diš) -> N (diš is the plain unit sign, as the bare number); any other N(sign) keeps
       its sign: 1(u) -> 1(u), 2(geš₂) -> 2(geš2), 3(BAN₂) -> 3(ban2); `n` (a number not read) stays n.
@@ -85,11 +88,9 @@ def normalize_sign(s):
     if s in ('...', '…'):
         return '...'
     if s.startswith('{') and s.endswith('}'):  # determinative / phonetic complement
-        inner = s[1:-1]
-        plus = '+' if inner.startswith('+') else ''
-        inner = normalize_sign(inner.lstrip('+')).lower()
+        inner = normalize_sign(s[1:-1].lstrip('+')).lower()
         inner = _DET_ALIASES.get(inner, inner)
-        return '{' + plus + inner + '}' if inner else ''
+        return '{' + inner + '}' if inner else ''
     if s.startswith('|'):  # compound sign, one token
         s = _FEATURE.sub('', s).translate(_SUBSCRIPT).upper()
         return re.sub(r'@([A-Z0-9]+)', lambda m: '@' + m.group(1).lower(), s)
@@ -239,7 +240,22 @@ _FOOTNOTE = re.compile(r'\^\d+\^')
 
 
 def _inline_comment(m):
-    return ' ... ' if inline_comment_is_gap(m.group(1)) else ' '
+    """An inline comment ($ ... $) -> `...` when it says text is lost, else nothing; it stays inside its word
+    (`UD.($blank$).KAM` is one word UD.KAM) or between words."""
+    s, e = m.string, m.span()
+    inside = e[0] > 0 and not s[e[0] - 1].isspace() and e[1] < len(s) and not s[e[1]].isspace()
+    gap = inline_comment_is_gap(m.group(1))
+    return ('-...-' if gap else '-') if inside else (' ... ' if gap else ' ')
+
+
+def _paren_determinative(text, i):
+    """At text[i:] == '{(': a determinative inside the editor's ( ) — {(m)}a-šur, {(d}EN — rather than a
+    scribe's note {(he-pi₂)} standing between words."""
+    close = text.find('}', i)
+    if close < 0:
+        return False
+    return text[close - 1] != ')' or (close + 1 < len(text) and not text[close + 1].isspace()
+                                      and ' ' not in text[i:close])
 
 
 def parse_atf_line(text, where=None, lang='akk'):
@@ -322,7 +338,8 @@ def parse_atf_line(text, where=None, lang='akk'):
             code = m.group(1) if m else ''
             akk, normalized = _language_shift(code, akk, normalized)
             i += 1 + len(code)
-        elif text.startswith(('{{', '{('), i):  # a gloss {{..}} or a scribe's note {(he-pi₂)}: signs
+        elif text.startswith('{{', i) or (text.startswith('{(', i) and not _paren_determinative(text, i)):
+            # a gloss {{..}} or a scribe's note {(he-pi₂)}: signs
             flush()                                # written on the tablet; their language shifts end with them
             scopes.append((akk, normalized))
             i += 2
@@ -390,18 +407,22 @@ def parse_atf_line(text, where=None, lang='akk'):
                             cur = ['{', plus, *cur, '}']
                         flush()
                         k += 1
+                    elif inner[k] in '()':  # {(m)}, {(d}EN: the editor's ( ) around a determinative
+                        k += 1
                     else:
                         taken = mark(inner, k)
                         if not taken:
                             add(inner[k])
                         k += taken or 1
-            else:  # a compound |A.AN| or the (..) of a number / qualified value stays in its sign
-                k = i
+            else:  # a compound |A.AN| or the (..) of a number / qualified value stays in its sign, and ends it:
+                k = i  # in₅(NIN)ne₂ and |LAM×KUR|RU are two signs each
                 while k <= j:
                     taken = mark(text, k)
                     if not taken:
                         add(text[k])
                     k += taken or 1
+                if ch == '(' or k > i + 1:
+                    flush()
             i = j + 1
         else:
             add(ch)
@@ -580,7 +601,8 @@ def parse_corpusjson(obj, source=None, trace=None):
     'source', 'signs': [(token, flag)], 'words'}, or None when it has no Akkadian sign. Every sign becomes a
     token through sign_token, exactly as the same text read from its ATF (parse_atf_line):
     - words (`l` nodes) whose f.lang is Akkadian (akk, akk-x-...; not a normalised `-949` layer); the first
-      token of a word starts it; `ll` reads its first choice;
+      token of a word starts it; `ll` reads its first choice; the later lemmata of a compound ({lu₂}A—šip-ri,
+      mār šipri: `cof-head` names the first) repeat the first one's graphemes and are not read again;
     - signs with modifiers (`form` + `mods`: TA@v, na\t, LU₂~v), numbers (`form`: 01 -> 1), determinatives
       ({d}, {1} -> {m}) as their own tokens, qualified values surₓ(SAG) -> surₓ, compounds |A.AN| whole;
     - `break` missing -> lost, damaged / `ho` / `hc` -> damaged; the spans opened and closed by `statusStart` +
@@ -608,8 +630,9 @@ def parse_corpusjson(obj, source=None, trace=None):
             m |= MARK_EXCISED
         elif g.get('status') in ('supplied', 'implied'):
             m |= MARK_SUPPLIED
-        start, o = g.get('statusStart'), re.sub(r'[\[\]]', '', str(g.get('o', '')))
-        if start is not None and o in _STATUS_MARK:
+        start = g.get('statusStart')
+        o = start is not None and str(g.get('o', '')).replace('[', '').replace(']', '')
+        if o in _STATUS_MARK:
             kind = _STATUS_MARK[o]
             if start == '1':               # the span opens here
                 status.append(kind)
@@ -688,8 +711,10 @@ def parse_corpusjson(obj, source=None, trace=None):
                     if dollar_line_is_gap(f"{nd['state']} {nd.get('scope', '')}"):
                         signs.append((GAPN, FLAG_MISSING))
                 elif t == 'dollar' and inline_comment_is_gap(' '.join(re.findall(r'\(\$(.*?)\$\)', nd.get('frag', '')))):
-                    signs.append((GAPN, FLAG_MISSING))
+                    signs.append((GAPN, FLAG_MISSING | FLAG_WORD_START))  # ($traces$) between two words
             elif kind == 'l':
+                if 'cof-head' in nd:  # a later part of a compound lemma (mār šipri): the same graphemes again
+                    continue
                 f = nd.get('f', {})
                 lang = str(f.get('lang', ''))
                 akk = lang.startswith('akk') and '-949' not in lang
