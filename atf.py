@@ -596,6 +596,19 @@ def _json_damage(g):
     return 0
 
 
+def _gdl_leaves(nodes):
+    """The graphemes (gdl nodes with an id) of a gdl tree, in order."""
+    out = []
+    for g in nodes:
+        if isinstance(g, dict):
+            if 'id' in g:
+                out.append(g)
+            for k in ('group', 'seq', 'qualified'):
+                if isinstance(g.get(k), list):
+                    out += _gdl_leaves(g[k])
+    return out
+
+
 def parse_corpusjson(obj, source=None, trace=None):
     r"""One ORACC corpusjson text {type: 'cdl', project, textid, cdl: [...]} -> a document {'id': project/textid,
     'source', 'signs': [(token, flag)], 'words'}, or None when it has no Akkadian sign. Every sign becomes a
@@ -613,7 +626,8 @@ def parse_corpusjson(obj, source=None, trace=None):
     trace: a list, or None; when given, one record per grapheme of an Akkadian word is appended,
     {'id': grapheme id, 'raw': its ATF spelling, 'token': (token, flag) or None, 'why': None when it gave a
     token, else 'excised', 'correction' (the written sign of a corrected one), 'alternative' (a later
-    reading, joined into the first), 'no sign' (punctuation, a line break), 'empty' (nothing left)}.
+    reading, joined into the first), 'no sign' (punctuation, a line break), 'empty' (nothing left), 'compound'
+    (the grapheme again, in a later lemma of a compound)}.
     A JSON value of another structure raises ValueError saying what is wrong."""
     if not isinstance(obj, dict):
         raise ValueError(f"the JSON is a {type(obj).__name__}, not an object")
@@ -714,6 +728,9 @@ def parse_corpusjson(obj, source=None, trace=None):
                     signs.append((GAPN, FLAG_MISSING | FLAG_WORD_START))  # ($traces$) between two words
             elif kind == 'l':
                 if 'cof-head' in nd:  # a later part of a compound lemma (mār šipri): the same graphemes again
+                    if trace is not None:
+                        trace.extend({'id': g.get('id'), 'raw': None, 'token': None, 'why': 'compound'}
+                                     for g in _gdl_leaves(nd.get('f', {}).get('gdl', [])))
                     continue
                 f = nd.get('f', {})
                 lang = str(f.get('lang', ''))

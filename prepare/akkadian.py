@@ -82,6 +82,11 @@ def _progress(items, desc):
     return tqdm(items, desc=desc, unit='text', leave=False, disable=len(items) < 100 or not sys.stderr.isatty())
 
 
+# What the ORACC JSON reader did with every grapheme of an Akkadian word, summed over the texts read (printed by
+# report_json_reading): 'token', 'modifiers' (tokens of signs with modifiers), or the reason it gave no token.
+JSON_READ = Counter()
+
+
 def read_corpusjson_bytes(data, name, source=None):
     """The bytes of one corpusjson file -> (document or None, None), or (None, why) when it cannot be read
     (not UTF-8, not JSON, an empty file, not a corpusjson object)."""
@@ -89,10 +94,25 @@ def read_corpusjson_bytes(data, name, source=None):
         text = data.decode('utf-8')
     except UnicodeDecodeError as e:
         return None, f"{name} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})"
+    trace = []
     try:
-        return parse_corpusjson(json.loads(text), source), None
+        doc = parse_corpusjson(json.loads(text), source, trace=trace)
     except ValueError as e:  # JSONDecodeError is a ValueError too
         return None, f"{name}: {e}"
+    for r in trace:
+        JSON_READ[r['why'] or 'token'] += 1
+        JSON_READ['modifiers'] += bool(r['token'] and r['raw'] and re.search(r'[@~\\]', r['raw']))
+    return doc, None
+
+
+def report_json_reading():
+    """One line: how many graphemes of Akkadian words became tokens, and why the others did not."""
+    if JSON_READ:
+        c = JSON_READ
+        print(f"ORACC JSON graphemes of Akkadian words: {c['token']:,} read as tokens ({c['modifiers']:,} signs with "
+              f"modifiers); not read: {c['excised']:,} excised, {c['alternative']:,} later readings of an alternative "
+              f"(one token ar/ri), {c['correction']:,} written signs of a correction, {c['compound']:,} repeated by a "
+              f"compound lemma, {c['no sign'] + c['empty']:,} punctuation / line breaks / inline comments")
 
 
 def parse_oracc_zip(path, source=None, skipped=None):
@@ -459,6 +479,7 @@ def main(argv=None):
     ap.add_argument('--out', default=str(Path(__file__).resolve().parents[1] / 'data' / 'akkadian'))
     ap.add_argument('--seed', type=int, default=1337)
     args = ap.parse_args(argv)
+    JSON_READ.clear()
     out = Path(args.out)
     raw = out / 'raw'
     source = args.source
@@ -494,6 +515,9 @@ def main(argv=None):
                               f"{WHEEL_PICKLE}[10]: the lines have no text ids and come shuffled, so no real "
                               f"text boundary exists; exact duplicate lines and sign-less lines are dropped "
                               f"so that no line is in two splits; the only damage kept in this data is x")
+    report_json_reading()
+    if JSON_READ:
+        extra['json_reading'] = dict(JSON_READ)
     return build_dataset(docs, out, seed=args.seed, source=source, extra_meta=extra)
 
 

@@ -211,7 +211,7 @@ def test_every_grapheme_of_an_akkadian_word_is_accounted_for(texts, parsed):
         obj = texts[tid]
         by_id = {}
         for r in trace:
-            if r['id'] is not None:
+            if r['id'] is not None and r['why'] != 'compound':  # (a compound lemma's later parts repeat the ids)
                 assert r['id'] not in by_id, (tid, r)  # read once
                 by_id[r['id']] = r
         for nd in words(obj):
@@ -246,7 +246,7 @@ def test_restored_and_supplied_signs_are_never_targets(texts, parsed):
         toks = [t for t, _ in doc['signs']]
         tgt = is_target(flags)
         assert all(((f & FLAG_SIGN) != 0) and t not in (GAP, GAPN) for t, f, k in zip(toks, flags, tgt) if k)
-        by_id = {r['id']: r for r in trace if r['id']}
+        by_id = {r['id']: r for r in trace if r['id'] and r['why'] != 'compound'}
         for nd in words(obj):
             if not akkadian(nd):
                 continue
