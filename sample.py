@@ -172,8 +172,10 @@ def restore_akkadian():
     if answers and len(answers) != len(gaps):
         die(f"--answer has {len(answers)} part(s) for {len(gaps)} gap(s): give one per gap, separated by |")
     n_lead = len(specials)
-    scorers, info = restoration_scorers(model, data_dir, max_gap_len, cache_dir=out_dir,
-                                        cache_key=[ckpt['iter_num'], ckpt.get('data_fingerprint')], verbose=False)
+    stat = os.stat(os.path.join(out_dir, ckpt_name))  # a run trained again into out_dir has other weights
+    cache_key = [ckpt['iter_num'], ckpt.get('data_fingerprint'), stat.st_size, stat.st_mtime_ns]
+    scorers, info = restoration_scorers(model, data_dir, max_gap_len, cache_dir=out_dir, cache_key=cache_key,
+                                        verbose=False)
     score_fn = scorers[scorer]
     prior = info['length_logprior'] if length_model == 'prior' else None
     results = restore_gaps(score_fn, ids, gaps, mask_id=specials['[MASK]'], max_gap_len=max_gap_len, beam=beam,
@@ -232,7 +234,8 @@ def restore_akkadian():
     if parallels:
         query = [i for i in ids if i >= n_lead]
         passages = [{'doc': d, 'cosine': c, 'text': render_ids(s, e)} for c, d, s, e in
-                    similar_passages(model, data_dir, query, n_lead, parallels)]
+                    similar_passages(model, data_dir, query, n_lead, parallels,
+                                     cache=os.path.join(out_dir, 'parallels.pt'), key=cache_key)]
     w = info['weights']
     desc = {'restore': f"{describe_product(w)} (a product of experts, weights chosen on val)",
             'model': 'the encoder alone', 'ngram': 'the bidirectional n-gram of the train split',
