@@ -20,6 +20,8 @@ import unicodedata
 
 import numpy as np
 
+from corpus import excerpt
+
 FLAG_OK, FLAG_DAMAGED, FLAG_RESTORED, FLAG_MISSING = 0, 1, 2, 3
 FLAG_STATE = 3        # mask of the state bits
 FLAG_WORD_START = 4
@@ -429,7 +431,7 @@ def parse_atf_line(text, where=None, lang='akk'):
             i += 1
     flush()
     if unclosed:
-        print(f"warning: {where + ': ' if where else ''}unclosed {' '.join(sorted(unclosed))} in {line.strip()!r}: "
+        print(f"warning: {where + ': ' if where else ''}unclosed {' '.join(sorted(unclosed))} in {excerpt(line.strip())}: "
               f"the rest of that word is read as [UNK] (never a training target)", file=sys.stderr)
     return _collapse_gaps(out)
 

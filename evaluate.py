@@ -57,12 +57,13 @@ memory and gate diagnostics (mem{l}_*; printed as a table). `--compare_keys=bpb,
 """
 import json
 import os
+import sys
 
 import numpy as np
 
-from checkpoint import load_run, read_metrics, torch_load, write_text_atomic
-from configurator import config_keys, configure
-from corpus import die, load_meta
+from checkpoint import check_device, load_run, read_metrics, torch_load, write_text_atomic
+from configurator import check_values, config_keys, configure
+from corpus import die, load_meta, read_json
 from evals import akkadian, europarl, literature, lm, mdlm, turkish
 
 # ----------------------------------------------------------------------------- defaults
@@ -102,20 +103,40 @@ sense_words = 'file,window,table,key,open,print,right,cell,fichier,fenêtre,touc
 # metric module explicitly (evals/*.py, each says when it applies), in this order:
 OPTIONS = {k: globals()[k] for k in config_keys(globals()) if k not in ('out_dir', 'ckpt_name', 'compare', 'compare_keys', 'plot')}
 EVALS = (lm, mdlm, akkadian, europarl, turkish, literature)
+# options read by one metric module only: given for a checkpoint that module does not apply to, they are named
+MODULE_OPTIONS = {akkadian: ('n_spans', 'beam', 'max_gap_len', 'subset_size'),
+                  mdlm: ('nelbo_samples', 'gen_ppl_ckpt', 'gen_ppl_judge', 'gen_samples', 'gen_steps'),
+                  europarl: ('translate_n', 'translate_beam', 'translate_max_new', 'sense_words'),
+                  turkish: ('turkmorfbench_on',)}
 
 
-def run_eval(out_dir, ckpt_name='ckpt.pt', **overrides):
+def check_options(opts):
+    """The values evaluate.py cannot use: one line (exit 2) before anything is loaded."""
+    check_values(opts, choices={'split': ('val', 'test', 'all')},
+                 at_least={'batch_size': 1, 'max_tokens': 0, 'n_spans': 1, 'beam': 1, 'max_gap_len': 1,
+                           'subset_size': 1, 'nelbo_samples': 1, 'gen_samples': 1, 'gen_steps': 1, 'translate_n': 0,
+                           'translate_beam': 0, 'translate_max_new': 1, 'seed': 0})
+    check_device(opts['device'])
+
+
+def run_eval(out_dir, ckpt_name='ckpt.pt', given=(), **overrides):
     """Every metric that applies to the checkpoint out_dir/ckpt_name -> out_dir/eval.json (eval_<data>.json
-    for other data). overrides: evaluate.py's options by name (split, max_tokens, batch_size, device, ...)."""
+    for other data). overrides: evaluate.py's options by name (split, max_tokens, batch_size, device, ...);
+    given: the options set on the command line, of which those no applicable metric reads are named in a note.
+    Returns the metrics."""
     unknown = sorted(set(overrides) - set(OPTIONS))
     if unknown:
         raise TypeError(f"run_eval got unknown options {unknown}; known: {', '.join(OPTIONS)}")
     opts = {**OPTIONS, **overrides, 'out_dir': out_dir, 'ckpt_name': ckpt_name}
+    check_options(opts)
     model, ckpt, data_dir = load_run(out_dir, ckpt_name, opts['device'], opts['data_dir'], opts['allow_other_data'],
                                      opts['use_ema'])
     meta = load_meta(data_dir)
     split = opts['split']
     names = [s for s in ('val', 'test') if os.path.exists(os.path.join(data_dir, f'{s}.bin'))] if split == 'all' else [split]
+    for s in names:
+        if not os.path.exists(os.path.join(data_dir, f'{s}.bin')):
+            die(f"{data_dir} has no {s} split ({s}.bin): choose --split=val, test or all")
     res = {'iter': ckpt['iter_num'], 'params': model.num_params(), 'params_non_embedding': model.num_params(True),
            'best_val_loss': ckpt['best_val_loss'], 'ema_weights': int(ckpt['weights'] == 'ema')}
     evals_logged = [r for r in read_metrics(os.path.join(out_dir, 'metrics.jsonl')) if r.get('kind') == 'eval' and r.get('train_val_gap') is not None]
@@ -123,6 +144,10 @@ def run_eval(out_dir, ckpt_name='ckpt.pt', **overrides):
         res['train_val_gap_last'] = evals_logged[-1]['train_val_gap']
         res['train_val_gap_min'] = min(r['train_val_gap'] for r in evals_logged)
     lm.print_metrics(res)
+    unused = [k for ev, keys in MODULE_OPTIONS.items() if not ev.applies(ckpt, meta, opts) for k in keys if k in given]
+    if unused:
+        print(f"note: {', '.join('--' + k for k in unused)} did not apply to {out_dir} (a {ckpt['model_args'].get('arch')} "
+              f"checkpoint of {meta.get('dataset', data_dir)} data): no metric of it reads them", file=sys.stderr)
     for ev in EVALS:
         if ev.applies(ckpt, meta, opts):
             res.update(ev.evaluate(model, ckpt, data_dir, names, opts))
@@ -160,16 +185,28 @@ def seed_groups(dirs, results, configs, keys):
             print(f'| {k} | ' + ' | '.join(cells) + ' |')
 
 
-def compare_runs(dirs, plot_path):
+def compare_runs(dirs, plot_path, opts=None, given=()):
+    """The runs' eval.json side by side (a run without one is evaluated now, with every option of this invocation:
+    opts), the config keys that differ, and the loss curves -> plot_path. given: the options set on the command
+    line, named when an existing eval.json is used instead (it was measured with the options of its own run)."""
+    opts = {**OPTIONS, **(opts or {})}
     results, configs = {}, {}
     for d in dirs:
+        if not os.path.isdir(d):
+            die(f"--compare: {d} is not a directory (give training runs' out_dirs, separated by commas)")
         p = os.path.join(d, 'eval.json')
-        if not os.path.exists(p):
-            print(f"{p} missing: evaluating {d} now")
-            run_eval(d, device=device)
-        with open(p) as f:
-            results[d] = json.load(f)
-        ck = os.path.join(d, 'ckpt.pt')
+        if not os.path.exists(p) or opts['data_dir']:
+            print(f"{p} missing: evaluating {d} now" if not os.path.exists(p) else f"evaluating {d} on {opts['data_dir']}")
+            results[d] = run_eval(d, ckpt_name, given, **opts)
+        else:
+            results[d] = read_json(p, f"delete it to evaluate {d} again")
+            if not isinstance(results[d], dict):
+                die(f"{p} is not an object of metrics: delete it to evaluate {d} again")
+            used = sorted(set(given) & set(OPTIONS))
+            if used:
+                print(f"{p}: the existing evaluation is shown; --{', --'.join(used)} apply only to runs evaluated "
+                      f"now (delete {p} to evaluate again with them)")
+        ck = os.path.join(d, ckpt_name)
         configs[d] = torch_load(ck)['config'] if os.path.exists(ck) else {}
     keys = sorted({k for r in results.values() for k in r})
     if compare_keys:
@@ -223,10 +260,19 @@ def compare_runs(dirs, plot_path):
 
 
 if __name__ == '__main__':
-    config = configure(globals())
+    given = set()
+    config = configure(globals(), given=given)
+    check_options(config)
+    if compare and out_dir:
+        die("give --out_dir=DIR (one run) or --compare=DIR1,DIR2 (several), not both")
     if compare:
-        compare_runs([d for d in compare.split(',') if d], plot)
+        if os.path.isdir(plot) or not os.path.isdir(os.path.dirname(plot) or '.'):
+            die(f"--plot={plot} is a directory or in a folder that does not exist: give the path of a PNG file to write")
+        dirs = [d for d in compare.split(',') if d.strip()]
+        if not dirs:
+            die("--compare needs the out_dirs of training runs, separated by commas: --compare=out-a,out-b")
+        compare_runs(dirs, plot, {k: config[k] for k in OPTIONS}, given)
     else:
         if not out_dir:
             die("give --out_dir=DIR (a training run) or --compare=DIR1,DIR2")
-        res = run_eval(out_dir, ckpt_name, **{k: config[k] for k in OPTIONS})
+        res = run_eval(out_dir, ckpt_name, given, **{k: config[k] for k in OPTIONS})

@@ -32,10 +32,13 @@ CPU run of the README (Phase 2) ranked a one-piece sign first at 372 of 453 mask
 Both models are thus ranked over the same candidates, in the same units (restoration.encoder_scorer's
 log_softmax leaves this distribution unchanged).
 
-transformers is imported here only, and only when an hf: model is used.
+transformers is imported here only, and only when an hf: model is used. Nothing it loads may run code: every load
+passes trust_remote_code=False, and a model folder or a checkpoint whose stored config or tokenizer config names
+custom code (`auto_map`) is refused with one line before transformers sees it.
 """
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from atf import FLAG_SIGN, FLAG_WORD_START
-from corpus import die, load_meta
+from corpus import check_dataset, die, excerpt, load_meta, loads_json
 
 HF_PREFIX = 'hf:'
 # padded (R, L, d) states through every layer: HFSignEncoder._only indexes the decoder's input by (row, column);
@@ -292,20 +295,95 @@ def _hf_source(init_from):
     return src
 
 
+REMOTE_CODE_FILES = ('config.json', 'tokenizer_config.json', 'processor_config.json', 'preprocessor_config.json')
+# sane bounds on a stored Hugging Face config, checked before anything is built (mmBERT: 22 layers, 256k pieces)
+HF_LIMITS = {'num_hidden_layers': 1024, 'hidden_size': 65536, 'intermediate_size': 1 << 20, 'vocab_size': 1 << 22,
+             'num_attention_heads': 1024, 'max_position_embeddings': 1 << 22}
+
+
+def remote_code_problem(cfg):
+    """Why a Hugging Face config (a dict) would need code from outside transformers, or None."""
+    if not isinstance(cfg, dict):
+        return f"it is a {type(cfg).__name__}, not a JSON object"
+    if cfg.get('auto_map'):
+        return f"it names custom code (auto_map: {excerpt(cfg['auto_map'], 80)})"
+    return None
+
+
+def refuse_remote_code(src):
+    """A local model folder whose configs name custom code ends the program with one line: this toolkit never runs
+    code that comes with a model (transformers would offer to, at a prompt). A hub id is guarded by
+    trust_remote_code=False in every from_pretrained."""
+    if not os.path.isdir(src):
+        return
+    for name in REMOTE_CODE_FILES:
+        p = Path(src) / name
+        if p.is_file():
+            try:
+                problem = remote_code_problem(loads_json(p.read_text(encoding='utf-8')))
+            except (OSError, ValueError) as e:
+                problem = f"it is not readable JSON ({str(e).splitlines()[0][:80]})"
+            if problem:
+                die(f"{p}: refused: {problem}; this toolkit loads only models transformers can build itself")
+
+
+def check_hf_model_args(margs, what='the checkpoint'):
+    """The model_args of an hf: run, checked before anything is built: the stored config is JSON without custom
+    code and with sane sizes (HF_LIMITS), the stored tokenizer files are plain file names whose configs name no
+    custom code, and the sign table is a list of piece-id lists."""
+    try:
+        cfg = loads_json(margs['hf_config'])
+    except (KeyError, TypeError, ValueError) as e:
+        die(f"{what}: its stored Hugging Face config is not readable ({str(e).splitlines()[0][:80]})")
+    problem = remote_code_problem(cfg)
+    if problem:
+        die(f"{what}: refused: its stored Hugging Face config {problem.removeprefix('it ')}; this toolkit loads only "
+            f"models transformers can build itself")
+    for k, bound in HF_LIMITS.items():
+        v = cfg.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= bound):
+            die(f"{what}: its stored Hugging Face config has {k}={excerpt(v)}, beyond the sane bound of {bound:,}")
+    files = margs.get('hf_tokenizer')
+    if not isinstance(files, dict) or not all(_plain_file_name(n) and isinstance(t, torch.Tensor) for n, t in files.items()):
+        die(f"{what}: its stored tokenizer files are not plain file names with byte tensors")
+    for name in REMOTE_CODE_FILES:
+        if name in files:
+            try:
+                problem = remote_code_problem(loads_json(files[name].numpy().tobytes().decode('utf-8')))
+            except (ValueError, UnicodeDecodeError) as e:
+                problem = f"it is not readable JSON ({str(e).splitlines()[0][:80]})"
+            if problem:
+                die(f"{what}: refused: its stored {name} {problem.removeprefix('it ')}")
+    pieces = margs.get('sign_pieces')
+    if not isinstance(pieces, list) or not all(isinstance(p, list) and p and all(isinstance(i, int) for i in p)
+                                               for p in pieces):
+        die(f"{what}: its sign_pieces is not a list of piece-id lists")
+
+
+def _plain_file_name(name):
+    return isinstance(name, str) and name not in ('', '.', '..') and os.path.basename(name) == name and '\\' not in name \
+        and '\0' not in name
+
+
 def _files_to_tensors(d):
     return {p.name: torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in sorted(Path(d).iterdir())
             if p.is_file()}
 
 
 def _tensors_to_files(files, d):
+    """Write the stored tokenizer files into the folder d: their names come from a checkpoint, so only plain file
+    names are written (never a path that could leave d)."""
     for name, t in files.items():
+        if not _plain_file_name(name):
+            die(f"refused: a stored tokenizer file is named {excerpt(name)}, not a plain file name")
         (Path(d) / name).write_bytes(t.numpy().tobytes())
 
 
 def load_tokenizer_hf(src):
     from transformers import AutoTokenizer
+    refuse_remote_code(src)
     try:
-        return AutoTokenizer.from_pretrained(src)
+        return AutoTokenizer.from_pretrained(src, trust_remote_code=False)
     except Exception as e:  # hub errors, missing files, ...: one line
         die(f"cannot load the tokenizer of {src!r} ({str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}); "
             f"give a local directory written by save_pretrained, or a hub id reachable from this machine")
@@ -332,7 +410,7 @@ def hf_model_args(init_from, data_dir, block_size, doc_mask=True):
     src = _hf_source(init_from)
     tok = load_tokenizer_hf(src)
     try:
-        config = AutoConfig.from_pretrained(src)
+        config = AutoConfig.from_pretrained(src, trust_remote_code=False)
     except Exception as e:
         die(f"cannot load the config of {src!r} ({(str(e).strip().splitlines() or [''])[0][:160]})")
     if meta.get('tokenizer') != 'vocab':
@@ -358,15 +436,18 @@ def build_hf(model_args, pretrained=None):
     hf_logging.disable_progress_bar()  # one 'Loading weights' bar per load would fill the logs
     if pretrained:
         src = _hf_source(pretrained)
+        refuse_remote_code(src)
         try:  # float32 weights: train.py's autocast picks the compute dtype
-            hf = AutoModelForMaskedLM.from_pretrained(src, dtype=torch.float32, attn_implementation=ATTN)
+            hf = AutoModelForMaskedLM.from_pretrained(src, dtype=torch.float32, attn_implementation=ATTN,
+                                                      trust_remote_code=False)
         except Exception as e:
             die(f"cannot load the masked-LM weights of {src!r} ({(str(e).strip().splitlines() or [''])[0][:160]})")
     else:
+        check_hf_model_args(model_args)
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / 'config.json').write_text(model_args['hf_config'])
-            config = AutoConfig.from_pretrained(d)
-        hf = AutoModelForMaskedLM.from_config(config, attn_implementation=ATTN)
+            config = AutoConfig.from_pretrained(d, trust_remote_code=False)
+        hf = AutoModelForMaskedLM.from_config(config, attn_implementation=ATTN, trust_remote_code=False)
     return HFSignEncoder(hf, model_args['sign_pieces'], model_args['n_lead'], model_args['mask_sign'],
                          model_args['piece_specials'], model_args['block_size'], model_args.get('doc_mask', True),
                          count_logprior=model_args.get('piece_count_logprior'))
@@ -375,9 +456,10 @@ def build_hf(model_args, pretrained=None):
 def hf_tokenizer_of(model_args):
     """The tokenizer stored in an hf: checkpoint's model_args (offline)."""
     from transformers import AutoTokenizer
+    check_hf_model_args(model_args)
     with tempfile.TemporaryDirectory() as d:
         _tensors_to_files(model_args['hf_tokenizer'], d)
-        return AutoTokenizer.from_pretrained(d)
+        return AutoTokenizer.from_pretrained(d, trust_remote_code=False)
 
 
 # ----------------------------------------------------------------------------- a tiny local model (offline path)
@@ -404,7 +486,15 @@ def build_tiny(out, data_dir='data/akkadian', text_file='', vocab=256, d=128, la
     save_pretrained to `out`: the offline stand-in for a hub model (nothing in it is pretrained)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import AutoModelForMaskedLM, BertConfig, ModernBertConfig, PreTrainedTokenizerFast
-    text = Path(text_file).read_text(encoding='utf-8').splitlines() if text_file else atf_lines(data_dir)
+    if text_file:
+        try:
+            text = Path(text_file).read_bytes().decode('utf-8-sig').splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            die(f"--text_file={text_file} is not a readable UTF-8 text file ({str(e).splitlines()[0][:80]})")
+    else:
+        text = atf_lines(data_dir)
+    if not any(t.strip() for t in text):
+        die(f"{text_file or data_dir}: no text to train the tokenizer on")
     specials = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
     t = Tokenizer(models.BPE(unk_token='[UNK]'))
     t.normalizer = normalizers.NFC()
@@ -425,10 +515,23 @@ def build_tiny(out, data_dir='data/akkadian', text_file='', vocab=256, d=128, la
     else:
         die(f"--kind must be modernbert or bert, got {kind!r}")
     torch.manual_seed(seed)
-    model = AutoModelForMaskedLM.from_config(cfg)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(out)
-    model.save_pretrained(out)
+    model = AutoModelForMaskedLM.from_config(cfg, trust_remote_code=False)
+    out = Path(out)
+    if tiny_out_problem(out):
+        die(tiny_out_problem(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f'.{out.name}.{os.getpid()}.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:  # written beside, then swapped in: never half a model folder
+        tok.save_pretrained(tmp)
+        model.save_pretrained(tmp)
+        (tmp / TINY_MARKER).write_text("written by hf_encoder.py tiny: the next build into this folder replaces it\n")
+        if out.exists():
+            shutil.rmtree(out)  # empty, or an earlier tiny model (checked above): nothing a user made
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {out}: a random-init {kind} ({layers} x {d}, {n / 1e6:.2f}M parameters) and a {len(tok)}-piece BPE "
           f"tokenizer trained on {text_file or f'the train split of {data_dir}'} ({len(text)} lines)")
@@ -554,18 +657,75 @@ def main(argv=None):
     b.add_argument('--out', default='', help="JSON file (default: out-audit/tokenization_audit_<model>.json)")
     args = ap.parse_args(argv)
     if args.cmd == 'tiny':
+        check_tiny_args(args)
         build_tiny(args.out, args.data_dir, args.text_file, args.vocab, args.d, args.layers, args.heads, args.kind, args.seed)
         return
+    if args.split not in ('train', 'val', 'test'):
+        die(f"--split must be train, val or test, got {args.split!r}")
+    check_sign_data(args.data_dir, args.split)
+    out = args.out or os.path.join('out-audit', f"tokenization_audit_{_hf_source(args.model).strip('/').replace('/', '_')}.json")
+    if os.path.isdir(out) or (os.path.dirname(out) and os.path.exists(os.path.dirname(out))
+                              and not os.path.isdir(os.path.dirname(out))):
+        die(f"--out={out} is a directory or lies under a file: give the path of the JSON file to write")
     tok = load_tokenizer_hf(_hf_source(args.model))
     res = tokenization_audit(tok, args.data_dir, args.split)
     print(audit_table(res))
-    out = args.out or os.path.join('out-audit', f"tokenization_audit_{_hf_source(args.model).strip('/').replace('/', '_')}.json")
     os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
     tmp = out + f'.{os.getpid()}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(res, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, out)
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            json.dump(res, f, indent=1, ensure_ascii=False)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     print(f"wrote {out}")
+
+
+def check_sign_data(data_dir, split='train'):
+    """A sign-level dataset of prepare/akkadian.py (a vocab tokenizer and damage/word flags) with this split, or
+    one line saying what is needed."""
+    meta = load_meta(data_dir)
+    if meta.get('tokenizer') != 'vocab' or 'flags' not in meta.get('aux', {}):
+        die(f"{data_dir} is not a sign-level dataset (a vocab tokenizer with damage/word flags, as prepare/akkadian.py "
+            f"writes): pass --data_dir=data/akkadian")
+    if not os.path.exists(os.path.join(data_dir, f'{split}.bin')):
+        die(f"{data_dir} has no {split} split: choose --split=train, val or test")
+    check_dataset(data_dir)
+
+
+TINY_MARKER = '.tiny_model'  # in every folder build_tiny writes: the mark that lets it rebuild that folder
+
+
+def tiny_out_problem(out):
+    """Why build_tiny may not write `out` (None when it may): only a new or empty folder, or one it wrote itself
+    (TINY_MARKER), is ever replaced."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / TINY_MARKER).exists())):
+        return (f"{out} exists and is not a folder written by hf_encoder.py tiny (it is a file, or holds files without "
+                f"its {TINY_MARKER} mark): choose a new folder")
+    return None
+
+
+def check_tiny_args(args):
+    """hf_encoder.py tiny's options, checked before anything is built or written: sizes (the heads must divide d),
+    the text file or the sign data, and an output folder that is new, empty or an earlier tiny model (a folder
+    with other files is never written into)."""
+    for k, low, high in (('vocab', 16, 1 << 16), ('d', 1, 8192), ('layers', 1, 64), ('heads', 1, 256)):
+        v = getattr(args, k)
+        if not low <= v <= high:
+            die(f"--{k} must lie in [{low}, {high}], got {v}")
+    if args.d % args.heads:
+        die(f"--d={args.d} is not a multiple of --heads={args.heads}: choose sizes that divide")
+    if args.kind not in ('modernbert', 'bert'):
+        die(f"--kind must be modernbert or bert, got {args.kind!r}")
+    if args.text_file:
+        if not os.path.isfile(args.text_file):
+            die(f"--text_file={args.text_file} not found: give a UTF-8 text file (one line per text)")
+    else:
+        check_sign_data(args.data_dir)
+    if tiny_out_problem(args.out):
+        die(f"--out: {tiny_out_problem(args.out)}")
 
 
 if __name__ == '__main__':

@@ -11,7 +11,8 @@ embedding matrix and float16 hidden states per layer of the fixed eval subset: a
 seed 42), `init` and `final` first. Any out_dir whose artifacts have this layout works (a pretrained or
 fine-tuned encoder only has to write artifacts_NAME.pt the same way, one state per token of the dataset's
 subset, subword states pooled per sign); the token ids must equal those of the subset of data_dir.
-Output: out_dir/interpret/ or --result_dir (replaced as a whole, never half-written):
+Output: out_dir/interpret/ or --result_dir (replaced as a whole, never half-written; an existing folder is replaced
+only when it is a result folder of interpret.py, marked by its `.interpret` file: any other folder is refused):
   report.md                    everything below with the pictures, read in that order
   metrics.json                 flat keys: {stage}_L{layer}_{metric}
   sae_by_layer.png             FVU, L0 and the masked-sign losses by layer, one line per stage
@@ -64,9 +65,9 @@ import torch
 import torch.nn.functional as F
 
 from atf import FLAG_DAMAGED, FLAG_MISSING, FLAG_RESTORED, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, is_target
-from checkpoint import check_data, load_checkpoint, torch_load
-from configurator import configure
-from corpus import die, documents, fixed_subset, load_meta
+from checkpoint import check_data, check_device, load_checkpoint, torch_load
+from configurator import check_values, configure
+from corpus import check_dataset, die, documents, fixed_subset, load_meta
 from model import objective
 from probes import probe_scores
 from sae import dead_dense, density, encode_all, fvu, pca_fvu, SAE_KINDS, sae_metrics, train_sae
@@ -105,6 +106,32 @@ PROBE_TASKS = {  # name: (description, class names)
 }
 SIGN_CLASSES = ('determinative', 'logogram', 'syllabic', 'number', 'special')
 MIN_ABLATION_EFFECT = 0.02  # nats: below this the mean ablation barely hurts and 'loss recovered' is not reported
+RESULT_MARKER = '.interpret'  # in every result folder: the mark that lets the next run replace it
+RESULT_FILES = re.compile(r'report\.md|metrics\.json|probes\.tsv|saes\.pt|features_.+\.tsv|[a-z_]+\.png')
+
+
+def check_result_dir(final_dir, out):
+    """A result folder may be replaced only when interpret.py wrote it: it holds RESULT_MARKER (or, written before
+    the marker, it lies in the run's folder and holds nothing but interpret's own files, report.md, metrics.json
+    and saes.pt among them). Any other folder (a user's, the run's own out_dir or one above it) ends the program
+    with one line before any work."""
+    final, run = final_dir.resolve(), out.resolve()
+    if final == run or final in run.parents:
+        die(f"--result_dir={final_dir} is the run's folder {out} or holds it: the results replace their folder as a "
+            f"whole; choose a new folder such as {out / 'interpret'}")
+    if final_dir.is_symlink() or (final_dir.exists() and not final_dir.is_dir()):
+        die(f"--result_dir={final_dir} exists and is not a folder: choose another --result_dir")
+    if not final_dir.exists():
+        return
+    names = [p.name for p in final_dir.iterdir()]
+    ours = (RESULT_MARKER in names or
+            (final.parent == run and {'report.md', 'metrics.json', 'saes.pt'} <= set(names)
+             and all(RESULT_FILES.fullmatch(n) for n in names)))
+    if names and not ours:
+        other = sorted(n for n in names if not RESULT_FILES.fullmatch(n)) or sorted(names)
+        die(f"--result_dir={final_dir} is not a result folder of interpret.py (it holds {other[0]!r}"
+            f"{f' and {len(names) - 1} more' if len(names) > 1 else ''}) and would be replaced as a whole: "
+            f"choose a new or empty folder")
 
 
 # ----------------------------------------------------------------------------- labels of the data
@@ -553,9 +580,14 @@ def main():
         die("--expansion, --k, --sae_steps, --sae_batch and --top_n must be at least 1")
     if not 0 < heldout < 1 or not 0 < mask_rate < 1:
         die("--heldout and --mask_rate must lie strictly between 0 and 1")
+    check_values(globals(), at_least={'l1_coeff': 0, 'sae_lr': 0, 'dense_threshold': 0, 'probe_weight_decay': 0,
+                                      'report_features': 0, 'num_threads': 0, 'seed': 0})
+    check_device(device)
     out = Path(out_dir)
     if not out.is_dir():
         die(f"{out} is not a directory: pass --out_dir of a training run")
+    final_dir = Path(result_dir) if result_dir else out / 'interpret'
+    check_result_dir(final_dir, out)
     stage_names = find_stages(out, stages)
     arts = {s: load_artifacts(out / f'artifacts_{s}.pt') for s in stage_names}
     layers = sorted(set.intersection(*(set(int(l) for l in a['layers']) for a in arts.values())))
@@ -565,6 +597,7 @@ def main():
         if sorted(a['layers']) != layers:
             print(f"{s}: using layers {layers} (the layers all stages have)")
     ddir = resolve_data_dir(out, stage_names, arts)
+    check_dataset(ddir)
     ref = arts[stage_names[0]]
     for s, a in arts.items():
         if not torch.equal(a['token_ids'], ref['token_ids']):
@@ -581,14 +614,17 @@ def main():
     train_mask = ~held
     d = ref['hidden'][str(layers[0])].shape[1]
     n_latents = expansion * d
+    if sae == 'topk' and k > n_latents:
+        die(f"--k={k} active latents of {n_latents} (expansion {expansion} x d {d}): choose k <= {n_latents}")
     print(f"interpret: {out}, stages {', '.join(stage_names)}, layers {layers}, {len(ids):,} tokens of {len(offsets) - 1} "
           f"{split} documents ({held_desc}); {sae} SAE with {n_latents} latents")
 
-    final_dir = Path(result_dir) if result_dir else out / 'interpret'
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = final_dir.parent / f'.{final_dir.name}.{os.getpid()}.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    (tmp / RESULT_MARKER).write_text("written by interpret.py: the next run with this --result_dir replaces this "
+                                     "folder as a whole\n")
     try:
         M, probes, feats, summaries, dens_all, saes, sae_models, skipped = {}, {}, {}, {}, {}, {}, {}, {}
         from tqdm import tqdm
@@ -713,6 +749,7 @@ def main():
         torch.save({'kind': sae, 'k': k, 'layers': layers, 'stages': stage_names, 'state_dicts': saes}, tmp / 'saes.pt')
         old = final_dir.parent / f'.{final_dir.name}.{os.getpid()}.old'
         if final_dir.exists():
+            check_result_dir(final_dir, out)  # again: it may have changed while the SAEs trained
             final_dir.rename(old)
         tmp.rename(final_dir)
         shutil.rmtree(old, ignore_errors=True)

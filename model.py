@@ -534,18 +534,23 @@ class Trunk(nn.Module):
 
 # ----------------------------------------------------------------------------- architectures
 
+def gpt2_init_(module, n_layer):
+    """GPT-2 init of `module`'s parameters: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * n_layer),
+    biases zero (1-D weights, e.g. norm gains, are left as they are)."""
+    for name, p in module.named_parameters():
+        if p.dim() >= 2:
+            std = 0.02 / math.sqrt(2 * n_layer) if name.endswith('proj.weight') else 0.02
+            nn.init.normal_(p, mean=0.0, std=std)
+        elif name.endswith('bias'):
+            nn.init.zeros_(p)
+
+
 class LM(nn.Module):
     """What every architecture shares: init, parameter counts, the loss."""
     causal = True
 
     def _init_weights(self, n_layer):
-        # GPT-2 init: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * n_layer)
-        for name, p in self.named_parameters():
-            if p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith('proj.weight') else 0.02
-                nn.init.normal_(p, mean=0.0, std=std)
-            elif name.endswith('bias'):
-                nn.init.zeros_(p)
+        gpt2_init_(self, n_layer)
 
     def set_token_tables(self, word_start, token_class):
         """Hand the vocabulary tables of agglutinative attention (meta.json 'word_start', 'token_class')
@@ -735,10 +740,17 @@ class MDLM(LM):
         self.adaLN_f = nn.Linear(cfg.cond_dim, 2 * d)
         self.head = nn.Linear(d, cfg.vocab_size)   # untied (MDLM), zero-initialised
         self.importance = ImportanceEstimator(cfg) if cfg.importance else None
-        self._init_weights(cfg.n_layer)
+        # MDLM's own initialisation (dit.py), not the GPT-2 N(0, 0.02) of the other archs: PyTorch's default
+        # Linear init, a kaiming-uniform embedding, adaLN and output layer zero. With time conditioning off the
+        # condition c = SiLU(sigma_map(0)) is one constant vector, and each adaLN gate and shift g = W c + b
+        # learns at a speed set by |c|; under N(0, 0.02) with zero biases |c| is ~30x smaller at width 128, so
+        # the zero-initialised gates stayed near 0 for thousands of steps (the unigram plateau; the README, MDLM).
+        nn.init.kaiming_uniform_(self.wte.weight, a=math.sqrt(5))
         for m in [b.adaLN for b in self.blocks] + [self.adaLN_f, self.head]:
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+        if self.importance is not None:  # our own addition: the GPT-2 init of the shared Trunk
+            gpt2_init_(self.importance, cfg.imp_n_layer)
 
     @property
     def loss_name(self):

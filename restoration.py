@@ -9,6 +9,7 @@ the model, the baselines and their product share it: the same search, different 
 import json
 import math
 import os
+import tempfile
 
 import numpy as np
 import torch
@@ -30,6 +31,23 @@ def encoder_scorer(model, banned_ids=(), doc=None):
         if len(banned):
             logits[..., banned.to(x.device)] = float('-inf')
         return torch.log_softmax(logits, dim=-1)
+
+    @torch.no_grad()
+    def rows(x, at):
+        """score_fn(x)[b, at[b]] for every row b, the head run on those positions only (an Encoder)."""
+        from model import Encoder
+        d = None if doc is None else torch.as_tensor(doc, device=x.device)[None].expand(x.shape[0], -1)
+        at = torch.as_tensor(at, device=x.device)
+        if isinstance(model, Encoder):  # Encoder.forward's logits, at the rows read
+            h, _ = model.trunk(x, d)
+            logits = torch.nn.functional.linear(model.head(h[torch.arange(len(x), device=x.device), at]),
+                                                model.trunk.wte.weight).float()
+        else:
+            logits = model(x, doc=d)[0].float()[torch.arange(len(x), device=x.device), at]
+        if len(banned):
+            logits[..., banned.to(x.device)] = float('-inf')
+        return torch.log_softmax(logits, dim=-1)
+    score_fn.rows = rows
     return score_fn
 
 
@@ -141,6 +159,9 @@ class UnigramScorer:
     def __call__(self, x):
         return self.logp.to(x.device).expand(*x.shape, -1)
 
+    def rows(self, x, at):
+        return self.logp.to(x.device).expand(x.shape[0], -1)
+
 
 class NgramScorer(UnigramScorer):
     """Baseline: a bidirectional n-gram over signs, counted on the train split only (adjacent signs
@@ -184,6 +205,22 @@ class NgramScorer(UnigramScorer):
         bi_, ii = np.nonzero(xb == self.mask_id)
         if len(bi_) == 0:
             return out.to(x.device)
+        with np.errstate(divide='ignore'):
+            out[bi_, ii] = torch.from_numpy(np.log(self._probs(xb, bi_, ii))).float()
+        return out.to(x.device)
+
+    def rows(self, x, at):
+        """self(x)[b, at[b]] for every row b, computed at those positions only."""
+        xb, at = x.cpu().numpy(), np.asarray(torch.as_tensor(at).cpu())
+        out = self.logp.expand(x.shape[0], -1).clone()
+        bi_ = np.flatnonzero(xb[np.arange(len(xb)), at] == self.mask_id)
+        if len(bi_):
+            with np.errstate(divide='ignore'):
+                out[bi_] = torch.from_numpy(np.log(self._probs(xb, bi_, at[bi_]))).float()
+        return out.to(x.device)
+
+    def _probs(self, xb, bi_, ii):
+        """The n-gram distributions (N, V) at the [MASK] positions (bi_, ii) of the rows xb (B, T)."""
         T = xb.shape[1]
         left = np.where(ii > 0, xb[bi_, np.maximum(ii - 1, 0)], -1)
         right = np.where(ii < T - 1, xb[bi_, np.minimum(ii + 1, T - 1)], -1)
@@ -200,10 +237,7 @@ class NgramScorer(UnigramScorer):
             if hit is not None:
                 tri[n, hit[0]] = hit[1]
         p3 = self._wb(tri, p2)
-        p = np.where((lk & rk)[:, None], p3, np.where(lk[:, None], pl, np.where(rk[:, None], pr, p1)))
-        with np.errstate(divide='ignore'):
-            out[bi_, ii] = torch.from_numpy(np.log(p)).float()
-        return out.to(x.device)
+        return np.where((lk & rk)[:, None], p3, np.where(lk[:, None], pl, np.where(rk[:, None], pr, p1)))
 
 
 class ProductScorer:
@@ -228,6 +262,30 @@ class ProductScorer:
         if self.banned:
             total[..., self.banned] = float('-inf')
         return torch.log_softmax(total, dim=-1)
+
+    @torch.no_grad()
+    def rows(self, x, at):
+        """self(x)[b, at[b]] for every row b, each expert asked for those rows only (score_rows)."""
+        total = None
+        for sf, w in zip(self.scorers, self.weights):
+            if w == 0:
+                continue
+            lp = score_rows(sf, x, at).float()
+            lp = w * lp.masked_fill(torch.isneginf(lp), -1e4)
+            total = lp if total is None else total + lp
+        if self.banned:
+            total[..., self.banned] = float('-inf')
+        return torch.log_softmax(total, dim=-1)
+
+
+def score_rows(score_fn, x, at):
+    """The log-probs (B, V) of score_fn at position at[b] of each row b of x: its `rows` method when it has one (the
+    scorers of this file: the same numbers, computed at those positions only), else score_fn(x) indexed."""
+    rows = getattr(score_fn, 'rows', None)
+    at = torch.as_tensor(at, dtype=torch.long)
+    if rows is not None:
+        return rows(x, at)
+    return score_fn(x)[torch.arange(len(x)), at.to(x.device)]
 
 
 def fit_product_weights(scorers, pieces, mask_id, n_lead, seed, grids, rate=0.15, max_rows=4000, batch_size=32):
@@ -289,13 +347,48 @@ def describe_product(weights):
     return ' x '.join(f'{n}^{w:g}' for n, w in weights.items())
 
 
+def restore_cache_key(ckpt_path, ckpt, data_fingerprint):
+    """What the restoration weights fitted on val depend on: the checkpoint file (its name, size and modification
+    time, which every save changes, its iteration and whether its EMA or raw weights were loaded), the data the
+    weights are fitted on (data_fingerprint: checkpoint.data_fingerprints(data_dir)['data'] of that data, not of
+    the data the model was trained on, which --allow_other_data may differ from) and the fit itself."""
+    st = os.stat(ckpt_path)
+    return {'checkpoint': {'name': os.path.basename(ckpt_path), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns,
+                           'iter': ckpt.get('iter_num'), 'weights': ckpt.get('weights', 'raw')},
+            'data': data_fingerprint,
+            'fit': {'experts': list(RESTORE_EXPERTS), 'grid': list(RESTORE_GRID), 'seed': RESTORE_FIT_SEED}}
+
+
+def read_restore_cache(path, key):
+    """The weights stored in restore.json when they are whole and stored under `key`; else None (they are fitted
+    again, with one line saying why when the file exists)."""
+    from corpus import loads_json
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            stored = loads_json(f.read())
+    except (OSError, ValueError) as e:
+        print(f"{path} is unreadable ({str(e).splitlines()[0][:80]}): fitting the restoration weights again")
+        return None
+    w = stored.get('weights') if isinstance(stored, dict) else None
+    if not (isinstance(w, dict) and w and set(w) <= set(RESTORE_EXPERTS)
+            and all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in w.values())):
+        print(f"{path} does not hold restoration weights: fitting them again")
+        return None
+    if stored.get('key') != key:
+        return None  # another checkpoint or other data: fitted again, silently (the usual case after training)
+    return stored
+
+
 def restoration_scorers(model, data_dir, max_gap_len=10, cache_dir=None, cache_key=None, verbose=True):
     """The scorers of an Akkadian encoder: 'model' (the encoder alone), the count baselines 'unigram' and 'ngram'
     (fit on the train split only), and 'restore', the default: the product of the encoder and the n-gram with
     weights chosen on the val split (fit_product_weights; the test split is never read). Also returns
     info = {weights, fit statistics, 'length_logprior': log P(k) of gap lengths from the train split}.
-    With cache_dir, the fitted weights are stored in cache_dir/restore.json under cache_key (e.g. the
-    checkpoint's iteration and data fingerprint) and reused while the key matches."""
+    With cache_dir, the fitted weights are stored in cache_dir/restore.json under cache_key (restore_cache_key:
+    the checkpoint and the data) and reused only while the key matches and the file is whole; otherwise (another
+    checkpoint or data, a damaged file) they are fitted again and the file rewritten."""
 
     meta = load_meta(data_dir)
     sp = meta['special_ids']
@@ -307,11 +400,10 @@ def restoration_scorers(model, data_dir, max_gap_len=10, cache_dir=None, cache_k
                'ngram': NgramScorer(train_ids, V, n_lead, mask_id)}
     scorers['infinigram'] = InfinigramScorer(train_ids, V, n_lead, mask_id, ngram=scorers['ngram'])
     cache = os.path.join(cache_dir, 'restore.json') if cache_dir else None
-    info = None
-    if cache and os.path.exists(cache):
-        with open(cache) as f:
-            stored = json.load(f)
-        info = stored if stored.get('key') == cache_key else None
+    if cache and os.path.exists(cache) and not os.path.isfile(cache):
+        print(f"{cache} is not a file: the restoration weights are fitted and not cached")
+        cache = None
+    info = read_restore_cache(cache, cache_key) if cache else None
     if info is None:
         experts = {n: scorers[n] for n in RESTORE_EXPERTS}
         if os.path.exists(os.path.join(data_dir, 'val.bin')) and documents(data_dir, 'val'):
@@ -321,11 +413,15 @@ def restoration_scorers(model, data_dir, max_gap_len=10, cache_dir=None, cache_k
         else:
             weights, fit = {n: float(n == 'model') for n in RESTORE_EXPERTS}, {'restore_fit_rows': 0}
         info = {'key': cache_key, 'weights': weights, **fit}
-        if cache:
-            tmp = cache + f'.{os.getpid()}.tmp'
-            with open(tmp, 'w') as f:
-                json.dump(info, f, indent=1)
-            os.replace(tmp, cache)
+        if cache:  # a unique temporary file, then rename: two samplers never share one, a reader never sees half
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix='.restore.json.', suffix='.tmp')
+            try:
+                with os.fdopen(fd, 'w', encoding='utf-8') as f:
+                    json.dump(info, f, indent=1)
+                os.replace(tmp, cache)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
     if verbose:
         print(f"restoration scorer: {describe_product(info['weights'])} (weights chosen on val, "
               f"{info.get('restore_fit_rows', 0)} masked signs)")
@@ -395,24 +491,42 @@ class InfinigramScorer:
         out = self.ngram(x).clone()
         xb = x.cpu().numpy()
         real = (xb >= self.n_lead) & (xb != self.mask_id)
-        T = xb.shape[1]
         for b, i in zip(*np.nonzero(xb == self.mask_id)):
-            j = i
-            while j > 0 and real[b, j - 1] and i - j < self.max_ctx:
-                j -= 1
-            k = i + 1
-            while k < T and real[b, k] and k - i - 1 < self.max_ctx:
-                k += 1
-            hit = self.counts(tuple(xb[b, j:i].tolist()), tuple(xb[b, i + 1:k].tolist()))
-            if hit is None:
-                continue
-            cnt = hit[0]
-            lower = torch.exp(out[b, i].double()).numpy()
-            C, u = cnt.sum(), (cnt > 0).sum()
-            p = (cnt + u * lower) / (C + u)
-            with np.errstate(divide='ignore'):
-                out[b, i] = torch.from_numpy(np.log(p)).to(out.dtype)
+            row = self._at(xb[b], real[b], i, out[b, i])
+            if row is not None:
+                out[b, i] = row
         return out.to(x.device)
+
+    def rows(self, x, at):
+        """self(x)[b, at[b]] for every row b, computed at those positions only."""
+        out = self.ngram.rows(x, at).clone()
+        xb, at = x.cpu().numpy(), np.asarray(torch.as_tensor(at).cpu())
+        real = (xb >= self.n_lead) & (xb != self.mask_id)
+        for b in np.flatnonzero(xb[np.arange(len(xb)), at] == self.mask_id):
+            row = self._at(xb[b], real[b], at[b], out[b])
+            if row is not None:
+                out[b] = row
+        return out.to(x.device)
+
+    def _at(self, xr, real, i, lower_logp):
+        """The log-probs at [MASK] position i of the row xr: the longest matching context's counts interpolated
+        with the lower-order log-probs `lower_logp`, or None where no context longer than one sign a side matches."""
+        T = len(xr)
+        j = i
+        while j > 0 and real[j - 1] and i - j < self.max_ctx:
+            j -= 1
+        k = i + 1
+        while k < T and real[k] and k - i - 1 < self.max_ctx:
+            k += 1
+        hit = self.counts(tuple(xr[j:i].tolist()), tuple(xr[i + 1:k].tolist()))
+        if hit is None:
+            return None
+        cnt = hit[0]
+        lower = torch.exp(lower_logp.double()).numpy()
+        C, u = cnt.sum(), (cnt > 0).sum()
+        p = (cnt + u * lower) / (C + u)
+        with np.errstate(divide='ignore'):
+            return torch.from_numpy(np.log(p)).to(lower_logp.dtype)
 
 
 @torch.no_grad()
@@ -575,3 +689,120 @@ def context_matches(data_dir, left, right, lengths, n_lead, split='train', max_c
             return {'left': L, 'right': R, 'fillings': [(list(f), len(p)) for f, p in fills[:limit]],
                     'examples': examples}
     return None
+
+
+# ----------------------------------------------------------------------------- many gaps at once (whole texts)
+
+@torch.no_grad()
+def beam_fill_many(score_fn, jobs, beam=20, banned_ids=(), topk=None, max_tokens=32768):
+    """beam_fill for many jobs [(ids, positions)] at once: every round, the beams of all jobs that still have a
+    position to fill go through the scorer together (sequences of one length per call, at most max_tokens tokens
+    per call), so a text's gaps cost a few batched calls instead of one small call per gap and position. The
+    search of each job is beam_fill's: the same rounds, scores and ties. Returns [beam_fill's result] per job."""
+    banned = sorted({int(i) for i in banned_ids})
+    state = []
+    for ids, positions in jobs:
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        state.append({'seqs': ids[None].clone(), 'scores': torch.zeros(1, dtype=torch.float64),
+                      'pos': sorted(int(p) for p in positions)})
+    r = 0
+    while True:
+        active = [s for s in state if r < len(s['pos'])]
+        if not active:
+            break
+        by_len = {}
+        for s in active:
+            by_len.setdefault(s['seqs'].shape[1], []).append(s)
+        for L, group in by_len.items():
+            rows = max(1, max_tokens // L)
+            k = 0
+            while k < len(group):  # whole jobs per call, about `rows` sequences
+                chunk, n = [], 0
+                while k < len(group) and (not chunk or n + len(group[k]['seqs']) <= rows):
+                    chunk.append(group[k])
+                    n += len(group[k]['seqs'])
+                    k += 1
+                where = torch.cat([torch.full((len(s['seqs']),), s['pos'][r]) for s in chunk])
+                out = score_rows(score_fn, torch.cat([s['seqs'] for s in chunk]), where)
+                at = 0
+                for s in chunk:
+                    nb, p = len(s['seqs']), s['pos'][r]
+                    logp = out[at:at + nb].double().cpu()
+                    at += nb
+                    if banned:
+                        logp[:, banned] = float('-inf')
+                    V = logp.shape[1]
+                    total = (s['scores'][:, None] + logp).reshape(-1)
+                    m = max(1, min(beam, int(torch.isfinite(total).sum())))
+                    s['scores'], idx = total.topk(m)
+                    s['seqs'] = s['seqs'][idx // V].clone()
+                    s['seqs'][:, p] = idx % V
+        r += 1
+    res = []
+    for s in state:
+        if not s['pos']:
+            res.append([([], 0.0)])
+            continue
+        k = min(topk or beam, len(s['scores']))
+        res.append([(s['seqs'][i, s['pos']].tolist(), s['scores'][i].item()) for i in range(k)])
+    return res
+
+
+def restore_gaps_many(score_fn, items, *, mask_id, max_gap_len=10, beam=20, alpha=1.0, topk=5, banned_ids=(),
+                      window=0, length_logprior=None, chunk=32, progress=None):
+    """restore_gaps for many sequences: items [(ids, gaps)] -> per item, per gap, restore_gaps's candidates
+    [(signs, joint prob, ranking score, length)]. The gaps are restored `chunk` at a time, all the searches of a
+    chunk (every length of an unknown-length gap) batched through beam_fill_many; progress: a tqdm bar, advanced
+    by the gaps done."""
+    flat = [(n, g, [int(i) for i in ids], start, length)
+            for n, (ids, gaps) in enumerate(items) for g, (start, length) in enumerate(gaps)]
+    out = [[None] * len(gaps) for _, gaps in items]
+    for c0 in range(0, len(flat), chunk):
+        jobs, owners = [], []
+        for n, g, ids, start, length in flat[c0:c0 + chunk]:
+            for k in ([length] if length else range(1, max_gap_len + 1)):
+                seq = ids[:start] + [mask_id] * k + ids[start + (length or 1):]
+                jobs.append(_crop(seq, list(range(start, start + k)), window))
+                owners.append((n, g, length, k))
+        found = beam_fill_many(score_fn, jobs, beam=beam, banned_ids=banned_ids, topk=topk)
+        cands = {}
+        for (n, g, length, k), res in zip(owners, found):
+            for signs, lp in res:
+                if length:
+                    score = lp
+                elif length_logprior is not None:
+                    score = lp + float(length_logprior[k])      # log P(k) + log p(signs | k)
+                else:
+                    score = lp / (1 + k) ** alpha               # Aeneas length normalisation
+                cands.setdefault((n, g), []).append((signs, math.exp(lp), score, k))
+        for (n, g), cs in cands.items():
+            cs.sort(key=lambda c: -c[2])
+            out[n][g] = cs[:topk]
+        if progress is not None:
+            progress.update(len(flat[c0:c0 + chunk]))
+    return out
+
+
+# ----------------------------------------------------------------------------- why this restoration
+
+@torch.no_grad()
+def occlusion_saliency(score_fn, ids, positions, signs, mask_id, context, max_tokens=32768):
+    """How much each context sign supports a restoration: the drop of the filling's log-probability when that sign
+    is hidden (occlusion; Zeiler & Fergus 2014), for any scorer, the product of experts included:
+        drop_j = log p(signs | x) - log p(signs | x with x_j := [MASK]),
+    both the chain-rule joint of score_filling (left to right, later positions still masked). A positive drop: the
+    sign made the filling more likely; negative: less. ids: the sequence with [MASK] at `positions` (the gap);
+    context: the positions to hide one at a time. Returns (log p(signs | x), [drop_j per context position])."""
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    positions = sorted(int(p) for p in positions)
+    context = [int(j) for j in context]
+    x = ids[None].repeat(1 + len(context), 1)
+    x[torch.arange(1, 1 + len(context)), torch.tensor(context, dtype=torch.long)] = mask_id
+    total = torch.zeros(len(x), dtype=torch.float64)
+    rows = max(1, max_tokens // x.shape[1])
+    for p, s in zip(positions, signs):
+        lp = torch.cat([score_rows(score_fn, x[b:b + rows], torch.full((len(x[b:b + rows]),), p))[:, int(s)].double().cpu()
+                        for b in range(0, len(x), rows)])
+        total += lp
+        x[:, p] = int(s)
+    return float(total[0]), (total[0] - total[1:]).tolist()

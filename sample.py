@@ -36,20 +36,31 @@ restorations are printed with their joint probabilities, then the line with the 
 gap. --answer='e-li-tum' (one per gap, '|' between) prints where the true filling ranks. --parallels=5 adds
 the 5 train passages most similar to the line (cosine of mean-pooled encoder states, Aeneas's parallels) with
 their document ids, and for each gap the exact matches of its context in the train split, whose fillings are
-offered as candidates beside the scorer's.
+offered as candidates beside the scorer's. --explain adds why: for each candidate, how much its log-probability
+drops when each context sign is hidden (occlusion saliency, restoration.occlusion_saliency); the 5 signs that
+support it most are printed, --json carries them all. Lines and candidates are written as the input writes ATF
+(edition.py): determinatives attached, its own hyphens and spaces, its subscript or accent convention.
+
+Whole texts (README, Restoring as a scholar works):
+
+    python sample.py --out_dir=out-akkadian --input=letters.atf [--output=restored.atf] [--json | --tsv] [--explain]
+
+restores every gap of every line of an ATF file (one or many `&` texts; an ORACC corpusjson text or project zip
+too), each in the context of its text, all gaps batched through the scorer. Written to standard output, or to
+--output (never the input itself): the ATF back, each gap's best restoration inside brackets as an editor writes it
+and a `#note:` line under each restored line with the top candidates and their probabilities, every other line
+untouched; --json (one JSON object per gap, one per line) or --tsv (one row per gap) instead. --restored=True also
+restores each run of signs the editor restored inside [ ] and reports where the editor's reading ranks.
 """
 import json as _json
-import math
 import os
 import sys
 
 import torch
 
-from atf import FLAG_WORD_START, GAP, GAPN, parse_restoration_input
-from checkpoint import load_run
+from checkpoint import check_device, load_run
 from configurator import configure
 from corpus import die, load_meta, load_tokenizer
-from restoration import restore_gaps
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = 'out'
@@ -75,6 +86,11 @@ length_model = 'prior'        # ... unknown lengths: prior (log P(k) + log p(sig
 scorer = 'restore'            # ... restore (encoder x n-gram x infini-gram, weights on val) | model | ngram | infinigram | unigram
 parallels = 0                 # ... N > 0: the N most similar train passages and exact context matches of each gap
 answer = ''                   # ... the true filling of each gap ('|' between gaps): print where it ranks
+explain = False               # ... why: occlusion saliency of each candidate (the 5 most influential signs printed)
+input = ''                    # ... an ATF file (or ORACC corpusjson / zip): restore every gap of every line
+output = ''                   # ... --input: write here (never over the input); default standard output
+tsv = False                   # ... --input: one tab-separated row per gap instead of the ATF
+restored = False              # ... --input: also restore the editor's [restorations] and rank the editor's reading
 steps = 128                   # mdlm: denoising steps
 sampler = 'ddpm_cache'        # mdlm: ddpm | ddpm_cache
 length = 0                    # mdlm: tokens per unconditional sample; 0 = block_size; more = semi-autoregressive
@@ -82,8 +98,9 @@ stride = 0                    # mdlm: new tokens per semi-autoregressive block; 
 sense_edit = ''                # backpack: 'WORD:L=S,L=S;WORD:*=S' re-weights senses L of WORD in --start (0 removes)
 show_top = 10                 # backpack sense_edit: next-token candidates shown before / after
 # -----------------------------------------------------------------------------
-sys.argv[1:] = ['--json=True' if a == '--json' else a for a in sys.argv[1:]]
-configure(globals())
+sys.argv[1:] = [a + '=True' if a in ('--json', '--tsv', '--explain') else a for a in sys.argv[1:]]
+given = set()  # the options set on the command line: each must apply to what this checkpoint does (MODE_OPTIONS)
+configure(globals(), given=given)
 json_output = json_output or json
 
 
@@ -92,15 +109,24 @@ def check_options():
     for k in ('num_samples', 'candidates', 'beam', 'max_gap_len', 'steps', 'show_top'):
         if globals()[k] < 1:
             die(f"--{k} must be at least 1, got {globals()[k]}")
-    for k in ('max_new_tokens', 'length', 'stride', 'top_k'):
+    for k in ('max_new_tokens', 'length', 'stride', 'top_k', 'parallels', 'length_alpha', 'seed'):
         if globals()[k] < 0:
             die(f"--{k} must not be negative, got {globals()[k]}")
     if temperature <= 0:
         die(f"--temperature must be positive, got {temperature}")
     if start.startswith('FILE:') and not os.path.isfile(start[5:]):
         die(f"--start={start}: file {start[5:]!r} not found")
-    if device != 'cpu' and device.startswith('cuda') and not torch.cuda.is_available():
-        die(f"device={device} but this PyTorch has no usable CUDA device; use --device=cpu")
+    check_device(device)
+    if input and not os.path.isfile(input):
+        die(f"--input={input}: file not found (give an ATF file, an ORACC corpusjson .json or a project .zip)")
+    if output and not input:
+        die("--output is where --input's restored text goes: give --input=FILE too")
+    if output and os.path.exists(output) and os.path.samefile(output, input):
+        die(f"--output={output} is the input itself: write the restored text to another file")
+    if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        die(f"--output={output}: folder {os.path.dirname(os.path.abspath(output))} does not exist")
+    if json_output and tsv:
+        die("--json and --tsv are two formats of the same records: choose one")
 
 
 check_options()
@@ -124,164 +150,145 @@ def encode_with_masks(s):
     return ids, mask_id
 
 
-def render(signs, flags):
-    """Tokens back to an ATF-like line: `-` inside a word, a space before a word start."""
-    out = ''
-    for s, f in zip(signs, flags):
-        out += (' ' if out and f else ('-' if out else '')) + s
-    return out
+def make_restorer():
+    """The run's restorer (restorer.Restorer): scorers built once, options checked in one line each."""
+    from restorer import InputError, Restorer
+    try:
+        return Restorer(model, ckpt, data_dir, cache_dir=out_dir, ckpt_path=os.path.join(out_dir, ckpt_name),
+                        scorer=scorer, beam=beam, max_gap_len=max_gap_len, candidates=candidates,
+                        length_model=length_model, length_alpha=length_alpha)
+    except InputError as e:
+        die(str(e))
 
 
 def restore_akkadian():
-    from restoration import context_matches, describe_product, restoration_scorers, score_filling, similar_passages
+    """One ATF line (--text): each gap's candidates, the answer's rank, parallels, saliency (restorer.Restorer.line)."""
+    from restorer import InputError, top_saliency
     if not text.strip():
         die('--text must hold an ATF line with gaps, e.g. --text="a-na [x x] be-lí-ia qí-bí-ma"')
-    if scorer not in ('restore', 'model', 'ngram', 'infinigram', 'unigram'):
-        die(f"--scorer must be restore, model, ngram, infinigram or unigram, got {scorer!r}")
-    if length_model not in ('prior', 'aeneas'):
-        die(f"--length_model must be prior or aeneas, got {length_model!r}")
-    parsed = parse_restoration_input(text)
-    specials = tok.special_ids()
-    toks = [t for t, _ in parsed]
-    words = [bool(f & FLAG_WORD_START) for _, f in parsed]
-    ids = [tok.stoi.get(t, specials['[UNK]']) for t in toks]
-    unknown = sorted({t for t, i in zip(toks, ids) if i == specials['[UNK]']})
-    if unknown:
-        print(f"warning: {len(unknown)} sign(s) not in the vocabulary of {data_dir}, read as [UNK]: "
-              + ' '.join(unknown), file=sys.stderr)
-    gaps, i = [], 0
-    while i < len(toks):  # adjacent x's are one gap, decoded jointly; each ... is one unknown-length gap
-        if toks[i] == GAP:
-            j = i
-            while j < len(toks) and toks[j] == GAP:
-                j += 1
-            gaps.append((i, j - i))
-            i = j
-        else:
-            if toks[i] == GAPN:
-                gaps.append((i, None))
-            i += 1
-    if not gaps:
-        die('--text has no gap to restore: write a lost sign as x and a gap of unknown length as ... or [...]')
-    T = ckpt['model_args']['block_size']
-    longest = max([max_gap_len if n is None else n for _, n in gaps])
-    if longest >= T:
-        die(f"a restoration of {longest} signs does not fit the model's context of {T} signs with any context "
-            f"around it; use --max_gap_len below {T} (and gaps of fewer than {T} x's)")
-    answers = [a.strip() for a in answer.split('|')] if answer else []
-    if answers and len(answers) != len(gaps):
-        die(f"--answer has {len(answers)} part(s) for {len(gaps)} gap(s): give one per gap, separated by |")
-    n_lead = len(specials)
-    stat = os.stat(os.path.join(out_dir, ckpt_name))  # a run trained again into out_dir has other weights
-    cache_key = [ckpt['iter_num'], ckpt.get('data_fingerprint'), stat.st_size, stat.st_mtime_ns]
-    scorers, info = restoration_scorers(model, data_dir, max_gap_len, cache_dir=out_dir, cache_key=cache_key,
-                                        verbose=False)
-    score_fn = scorers[scorer]
-    prior = info['length_logprior'] if length_model == 'prior' else None
-    results = restore_gaps(score_fn, ids, gaps, mask_id=specials['[MASK]'], max_gap_len=max_gap_len, beam=beam,
-                           alpha=length_alpha, topk=candidates, banned_ids=specials.values(), window=T,
-                           length_logprior=prior)
-    sign = lambda s: tok.itos[s]
-
-    def joint(start, length, fill):
-        """log p of a given filling of gap (start, length) under the scorer, ranked like the search's candidates."""
-        k = len(fill)
-        seq = ids[:start] + [specials['[MASK]']] * k + ids[start + (length or 1):]
-        lp = score_filling(score_fn, seq, range(start, start + k), fill)
-        return lp, (lp if length else (lp + float(prior[k]) if prior is not None else lp / (1 + k) ** length_alpha))
-
-    out_gaps, best_signs, best_words, prev = [], [], [], 0
-    for n, ((start, length), cands) in enumerate(zip(gaps, results)):
-        g = {'gap': n + 1, 'start': start, 'length': length,
-             'candidates': [{'signs': [sign(s) for s in signs], 'prob': p, 'score': sc, 'length': k, 'source': scorer}
-                            for signs, p, sc, k in cands]}
-        if parallels:
-            lengths = [length] if length else range(1, max_gap_len + 1)
-            m = context_matches(data_dir, ids[max(0, start - 3):start], ids[start + (length or 1):][:3], lengths, n_lead)
-            g['context_matches'] = None
-            if m:
-                g['context_matches'] = {'left': [sign(s) for s in m['left']], 'right': [sign(s) for s in m['right']],
-                                        'fillings': [{'signs': [sign(s) for s in f], 'count': c} for f, c in m['fillings']],
-                                        'examples': [{'doc': d, 'offset': o, 'signs': [sign(s) for s in f]}
-                                                     for d, o, f in m['examples']]}
-                have = {tuple(c['signs']) for c in g['candidates']}
-                for f, c in m['fillings']:  # what the corpus puts in this gap, offered beside the model's candidates
-                    if tuple(sign(s) for s in f) in have or (length and len(f) != length):
-                        continue
-                    lp, sc = joint(start, length, f)
-                    g['candidates'].append({'signs': [sign(s) for s in f], 'prob': math.exp(lp), 'score': sc,
-                                            'length': len(f), 'source': f'parallel (x{c})'})
-                g['candidates'].sort(key=lambda c: -c['score'])
-        if answers:
-            truth = [t for t in parse_restoration_input(answers[n])]
-            fill = [tok.stoi.get(t, specials['[UNK]']) for t, _ in truth]
-            lp, sc = joint(start, length, fill)
-            rank = 1 + sum(c['score'] > sc for c in g['candidates'])
-            g['answer'] = {'signs': [t for t, _ in truth], 'prob': math.exp(lp), 'score': sc, 'rank': rank,
-                           'in_candidates': any(c['signs'] == [t for t, _ in truth] for c in g['candidates'])}
-        out_gaps.append(g)
-        best = g['candidates'][0]['signs']
-        ws = words[start:start + length] if length else [words[start]] + [False] * (len(best) - 1)
-        best_signs += toks[prev:start] + ['[' + best[0]] + best[1:-1] + ([best[-1] + ']'] if len(best) > 1 else [])
-        if len(best) == 1:
-            best_signs[-1] += ']'
-        best_words += words[prev:start] + list(ws)
-        prev = start + (length or 1)
-    best_signs += toks[prev:]
-    best_words += words[prev:]
-    line = render(best_signs, best_words)
-    passages = []
-    if parallels:
-        query = [i for i in ids if i >= n_lead]
-        passages = [{'doc': d, 'cosine': c, 'text': render_ids(s, e)} for c, d, s, e in
-                    similar_passages(model, data_dir, query, n_lead, parallels,
-                                     cache=os.path.join(out_dir, 'parallels.pt'), key=cache_key)]
-    w = info['weights']
-    desc = {'restore': f"{describe_product(w)} (a product of experts, weights chosen on val)",
-            'model': 'the encoder alone', 'ngram': 'the bidirectional n-gram of the train split',
-            'infinigram': 'the bidirectional infini-gram of the train split',
-            'unigram': 'train-split sign frequencies'}[scorer]
+    r = make_restorer()
+    try:
+        res = r.line(text, answer=answer, parallels=parallels, explain=explain)
+    except InputError as e:
+        die(str(e))
+    if res['unknown_signs']:
+        print(f"warning: {len(res['unknown_signs'])} sign(s) not in the vocabulary of {data_dir}, read as [UNK]: "
+              + ' '.join(res['unknown_signs']), file=sys.stderr)
     if json_output:
-        print(_json.dumps({'text': text, 'signs': toks, 'unknown_signs': unknown, 'scorer': scorer, 'weights': w,
-                           'gaps': out_gaps, 'best': line, 'parallels': passages}, ensure_ascii=False))
+        print(_json.dumps(res, ensure_ascii=False))
         return
-    print(render(['x' if t == GAP else ('...' if t == GAPN else t) for t in toks], words))
-    print(f"scorer: {scorer} = {desc}; unknown lengths ranked by "
-          + ("log P(length) + log p(signs | length), P from the train split's gaps" if prior is not None else
-             f"Aeneas's logp / (1 + length)^{length_alpha:g}"))
-    for g in out_gaps:
+    print(text)
+    print(f"scorer: {scorer} = {res['scorer_description']}; unknown lengths ranked by {res['lengths']}")
+    for g in res['gaps']:
         kind = f"{g['length']} sign{'s' if g['length'] > 1 else ''}" if g['length'] else f"unknown length, tried 1..{max_gap_len}"
         print(f"gap {g['gap']} ({kind}):")
-        for r, c in enumerate(g['candidates'], 1):
+        for k, c in enumerate(g['candidates'], 1):
             extra = f"  length {c['length']}  score {c['score']:.3f}" if g['length'] is None else ''
             src = f"  [{c['source']}]" if c['source'] != scorer else ''
-            print(f"  {r}. {'-'.join(c['signs']):<30} p={c['prob']:.4f}{extra}{src}")
+            print(f"  {k}. {c['atf']:<30} p={c['p']:.4f}{extra}{src}")
+            if explain:
+                print("       why: " + (', '.join(f"{s['sign']} {s['drop']:+.2f}" for s in top_saliency(c['saliency']))
+                                        or 'no context sign'))
         if 'answer' in g:
             a = g['answer']
             where = (f"rank {a['rank']}" if a['in_candidates'] else
                      f"not among the {len(g['candidates'])} candidates above (rank {a['rank']} or worse)")
-            print(f"  answer {'-'.join(a['signs'])}: {where}, p={a['prob']:.3g}")
+            print(f"  answer {a['atf']}: {where}, p={a['p']:.3g}")
         if g.get('context_matches'):
             m = g['context_matches']
-            print(f"  exact context matches in train ({'-'.join(m['left']) or '^'} [...] {'-'.join(m['right']) or '$'}): "
-                  + ', '.join(f"{'-'.join(f['signs'])} x{f['count']}" for f in m['fillings']))
+            print(f"  exact context matches in train ({m['left_atf'] or '^'} [...] {m['right_atf'] or '$'}): "
+                  + ', '.join(f"{f['atf']} x{f['count']}" for f in m['fillings']))
             for e in m['examples']:
-                print(f"    {e['doc']} @{e['offset']}: {'-'.join(m['left'])} [{'-'.join(e['signs'])}] {'-'.join(m['right'])}")
+                print(f"    {e['doc']} @{e['offset']}: {m['left_atf']} [{e['atf']}] {m['right_atf']}")
         elif parallels:
             print("  exact context matches in train: none")
-    print(f"best: {line}")
-    if passages:
-        print(f"parallels (the {len(passages)} train passages closest to this line, cosine of mean-pooled encoder states):")
-        for r, p in enumerate(passages, 1):
-            print(f"  {r}. {p['doc']}  cos={p['cosine']:.3f}  {p['text']}")
+    if explain:
+        print("why = how much a candidate's log-probability drops when that context sign is hidden (occlusion); the 5 largest")
+    print(f"best: {res['best']}")
+    if res['parallels']:
+        print(f"parallels (the {len(res['parallels'])} train passages closest to this line, cosine of mean-pooled "
+              "encoder states):")
+        for k, p in enumerate(res['parallels'], 1):
+            print(f"  {k}. {p['doc']}  cos={p['cosine']:.3f}  {p['text']}")
 
 
-def render_ids(s, e, split='train'):
-    """The signs of split[s:e] as an ATF-like line (word starts from the flags)."""
-    import numpy as np
-    d = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')[s:e]
-    f = np.memmap(os.path.join(data_dir, f'{split}.flags.bin'), dtype=np.uint8, mode='r')[s:e]
-    return render([tok.itos[int(i)] for i in d], [bool(int(x) & FLAG_WORD_START) for x in f])
+def read_input_texts():
+    """--input -> (the file's text or None, raw lines or None, [edition.Text]). ATF is read by edition.read_edition
+    (every line kept, for writing back); ORACC JSON through atf.parse_corpusjson, each text's signs laid out as
+    lines of ten words (the JSON keeps no line breaks)."""
+    from edition import read_edition, text_from_signs
+    ext = os.path.splitext(input)[1].lower()
+    if ext in ('.json', '.zip'):
+        from atf import parse_corpusjson
+        from corpus import loads_json
+        from download import read_member
+        import zipfile
+        docs = []
+        try:
+            if ext == '.zip':
+                with zipfile.ZipFile(input) as z:
+                    names = sorted(n for n in z.namelist() if '/corpusjson/' in n and n.endswith('.json'))
+                    for n in names:
+                        try:
+                            docs.append(parse_corpusjson(loads_json(read_member(z, n).decode('utf-8'))))
+                        except ValueError as e:  # an unreadable text of a project: skipped, said here
+                            print(f"warning: skipping {input}:{n} ({e})", file=sys.stderr)
+            else:
+                with open(input, encoding='utf-8') as f:
+                    docs.append(parse_corpusjson(loads_json(f.read())))
+        except (ValueError, zipfile.BadZipFile) as e:
+            die(f"--input={input} is not an ORACC corpusjson text or project zip ({e})")
+        return None, None, [text_from_signs(d['id'], d['signs']) for d in docs if d]
+    try:
+        with open(input, 'rb') as f:
+            src = f.read().decode('utf-8')
+    except UnicodeDecodeError as e:
+        die(f"--input={input} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): save it as UTF-8")
+    raws, texts = read_edition(src, restored=restored, name=input)
+    return src, raws, texts
+
+
+def restore_file():
+    """--input: every gap of every line of a file, batched, written back as ATF (or --json / --tsv records)."""
+    import tempfile
+    import time
+    from tqdm import tqdm
+    from edition import Spelling
+    from restorer import edition_out, records_jsonl, records_tsv
+    src, raws, texts = read_input_texts()
+    sp = Spelling.of(src if src is not None else '')
+    r = make_restorer()
+    n_gaps = sum(1 for t in texts for l in t.lines for g in l.gaps if (g.length or 1) < r.T - 1)
+    unknown = sorted({s for t in texts for s in r.ids(t.tokens)[1]})
+    if unknown:
+        print(f"warning: {len(unknown)} sign(s) of {input} not in the vocabulary of {data_dir}, read as [UNK]: "
+              + ' '.join(unknown[:20]) + (' ...' if len(unknown) > 20 else ''), file=sys.stderr)
+    t0 = time.time()
+    bar = tqdm(total=n_gaps, unit='gap', desc='restoring', disable=not sys.stderr.isatty() or not n_gaps)
+    records = r.texts(texts, explain=explain, progress=bar, spelling=sp)
+    bar.close()
+    written = 0
+    if json_output:
+        out = records_jsonl(records)
+    elif tsv:
+        out = records_tsv(records)
+    else:
+        out, written = edition_out(raws, texts, records, sp, explain)
+    if output:
+        tmp = tempfile.NamedTemporaryFile('wb', dir=os.path.dirname(os.path.abspath(output)), delete=False,
+                                          prefix='.restore-', suffix='.tmp')
+        with tmp:
+            tmp.write(out.encode('utf-8'))
+        os.replace(tmp.name, output)
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(out.encode('utf-8'))
+        sys.stdout.flush()
+    lines_with = len({id(rec['_line']) for rec in records})
+    print(f"restored {n_gaps} gap(s) on {lines_with} line(s) of {len(texts)} text(s) in {time.time() - t0:.1f}s "
+          f"({r.scorer} scorer)" + ('' if json_output or tsv else f"; {written} written into the lines, "
+                                    f"{n_gaps - written} in the notes only") + (f" -> {output}" if output else ''),
+          file=sys.stderr)
 
 
 def sample_mdlm():
@@ -413,6 +420,8 @@ def fill_masks():
     if '[MASK]' not in text:
         die('--text must contain at least one [MASK] position to fill, e.g. --text="to be or not to [MASK][MASK]"')
     ids, mask_id = encode_with_masks(text)
+    if len(ids) > model.cfg.block_size:
+        die(f"--text is {len(ids)} tokens, longer than the model's context of {model.cfg.block_size}")
     x = torch.tensor([ids], device=device)
     with torch.no_grad():
         logits, _ = model(x)
@@ -454,8 +463,23 @@ meta = load_meta(data_dir)
 MODES = (
     (lambda: arch == 'backpack' and bool(sense_edit), backpack_intervention),
     (lambda: arch == 'mdlm', sample_mdlm),
+    (lambda: arch in ('encoder', 'hf') and meta.get('dataset') == 'akkadian' and bool(input), restore_file),
     (lambda: arch in ('encoder', 'hf') and meta.get('dataset') == 'akkadian', restore_akkadian),  # hf: hf_encoder.py
     (lambda: arch == 'encoder', fill_masks),
     (lambda: True, generate_text),
 )
-next(run for applies, run in MODES if applies())()
+COMMON_OPTIONS = ('out_dir', 'ckpt_name', 'data_dir', 'allow_other_data', 'use_ema', 'seed', 'device', 'json_output', 'json')
+MODE_OPTIONS = {generate_text: ('start', 'num_samples', 'max_new_tokens', 'temperature', 'top_k'),
+                backpack_intervention: ('start', 'sense_edit', 'show_top'),
+                sample_mdlm: ('text', 'num_samples', 'steps', 'sampler', 'length', 'stride'),
+                restore_akkadian: ('text', 'candidates', 'beam', 'max_gap_len', 'length_alpha', 'length_model', 'scorer',
+                                   'parallels', 'answer', 'explain'),
+                restore_file: ('input', 'output', 'tsv', 'restored', 'explain', 'candidates', 'beam', 'max_gap_len',
+                               'length_alpha', 'length_model', 'scorer'),
+                fill_masks: ('text', 'candidates')}
+mode = next(run for applies, run in MODES if applies())
+stray = sorted(k for k in given if k not in COMMON_OPTIONS and k not in MODE_OPTIONS[mode])
+if stray:  # an option the chosen mode never reads would be dropped without a word
+    die(f"{', '.join('--' + k for k in stray)} do(es) not apply to {out_dir} (a {arch} checkpoint: sample.py's "
+        f"{mode.__name__}, whose options are {', '.join('--' + k for k in MODE_OPTIONS[mode])})")
+mode()

@@ -4,20 +4,21 @@ One training loop for every architecture; the objective follows the arch (model.
     python train.py config/shakespeare_char_cpu.py
     python train.py config/train_akkadian.py --batch_size=32 --compile=True
     torchrun --standalone --nproc_per_node=2 train.py config/X.py     # DDP (NCCL on CUDA, gloo on CPU)
-    python train.py config/X.py --init_from=resume                  # continue out_dir/last.pt exactly
+    python train.py --out_dir=DIR --init_from=resume                # continue DIR/last.pt exactly, with its own config
     python train.py config/X.py --overwrite=True                    # start over in an out_dir that holds a run
 
 Writes out_dir/ckpt.pt (best val loss), out_dir/last.pt (latest state, also on SIGTERM/SIGINT) and
-out_dir/metrics.jsonl (one JSON object per log line and per evaluation). The out_dir is locked while the run
-lives; an out_dir that holds a run is never overwritten unless asked (--overwrite=True). SIGTERM / SIGINT save
-last.pt and exit with status 143 / 130, so `train.py && evaluate.py` never evaluates a stopped run.
+out_dir/metrics.jsonl (one JSON object per log line and per evaluation). The out_dir is locked before anything
+in it is looked at, and an out_dir that holds a run is never overwritten unless asked (--overwrite=True, which
+deletes the run's files only: checkpoint.claim_run_dir). A resumed run keeps its shape and objective; the options
+that may change are checkpoint.RESUME_MAY_CHANGE (README, Reliability). SIGTERM / SIGINT save last.pt and exit
+with status 143 / 130, so `train.py && evaluate.py` never evaluates a stopped run; a second signal stops at once.
 """
 import inspect
 import json
 import math
 import os
 import random
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -28,11 +29,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import (check_data, checked_checkpoint, data_fingerprints, lock_run_dir, read_metrics, save_atomic,
+from checkpoint import (check_data, check_device, check_model_shapes, checked_checkpoint, claim_run_dir, data_fingerprints,
+                        model_config, nonfinite_weights, read_metrics, resume_config, save_atomic, StopRequest,
                         torch_load, write_text_atomic)
 from configurator import configure, format_config
-from corpus import BatchLoader, die, fixed_subset, load_meta
+from corpus import BatchLoader, check_dataset, die, fixed_subset, load_meta
 from evals.literature import causal_probe
+from loggers import RunLoggers
 from model import build_model, ModelConfig, MODELS, objective, optimizer_groups
 from objectives import (device_generator, diffusion_noise_device, maskable_positions_device, mlm_batch, mlm_mask_device,
                         n_lead_specials, special_ids_tensor)
@@ -94,18 +97,20 @@ peak_tflops = 0.0               # device bf16 dense peak for MFU; 0 = known for 
 save_artifacts = False          # store embeddings + hidden states of a fixed eval subset before and after training
 artifact_layers = '0,4,8,12,16' # 0 = embedding output, i = output of block i
 artifact_docs = 500             # documents of the val split in the fixed subset (seed 42)
+# experiment trackers (loggers.py): rank 0 logs every row of metrics.jsonl to them too; a resumed run continues them
+wandb_log = False               # Weights & Biases (pip install wandb)
+wandb_project = 'nanolm'
+wandb_run_name = ''             # '' = the out_dir's name
+tensorboard_log = False         # TensorBoard event files in out_dir/tensorboard (pip install tensorboard)
 # -----------------------------------------------------------------------------
-config = configure(globals(), auto_keys=('batch_size',))
-if min_lr == 0.0:
-    min_lr = learning_rate / 10
-if lr_decay_iters == 0:
-    lr_decay_iters = max_iters
-if init_from not in ('scratch', 'resume') and not os.path.isfile(init_from) and not init_from.startswith('hf:'):
-    die(f"init_from must be 'scratch', 'resume' or the path of a local state dict; {init_from!r} is none of them")
+given = set()  # the keys the config files and overrides set (a resumed run takes the others from its last.pt)
+config = configure(globals(), auto_keys=('batch_size',), given=given)
 
 
 def check_options():
     """Values a config can hold but a run cannot use: one line each, before anything is built or written."""
+    if init_from not in ('scratch', 'resume') and not os.path.isfile(init_from) and not init_from.startswith('hf:'):
+        die(f"init_from must be 'scratch', 'resume' or the path of a local state dict; {init_from!r} is none of them")
     if arch not in MODELS and arch != 'hf':
         die(f"unknown arch {arch!r}; choose one of {', '.join(MODELS)}, or hf (a Hugging Face masked LM)")
     if (arch == 'hf') != init_from.startswith('hf:') and init_from != 'resume':
@@ -120,32 +125,54 @@ def check_options():
         die(f"max_iters={max_iters}: nothing to train; set max_iters >= 1 (or eval_only=True to evaluate only)")
     if not 0 <= ema_decay < 1:
         die(f"ema_decay must be in [0, 1) (0 = no EMA; MDLM uses 0.9999), got {ema_decay}")
-    for k in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters'):
+    for k in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters', 'lr_decay_iters', 'vocab_size',
+              'bench_iters', 'bench_warmup', 'peak_tflops', 'num_threads', 'max_nonfinite', 'span_mean', 'mask_rate_max'):
         if globals()[k] < 0:
             die(f"{k} must not be negative, got {globals()[k]}")
     if learning_rate == 0:
         die("learning_rate=0 would train nothing; give a positive learning rate")
+    for k in ('beta1', 'beta2', 'mask_replace', 'mask_random'):
+        if not 0 <= globals()[k] <= 1:
+            die(f"{k} must lie in [0, 1], got {globals()[k]}")
+    if not 0 < mask_rate <= 1 or mask_rate_max > 1 or mask_replace + mask_random > 1:
+        die(f"mask_rate must lie in (0, 1], mask_rate_max in [0, 1] and mask_replace + mask_random <= 1 "
+            f"(got {mask_rate}, {mask_rate_max}, {mask_replace} + {mask_random})")
+    if artifact_docs < 1 or not all(l.strip().isdigit() for l in artifact_layers.split(',') if l.strip()):
+        die(f"artifact_docs must be at least 1 and artifact_layers a list of layers such as 0,4,8 "
+            f"(got {artifact_docs}, {artifact_layers!r})")
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         die(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
-    if device != 'auto' and not (device in ('cpu', 'cuda', 'mps') or (device.startswith('cuda:') and device[5:].isdigit())):
-        die(f"unknown device {device!r}; choose auto, cpu, cuda, cuda:N or mps")
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        die(f"device={device} but this PyTorch has no usable CUDA device (build {torch.__version__}); use --device=cpu, "
-            f"or install the CUDA build (README, GPU)")
-    if device.startswith('cuda:') and int(device[5:]) >= torch.cuda.device_count():
-        die(f"device={device} but only {torch.cuda.device_count()} CUDA device(s) are visible")
-    if device == 'mps' and not torch.backends.mps.is_available():
-        die("device=mps but MPS is not available on this machine; use --device=cpu")
+    if not out_dir.strip():
+        die("out_dir is empty: name the run's folder, e.g. --out_dir=out-shakespeare-char")
+    if seed < 0:
+        die(f"seed must not be negative (numpy's generators refuse it), got {seed}")
+    check_device(device)
     if overwrite and init_from == 'resume':
         die("overwrite=True and init_from='resume' contradict each other: resume continues the run, overwrite deletes it")
 
 
 check_options()
 
+# ----------------------------------------------------------------------------- the run directory
+# checkpoint.claim_run_dir owns it: the lock is taken before anything in out_dir is looked at; a run is never
+# replaced unless asked. A resumed run's configuration is its own (checkpoint.resume_config).
+out = Path(out_dir)
+rank0 = int(os.environ.get('RANK', 0)) == 0
+run_lock = claim_run_dir(out, init_from, overwrite) if rank0 else None
+ckpt = None
+if init_from == 'resume':
+    ckpt = checked_checkpoint(out / 'last.pt')
+    config = resume_config(config, given, ckpt['config'], out / 'last.pt')
+    globals().update(config)
+    check_options()
+if min_lr == 0.0:
+    min_lr = learning_rate / 10
+if lr_decay_iters == 0:
+    lr_decay_iters = max_iters
+
 # ----------------------------------------------------------------------------- processes and device
 ddp = int(os.environ.get('RANK', -1)) != -1
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else ('mps' if torch.backends.mps.is_available() else 'cpu')
+device = check_device(device)  # 'auto' -> the best this machine has
 device_type = 'cuda' if device.startswith('cuda') else device
 if ddp:
     dist.init_process_group(backend='nccl' if device_type == 'cuda' else 'gloo')
@@ -173,18 +200,12 @@ if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-# ----------------------------------------------------------------------------- the run directory
-out = Path(out_dir)
-RUN_FILES = ('last.pt', 'ckpt.pt', 'init.pt', 'metrics.jsonl', 'eval.json', 'bench.json', 'artifacts_init.pt',
-             'artifacts_final.pt')
-existing = [n for n in RUN_FILES if (out / n).exists()]  # checked now; the lock is taken before the first write
-if existing and init_from != 'resume' and not overwrite:
-    die(f"{out} already holds a training run ({', '.join(existing)}): continue it with --init_from=resume, "
-        f"start over with --overwrite=True (deletes it), or choose another --out_dir")
-
 # ----------------------------------------------------------------------------- data
 data_dir = data_dir or os.path.join('data', dataset)
 meta = load_meta(data_dir)
+check_dataset(data_dir)  # every id of the bins inside the vocabulary, before anything is built
+if not (Path(data_dir) / 'train.bin').exists():
+    die(f"{data_dir}/train.bin not found: run the dataset's prepare script first")
 fingerprint = data_fingerprints(data_dir)  # stored in every checkpoint: evaluate/sample check they get this data
 obj = 'mlm' if arch == 'hf' else objective(arch)
 aux = tuple(a for a in meta.get('aux', {}) if a == 'flags')
@@ -294,13 +315,8 @@ if obj == 'diffusion':
     model_args['mask_id'] = mask_id
     model_args['vocab_size'] = max(model_args['vocab_size'], mask_id + 1)
 iter_num, best_val_loss, data_position, nonfinite_total = 0, float('inf'), 0, 0
-ckpt = None
-if init_from == 'resume':
-    path = out / 'last.pt'
-    if not path.exists():
-        die(f"{path} not found: nothing to resume (train without --init_from=resume first)")
-    ckpt = checked_checkpoint(path, device)
-    check_data(ckpt, data_dir, allow_other_data, path)
+if ckpt is not None:  # resume: the run's configuration was merged above (resume_config)
+    check_data(ckpt, data_dir, allow_other_data, out / 'last.pt')
     model_args = ckpt['model_args']  # the architecture comes from the checkpoint
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
     data_position, nonfinite_total = ckpt['data_position'], ckpt.get('nonfinite_total', 0)
@@ -309,10 +325,14 @@ if arch == 'hf' and ckpt is None:  # the pretrained config, tokenizer files and 
     model_args = hf_model_args(init_from, data_dir, block_size, doc_mask)
 try:
     if arch == 'hf':
-        from hf_encoder import build_hf
+        from hf_encoder import build_hf, check_hf_model_args
+        check_hf_model_args(model_args, out / 'last.pt' if ckpt is not None else init_from)
         model = build_hf(model_args, init_from if ckpt is None else None)
-    else:
-        model = build_model(ModelConfig(**model_args))
+    else:  # sane sizes, and the shapes checked on the meta device before anything is allocated (16 bytes per
+        what = 'the configuration' if ckpt is None else out / 'last.pt'  # parameter: weights, grads, AdamW)
+        build_cfg = model_config(model_args, what)
+        check_model_shapes(lambda: build_model(build_cfg), what, ckpt and ckpt['model'], device, 16)
+        model = build_model(build_cfg)
 except ValueError as e:
     die(str(e))
 if model_args.get('attention', 'standard') == 'agglutinative':
@@ -353,6 +373,9 @@ optimizer = torch.optim.AdamW(optimizer_groups(model, weight_decay), lr=learning
 scaler = torch.amp.GradScaler(device_type if device_type in ('cuda', 'cpu') else 'cuda', enabled=(dtype == 'float16'))
 if ckpt is not None:
     optimizer.load_state_dict(ckpt['optimizer'])
+    optimizer.param_groups[0]['weight_decay'] = weight_decay  # the options of this invocation (they may change
+    for group in optimizer.param_groups:                      # on resume); lr is set at every step
+        group['betas'] = (beta1, beta2)
     if ckpt.get('scaler'):
         scaler.load_state_dict(ckpt['scaler'])
     rng = ckpt['rng'][min(rank, len(ckpt['rng']) - 1)]
@@ -381,6 +404,7 @@ if ema_decay > 0:
         if ckpt is not None and master:
             print(f"ema_decay={ema_decay}: {out / 'last.pt'} has no EMA of these weights; the EMA starts from the resumed weights")
         ema = [p.detach().to(torch.float32).clone() for p in ema_params]
+loggers = RunLoggers(out, config, iter_num, ckpt) if master else None  # checks the packages; opens at the first row
 ckpt = None  # free memory
 
 raw_model = model
@@ -456,6 +480,10 @@ def rng_state():
 def save_checkpoint(name):
     """Write out_dir/name atomically (temp file + rename). Collective under DDP (RNG states of
     every process are gathered); only rank 0 writes."""
+    bad = nonfinite_weights(raw_model)  # the same on every process: they all stop together
+    if bad:
+        fail(f"the weights became non-finite by iter {iter_num} ({len(bad)} tensors, e.g. {bad[0]}): lower learning_rate "
+             f"(now {learning_rate:g}) or use dtype=float32; nothing was saved over the last finite {out / name}")
     states = [rng_state()]
     if ddp:
         states = [None] * world
@@ -465,7 +493,7 @@ def save_checkpoint(name):
     state = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
              'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
              'data_position': data_position, 'nonfinite_total': int(nonfinite_count), 'rng': states,
-             'data_fingerprint': fingerprint}
+             'data_fingerprint': fingerprint, **loggers.state()}
     if ema:
         state['ema'] = dict(zip(ema_names, ema))
     save_atomic(state, out / name)
@@ -504,13 +532,18 @@ def write_artifacts(name):
     print(f"wrote {out / f'artifacts_{name}.pt'}: {len(docs)} documents, {offsets[-1]:,} tokens, layers {kept}")
 
 
+def peak_flops():
+    """The device's bf16 dense peak FLOP/s for MFU: peak_tflops, else known for H200/H100/A100, else 0 (no MFU)."""
+    if peak_tflops or device_type != 'cuda':
+        return peak_tflops * 1e12
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12)) if k in name), 0.0)
+
+
 def write_bench(seconds):
     """bench.py's measurement: tokens/s, step time, MFU against the device's bf16 dense peak, peak memory."""
     tps = tokens_per_iter * bench_iters / seconds
-    peak = peak_tflops * 1e12
-    if not peak and device_type == 'cuda':
-        name = torch.cuda.get_device_name()
-        peak = next((v for k, v in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12)) if k in name), 0.0)
+    peak = peak_flops()
     fpt = raw_model.flops_per_token()
     if device_type == 'cuda':
         mem = torch.cuda.max_memory_allocated() / 2**30
@@ -520,7 +553,7 @@ def write_bench(seconds):
     res = {'arch': arch, 'device': torch.cuda.get_device_name() if device_type == 'cuda' else device, 'dtype': dtype,
            'compile': compile, 'params': raw_model.num_params(), 'tokens_per_iter': tokens_per_iter,
            'tokens_per_s': tps, 'step_s': seconds / bench_iters, 'flops_per_token': fpt,
-           'mfu': fpt * tps / peak if peak else None, 'peak_mem_gib': mem, 'world_size': world,
+           'mfu': fpt * tps / (peak * world) if peak else None, 'peak_mem_gib': mem, 'world_size': world,
            'graph_breaks': graph_breaks, 'activation_checkpointing': activation_checkpointing}
     if master:
         out.mkdir(parents=True, exist_ok=True)
@@ -534,38 +567,22 @@ def log_metrics(row):
         row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         with open(out / 'metrics.jsonl', 'a') as f:
             f.write(json.dumps(row) + '\n')
+        loggers.log(row)
 
 
 def fail(msg):
     """die() from inside the loop: close the progress bar first so the message has its own line."""
-    pbar.close()
+    if 'pbar' in globals():
+        pbar.close()
     die(msg)
 
 
-run_lock = None
-if master:  # nothing was written before this point; the lock is held until the process ends
-    run_lock = lock_run_dir(out)
-    existing = [n for n in RUN_FILES if (out / n).exists()]
-    if existing and init_from != 'resume':  # overwrite=True (checked above)
-        for n in existing:
-            (out / n).unlink()
-        print(f"overwrite=True: deleted the previous run's {', '.join(existing)} in {out}")
 mpath = out / 'metrics.jsonl'
 if master and init_from == 'resume' and mpath.exists():  # drop rows logged after the state we resume from
     rows = [r for r in read_metrics(mpath) if r.get('iter', 0) <= iter_num]
     write_text_atomic(mpath, ''.join(json.dumps(r) + '\n' for r in rows))
 
-stop_signal = []
-
-
-def on_signal(signum, frame):
-    if stop_signal:  # a second signal: stop at once
-        raise KeyboardInterrupt
-    stop_signal.append(signal.Signals(signum).name)
-
-
-signal.signal(signal.SIGTERM, on_signal)
-signal.signal(signal.SIGINT, on_signal)
+stop = StopRequest().install()  # SIGTERM / SIGINT: save last.pt at the end of the step; a second one stops at once
 
 if save_artifacts and (init_from == 'scratch' or init_from.startswith('hf:')) and not bench_iters:
     save_checkpoint('init.pt')  # the initial weights are kept, so "before" can be recomputed
@@ -696,6 +713,7 @@ while True:
         if master:
             log_metrics({'kind': 'train', 'iter': iter_num, 'loss': lossf, 'lr': lr, 'grad_norm': grad_norm.item(),
                          'tokens_per_s': tps, 'elapsed': time.time() - t_start, 'nonfinite_skipped': nonfinite_total,
+                         **({'mfu': raw_model.flops_per_token() * tps / (peak_flops() * world)} if peak_flops() else {}),
                          **({'loss_name': loss_name} if weighted_loss else {})})
             pbar.set_postfix(loss=f'{lossf:.4f}', lr=f'{lr:.2e}', tok_s=f'{tps:,.0f}', refresh=False,
                              **({'skipped': nonfinite_total} if nonfinite_total else {}))
@@ -704,27 +722,32 @@ while True:
                       f"{time.time() - t_start:.0f}s" + (f", {nonfinite_total} non-finite steps skipped" if nonfinite_total else ''),
                       flush=True)
         if ddp:  # agree on a stop request at log intervals, so every process stops at the same step
-            flag = torch.tensor([1.0 if stop_signal else 0.0], device=device)
+            flag = torch.tensor([1.0 if stop.requested else 0.0], device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            if flag.item() > 0 and not stop_signal:
-                stop_signal.append('peer')
-    if stop_signal and (not ddp or iter_num % log_interval == 0):
+            if flag.item() > 0 and not stop.requested:
+                stop.requested = 'peer'
+    if stop.requested and (not ddp or iter_num % log_interval == 0):
         save_checkpoint('last.pt')
         if master:
-            pbar.write(f"caught {stop_signal[0]}: saved {out / 'last.pt'} at iter {iter_num}; "
+            pbar.write(f"caught {stop.requested}: saved {out / 'last.pt'} at iter {iter_num}; "
                        f"continue with --init_from=resume")
         break
 
+if not stop.requested and not bench_iters and not eval_only and int(nonfinite_run):
+    fail(f"the run ended on {int(nonfinite_run)} skipped step(s) with non-finite loss or gradients: it is not "
+         f"training any more; lower learning_rate (now {learning_rate:g}), use dtype=bfloat16 or float32, or check the data")
 pbar.close()
+if loggers:
+    loggers.close()
 if master and already_done:
     print(f"nothing to train: {out / 'last.pt'} is at iter {iter_num} >= max_iters={max_iters}; "
           f"raise --max_iters to continue")
-if save_artifacts and master and not stop_signal and not bench_iters:
+if save_artifacts and master and not stop.requested and not bench_iters:
     write_artifacts('final')
 nonfinite_total = int(nonfinite_count)
 if master and nonfinite_total:
     print(f"skipped {nonfinite_total} steps with non-finite loss or gradients")
 if ddp:
     dist.destroy_process_group()
-if stop_signal:  # a stopped run is not a finished one: 128 + the signal, as a shell reports it
-    raise SystemExit({'SIGINT': 130}.get(stop_signal[0], 143))
+if stop.requested:  # a stopped run is not a finished one: 128 + the signal, as a shell reports it
+    raise SystemExit(stop.exit_status)

@@ -10,7 +10,7 @@ n_embd = 128
 block_size = 128
 dropout = 0.0
 pos = 'rope'
-batch_size = 8
+batch_size = 16                 # x 2 micro-steps x 128 = 4,096 tokens per step, as the MDLM configs it is the baseline of
 gradient_accumulation_steps = 2
 max_iters = 1500
 learning_rate = 2e-3

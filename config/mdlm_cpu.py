@@ -23,7 +23,7 @@ curriculum = False
 imp_n_layer = 2
 imp_n_embd = 64
 imp_n_head = 4
-batch_size = 8
+batch_size = 16                 # x 2 micro-steps x 128 = 4,096 tokens per step (MDLM: see the README, MDLM, "the plateau")
 gradient_accumulation_steps = 2
 max_iters = 1500
 learning_rate = 2e-3

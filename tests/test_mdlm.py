@@ -80,17 +80,24 @@ def test_antithetic_estimator_matches_dense_integration():
     exact = torch.trapezoid(f, ts).item() / (1 - MDLM_T_MIN)      # E_{t ~ U[1e-3, 1]}
     rng = np.random.default_rng(0)
     B, K = 64, 40
-    strat, iid = [], []
+    strat, t_strat, t_iid = [], [], []
     xb = x0.expand(B, T)
     with torch.no_grad():
         for r in range(K):
             t, u = diffusion_noise(rng, B, T, 0, 1)               # one global batch: stratified t
             strat.append(m(xb, xb, None, t=t, u=u)[1].item())
-            t_iid = torch.from_numpy((rng.random(B) * (1 - MDLM_T_MIN) + MDLM_T_MIN).astype(np.float32))
-            iid.append(m(xb, xb, None, t=t_iid, u=u)[1].item())
+            t_strat.append(t.double().numpy())
+            t_iid.append(rng.random(B) * (1 - MDLM_T_MIN) + MDLM_T_MIN)
     mean, se = np.mean(strat), np.std(strat) / math.sqrt(K)
     assert abs(mean - exact) < 4 * se + 1e-6, (mean, exact, se)
-    assert np.std(strat) < np.std(iid)                            # the low-discrepancy t reduces variance
+    # the low-discrepancy t reduces the variance of the t-part of the estimator: the batch mean of the exact
+    # per-mask expectation f(t) (bounded, so sample variances are reliable; the full estimator's variance is
+    # dominated by rare small-t masks, whose sample estimate is too noisy to compare)
+    batch_mean = lambda draws: np.array([np.interp(d, ts.numpy(), f.numpy()).mean() for d in draws])
+    more = [diffusion_noise(rng, B, T, 0, 1)[0].double().numpy() for _ in range(400)]
+    iid_more = [rng.random(B) * (1 - MDLM_T_MIN) + MDLM_T_MIN for _ in range(400)]
+    v_strat, v_iid = batch_mean(t_strat + more).var(), batch_mean(t_iid + iid_more).var()
+    assert v_strat < 0.5 * v_iid, (v_strat, v_iid)
 
 
 def noise_numpy(rng, B, T, stratum, n):

@@ -28,7 +28,7 @@ from objectives import diffusion_noise, MDLM_EPS, MDLM_T_MIN
 from sampling import mdlm_sample
 
 
-def tiny(V, T, seed=0, scale=1.5):
+def tiny(V, T, seed=0, scale=0.3):
     """A 1-layer MDLM over V real tokens (+ [MASK] = id V), context T, random weights with structure
     (adaLN-zero and the zero head would make a fresh model uniform). No time conditioning (MDLM's default),
     so its conditionals p(x^i | z) depend on z only."""
