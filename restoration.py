@@ -554,33 +554,92 @@ def _doc_index(data_dir, split):
     return np.array([a for a, _ in docs]), np.array([b for _, b in docs]), names
 
 
+PARALLEL_CHUNK = 16     # tokens of one pooled chunk of the parallels index (stride half of it)
+PARALLEL_RERANK = 64    # documents whose windows are embedded exactly, as the query is, after the index
+
+
+def _pooled(model, x, n_lead):
+    """Mean of the final encoder states over the real signs of each row of x (B, T), unit length."""
+    device = next(model.parameters()).device
+    h, _ = model.trunk(x.to(device))
+    real = (x >= n_lead).to(h.dtype).to(device)[..., None]
+    return torch.nn.functional.normalize((h * real).sum(1) / real.sum(1).clamp_min(1), dim=-1)
+
+
 @torch.no_grad()
-def similar_passages(model, data_dir, query_ids, n_lead, n=5, split='train', batch_size=64):
+def parallels_index(model, data_dir, n_lead, split='train', batch_size=64, cache=None, key=None):
+    """The index behind similar_passages: one pass of the encoder over every document of `split` (cut into
+    block_size pieces, each read in its own context, attention inside the document), and the final states
+    mean-pooled over chunks of PARALLEL_CHUNK tokens at stride PARALLEL_CHUNK // 2: (vectors (M, d) float16,
+    unit length; document index (M,)). One pass reads each token once, where embedding every window of every
+    query length would read it many times per query. With `cache` (a file) the index is stored there under
+    `key` (the checkpoint's iteration and data fingerprint) and reused while the key matches."""
+    if cache and os.path.exists(cache):
+        stored = torch.load(cache, weights_only=True)
+        if stored.get('key') == key:
+            return stored['vectors'], stored['docs']
+    data = np.fromfile(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16).astype(np.int64)
+    T, C = model.cfg.block_size, PARALLEL_CHUNK
+    pieces = [(d, s, min(s + T, b)) for d, (a, b) in enumerate(documents(data_dir, split)) for s in range(a, b, T)]
+    by_len = {}
+    for p in pieces:
+        by_len.setdefault(p[2] - p[1], []).append(p)
+    vecs, owners = [], []
+    device = next(model.parameters()).device
+    for L, group in sorted(by_len.items()):
+        starts = list(range(0, max(1, L - C + 1), C // 2))
+        if starts[-1] + C < L:
+            starts.append(L - C)
+        for b0 in range(0, len(group), batch_size):
+            chunk = group[b0:b0 + batch_size]
+            x = torch.from_numpy(np.stack([data[s:e] for _, s, e in chunk]))
+            h, _ = model.trunk(x.to(device))
+            real = (x >= n_lead).to(h.dtype).to(device)[..., None]
+            cs = torch.cat([torch.zeros_like(h[:, :1]), torch.cumsum(h * real, 1)], 1)      # (B, L + 1, d)
+            cn = torch.cat([torch.zeros_like(real[:, :1]), torch.cumsum(real, 1)], 1)
+            st = torch.tensor(starts, device=device)
+            en = (st + C).clamp_max(L)
+            v = (cs[:, en] - cs[:, st]) / (cn[:, en] - cn[:, st]).clamp_min(1)          # (B, chunks, d)
+            vecs.append(torch.nn.functional.normalize(v, dim=-1).reshape(-1, h.shape[-1]).half().cpu())
+            owners.append(torch.tensor([d for d, _, _ in chunk]).repeat_interleave(len(starts)))
+    vectors, docs = torch.cat(vecs), torch.cat(owners).int()
+    if cache:
+        tmp = cache + f'.{os.getpid()}.tmp'
+        torch.save({'key': key, 'vectors': vectors, 'docs': docs}, tmp)
+        os.replace(tmp, cache)
+    return vectors, docs
+
+
+@torch.no_grad()
+def similar_passages(model, data_dir, query_ids, n_lead, n=5, split='train', batch_size=64, cache=None, key=None,
+                     rerank=PARALLEL_RERANK):
     """The n passages of `split` most similar to the query (Aeneas's parallels: cosine similarity of the mean-pooled
-    final encoder states, Assael et al. 2025): every window of the query's length (stride half of it) inside a
-    document, embedded alone as the query is. Returns [(cosine, doc id, start, end)] best first (offsets into
-    the split's token file)."""
+    final encoder states, Assael et al. 2025). Two stages, as a retrieval system does: the `rerank` documents whose
+    best chunk of the parallels index (parallels_index, built once per checkpoint and cached) is closest to the
+    query; then, in those documents only, every window of the query's length (stride half of it) embedded alone as
+    the query is, and the best window of each document. When `rerank` covers every document this is the exhaustive
+    search over all windows. Returns [(cosine, doc id, start, end)] best first (offsets into the split's token file)."""
     q = torch.as_tensor(query_ids, dtype=torch.long)
     W = int(min(max(len(q), 4), model.cfg.block_size))
     data = np.fromfile(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16).astype(np.int64)
     starts, ends, names = _doc_index(data_dir, split)
-    wins = [(d, s) for d, (a, b) in enumerate(zip(starts, ends)) for s in range(a, max(a + 1, b - W + 1), max(1, W // 2))]
-    if not wins:
+    if not len(starts):
         return []
-    device = next(model.parameters()).device
-
-    def embed(x):
-        h, _ = model.trunk(x.to(device))
-        real = (x >= n_lead).to(h.dtype).to(device)[..., None]
-        return torch.nn.functional.normalize((h * real).sum(1) / real.sum(1).clamp_min(1), dim=-1)
-
-    qe = embed(q[None][:, -W:])[0]
+    qe = _pooled(model, q[None][:, -W:], n_lead)[0]
+    if rerank < len(starts):
+        vectors, owners = parallels_index(model, data_dir, n_lead, split, batch_size, cache, key)
+        sims = vectors.float() @ qe.float().cpu()
+        best = torch.full((len(starts),), -2.0).scatter_reduce(0, owners.long(), sims, 'amax')
+        keep = best.topk(rerank).indices.tolist()
+    else:
+        keep = range(len(starts))
+    wins = [(d, s) for d in keep for s in range(starts[d], max(starts[d] + 1, ends[d] - W + 1), max(1, W // 2))]
     sims = []
     for b0 in range(0, len(wins), batch_size):
         chunk = wins[b0:b0 + batch_size]
         x = torch.from_numpy(np.stack([np.pad(data[s:min(s + W, ends[d])], (0, max(0, s + W - ends[d])))
                                        for d, s in chunk]))
-        sims.append(embed(x) @ qe)
+        sims.append(_pooled(model, x, n_lead) @ qe)
     sims = torch.cat(sims).cpu()
     out, seen = [], set()
     for i in sims.argsort(descending=True).tolist():  # one passage per document: the best window

@@ -58,6 +58,7 @@ class Restorer:
         if (cache_dir is None) != (ckpt_path is None):
             raise ValueError("Restorer: give cache_dir and ckpt_path together (the cache is keyed by the checkpoint)")
         key = restore_cache_key(ckpt_path, ckpt, data_fingerprints(data_dir)['data']) if cache_dir else None
+        self.cache_dir, self.cache_key = cache_dir, key  # also keys the parallels index (parallels.pt)
         self.scorers, self.info = restoration_scorers(model, data_dir, max_gap_len, cache_dir=cache_dir,
                                                       cache_key=key,
                                                       verbose=False)
@@ -183,7 +184,9 @@ class Restorer:
         if parallels:
             query = [i for i in ids if i >= self.n_lead]
             passages = [{'doc': d, 'cosine': c, 'text': self.render_train(s, e, sp)} for c, d, s, e in
-                        similar_passages(self.model, self.data_dir, query, self.n_lead, parallels)]
+                        similar_passages(self.model, self.data_dir, query, self.n_lead, parallels,
+                                         cache=os.path.join(self.cache_dir, 'parallels.pt') if self.cache_dir else None,
+                                         key=self.cache_key)]
         return {'text': text, 'signs': toks, 'unknown_signs': unknown_signs, 'scorer': self.scorer,
                 'scorer_description': self.describe(), 'lengths': self.lengths_rule(),
                 'weights': self.info['weights'], 'gaps': out_gaps,

@@ -219,10 +219,9 @@ def read_input_texts():
     from edition import read_edition, text_from_signs
     ext = os.path.splitext(input)[1].lower()
     if ext in ('.json', '.zip'):
-        try:
-            from atf import parse_corpusjson
-        except ImportError:
-            die(f"--input={input}: this version reads ORACC JSON only in prepare/akkadian.py; give the text as ATF")
+        from atf import parse_corpusjson
+        from corpus import loads_json
+        from download import read_member
         import zipfile
         docs = []
         try:
@@ -231,12 +230,12 @@ def read_input_texts():
                     names = sorted(n for n in z.namelist() if '/corpusjson/' in n and n.endswith('.json'))
                     for n in names:
                         try:
-                            docs.append(parse_corpusjson(_json.loads(z.read(n).decode('utf-8'))))
-                        except ValueError as e:  # an unreadable text of a project: skipped, counted below
+                            docs.append(parse_corpusjson(loads_json(read_member(z, n).decode('utf-8'))))
+                        except ValueError as e:  # an unreadable text of a project: skipped, said here
                             print(f"warning: skipping {input}:{n} ({e})", file=sys.stderr)
             else:
                 with open(input, encoding='utf-8') as f:
-                    docs.append(parse_corpusjson(_json.load(f)))
+                    docs.append(parse_corpusjson(loads_json(f.read())))
         except (ValueError, zipfile.BadZipFile) as e:
             die(f"--input={input} is not an ORACC corpusjson text or project zip ({e})")
         return None, None, [text_from_signs(d['id'], d['signs']) for d in docs if d]

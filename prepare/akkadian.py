@@ -54,7 +54,8 @@ from collections import Counter
 import numpy as np
 from tqdm import tqdm
 
-from atf import (_BROKEN, _collapse_gaps, _DAMAGED, _finish, _make_token, _OK, _SUPPLIED, EXTRA_SPECIALS, FLAG_MISSING, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, GAP, GAPN, is_target, normalize_sign, parse_atf, parse_atf_line, STATE_NAMES)
+from atf import (_collapse_gaps, _finish, EXTRA_SPECIALS, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, GAP, GAPN, is_target,
+                 normalize_sign, parse_atf, parse_atf_line, parse_corpusjson, STATE_NAMES)
 from corpus import die, loads_json, OfflineError, VocabTokenizer
 from download import fetch_url, pip_download, read_member
 from prepare.common import read_utf8, split_by_document, staged_dataset, write_dataset
@@ -76,128 +77,71 @@ LICENCE = {
 
 # ----------------------------------------------------------------------------- ORACC JSON
 
-_GAP_STATES = ('missing', 'broken', 'traces', 'effaced', 'illegible')
+def _progress(items, desc):
+    """A tqdm bar on a terminal; in a log file (stderr not a terminal) no bar: the caller prints one line."""
+    return tqdm(items, desc=desc, unit='text', leave=False, disable=len(items) < 100 or not sys.stderr.isatty())
 
 
-def _gdl_state(g, inherited):
-    if g.get('break') == 'missing':
-        return max(inherited, _BROKEN)
-    if g.get('break') == 'damaged' or g.get('ho') or g.get('hc'):
-        return max(inherited, _DAMAGED)
-    return inherited
+# What the ORACC JSON reader did with every grapheme of an Akkadian word, summed over the texts read (printed by
+# report_json_reading): 'token', 'modifiers' (tokens of signs with modifiers), or the reason it gave no token.
+JSON_READ = Counter()
 
 
-def _gdl_raw(nodes, state, out, det=None):
-    """Flatten ORACC graphemes (gdl) into [(raw sign, bracket state)], in reading order."""
-    for g in nodes:
-        if not isinstance(g, dict):
-            continue
-        st = _gdl_state(g, state)
-        if 'det' in g:
-            plus = '+' if g.get('det') == 'phonetic' else ''
-            _gdl_raw(g.get('seq', []), st, out, det=plus)
-            continue
-        if 'qualified' in g:  # ba(BA): the first grapheme is the reading
-            _gdl_raw(g['qualified'][:1], st, out, det)
-            continue
-        if 'x' in g:
-            if g['x'] == 'ellipsis':
-                raw = '...'
-            elif g['x'] in ('newline', 'dollar', 'disamb', 'word-absent', 'empty'):
-                continue
-            else:
-                raw = 'x'
-        elif 'n' in g:
-            raw = g.get('form') or g.get('sexified') or g.get('n')
-        elif 'c' in g and str(g.get('form', g['c'])).startswith('|'):  # compound |A.AN|
-            raw = g.get('form') or g['c']
-        elif 'v' in g:
-            raw = g['v']
-        elif 's' in g:
-            raw = g['s']
-        elif 'p' in g:  # punctuation (word dividers): not a sign of a word
-            continue
-        elif 'group' in g or 'seq' in g:  # gg (logogram groups, ligatures), seq
-            _gdl_raw(g.get('group', g.get('seq', [])), st, out, det)
-            continue
-        else:
-            continue
-        if g.get('status') == 'excised':
-            continue
-        if g.get('status') in ('supplied', 'implied'):
-            st = _SUPPLIED
-        if det is not None and raw not in ('x', '...'):
-            raw = '{' + det + raw + '}'
-        out.append((raw, st))
-
-
-def parse_corpusjson(obj, source=None):
-    """One ORACC corpusjson text {type:'cdl', project, textid, cdl:[...]} -> document, or None when
-    it has no Akkadian sign. Walks c (chunks), d (line starts; `$` lines whose state is missing /
-    broken / traces become one [GAPN]), l (words; only f.lang 'akk...'), ll (first choice).
-    A JSON value of another structure raises ValueError saying what is wrong."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"the JSON is a {type(obj).__name__}, not an object")
-    if not isinstance(obj.get('cdl', []), list):
-        raise ValueError("its 'cdl' is not a list of nodes")
-    project = str(obj.get('project', 'oracc'))
-    signs = []
-
-    def walk(nodes):
-        for nd in nodes:
-            if not isinstance(nd, dict):
-                continue
-            kind = nd.get('node')
-            if kind == 'c':
-                walk(nd.get('cdl', []))
-            elif kind == 'll':
-                walk(nd.get('choices', [])[:1])
-            elif kind == 'd':
-                if nd.get('state') in _GAP_STATES and (nd.get('type') == 'nonx' or 'strict' in nd):
-                    signs.append((GAPN, FLAG_MISSING))
-            elif kind == 'l':
-                f = nd.get('f', {})
-                if not str(f.get('lang', '')).startswith('akk'):
-                    continue
-                raws = []
-                _gdl_raw(f.get('gdl', []), _OK, raws)
-                first = True
-                for raw, st in raws:
-                    t = _make_token(raw, st, first)
-                    if t is not None:
-                        signs.append(t)
-                        first = False
-
+def read_corpusjson_bytes(data, name, source=None):
+    """The bytes of one corpusjson file -> (document or None, None), or (None, why) when it cannot be read
+    (not UTF-8, not JSON, an empty file, not a corpusjson object)."""
     try:
-        walk(obj.get('cdl', []))
-    except (AttributeError, TypeError) as e:  # e.g. a string or a number where a node object belongs
-        raise ValueError(f"a 'cdl' node has an unexpected structure ({e})") from None
-    if not any(f & FLAG_SIGN for _, f in signs):
-        return None
-    doc = {'id': f"{project}/{obj.get('textid', '?')}", 'source': source or project.split('/')[0],
-           'signs': signs}
-    return _finish(doc)
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        return None, f"{name} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})"
+    trace = []
+    try:
+        doc = parse_corpusjson(loads_json(text), source, trace=trace)
+    except ValueError as e:  # JSONDecodeError is a ValueError too
+        return None, f"{name}: {e}"
+    for r in trace:
+        JSON_READ[r['why'] or 'token'] += 1
+        JSON_READ['modifiers'] += bool(r['token'] and r['raw'] and re.search(r'[@~\\]', r['raw']))
+    return doc, None
 
 
-def parse_oracc_zip(path, source=None):
-    """An ORACC project zip (…/corpusjson/<id>.json inside) -> documents with Akkadian signs."""
+def report_json_reading():
+    """One line: how many graphemes of Akkadian words became tokens, and why the others did not."""
+    if JSON_READ:
+        c = JSON_READ
+        print(f"ORACC JSON graphemes of Akkadian words: {c['token']:,} read as tokens ({c['modifiers']:,} signs with "
+              f"modifiers); not read: {c['excised']:,} excised, {c['alternative']:,} later readings of an alternative "
+              f"(one token ar/ri), {c['correction']:,} written signs of a correction, {c['compound']:,} repeated by a "
+              f"compound lemma, {c['no sign'] + c['empty']:,} punctuation / line breaks / inline comments")
+
+
+def parse_oracc_zip(path, source=None, skipped=None):
+    """An ORACC project zip (…/corpusjson/<id>.json inside) -> documents with Akkadian signs. A text that
+    cannot be read is skipped and appended to `skipped` (a list of 'file: why'; printed when None)."""
     docs = []
+    own = skipped is None
+    skipped = [] if own else skipped
     try:
         with zipfile.ZipFile(path) as z:
             names = sorted(n for n in z.namelist() if '/corpusjson/' in n and n.endswith('.json'))
             if not names:
                 die(f"{path} holds no …/corpusjson/*.json texts: expected {EXPECTED['.zip']}")
-            for name in tqdm(names, desc=Path(path).name, unit='text', leave=False, disable=len(names) < 100):
-                try:
-                    d = parse_corpusjson(loads_json(read_member(z, name).decode('utf-8')), source)
-                except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
-                    print(f"skipping unreadable {path}:{name} ({e})")
-                    continue
-                if d is not None:
+            for name in _progress(names, Path(path).name):
+                d, why = read_corpusjson_bytes(read_member(z, name), f'{path}:{name}', source)
+                if why:
+                    skipped.append(why)
+                elif d is not None:
                     docs.append(d)
     except zipfile.BadZipFile:
         die(f"{path} is not a valid zip file: delete it (a broken download?) and run again")
+    if own:
+        report_skipped(skipped)
     return docs
+
+
+def report_skipped(skipped):
+    if skipped:
+        print(f"skipping {len(skipped)} unreadable text(s): " + '; '.join(skipped[:3]) + (' ...' if len(skipped) > 3 else ''))
 
 
 # ----------------------------------------------------------------------------- word tables
@@ -382,21 +326,18 @@ def load_online(projects, raw_dir):
     return docs, used
 
 
-def load_input_file(f):
-    """One --input file -> documents; a file that is not what its extension says ends in one line."""
+def load_input_file(f, skipped=None):
+    """One --input file -> documents; a file that is not what its extension says ends in one line. Inside a zip,
+    and for a .json met in a folder (`skipped` a list), an unreadable text is skipped and counted instead."""
     ext = f.suffix.lower()
     if ext == '.zip':
-        return parse_oracc_zip(f)
+        return parse_oracc_zip(f, skipped=skipped)
     if ext == '.json':
-        text = read_utf8(f, EXPECTED[ext])
-        try:
-            obj = loads_json(text)
-        except json.JSONDecodeError as e:
-            die(f"{f} is not valid JSON ({e}): expected {EXPECTED[ext]}")
-        try:
-            d = parse_corpusjson(obj)
-        except ValueError as e:
-            die(f"{f}: {e}: expected {EXPECTED[ext]}")
+        d, why = read_corpusjson_bytes(f.read_bytes(), str(f))
+        if why:
+            if skipped is None:
+                die(f"{why}: expected {EXPECTED[ext]}")
+            skipped.append(why)
         return [d] if d else []
     if ext in ('.atf', '.txt'):
         return parse_atf(read_utf8(f, EXPECTED[ext]), source=f'atf:{f.stem}', name=str(f))
@@ -404,7 +345,9 @@ def load_input_file(f):
 
 
 def load_inputs(paths):
-    docs = []
+    """--input paths (files, or folders searched for them) -> documents. Texts that cannot be read (an empty or
+    broken .json, in a zip or a folder) are skipped and counted; files without an Akkadian text are counted too."""
+    docs, skipped, empty = [], [], []
     for p in paths:
         p = Path(p)
         if not p.exists():
@@ -419,8 +362,8 @@ def load_inputs(paths):
                 f".csv/.tsv or .jsonl (word table)")
         else:
             files = [p]
-        for f in files:
-            got = load_input_file(f)
+        for f in _progress(files, p.name) if p.is_dir() else files:
+            got = load_input_file(f, skipped if p.is_dir() or f.suffix.lower() == '.zip' else None)
             if not got:
                 msg = f"{f}: no text with an Akkadian sign found: expected {EXPECTED[f.suffix.lower()]}"
                 if f.suffix.lower() in ('.atf', '.txt'):
@@ -428,8 +371,14 @@ def load_inputs(paths):
                             "default, or one with nothing but gaps gives no document)")
                 if not p.is_dir():
                     die(msg)
-                print(f"skipping {msg}")
+                empty.append(f)
+            elif f.suffix.lower() == '.zip':
+                print(f"{f}: {len(got):,} texts with Akkadian signs")
             docs += got
+    report_skipped(skipped)
+    if empty:
+        print(f"skipping {len(empty)} file(s) without a text with an Akkadian sign (another language, or only gaps): "
+              + ', '.join(str(f) for f in empty[:10]) + (' ...' if len(empty) > 10 else ''))
     return docs
 
 
@@ -530,6 +479,7 @@ def main(argv=None):
     ap.add_argument('--out', default=str(Path(__file__).resolve().parents[1] / 'data' / 'akkadian'))
     ap.add_argument('--seed', type=int, default=1337)
     args = ap.parse_args(argv)
+    JSON_READ.clear()
     out = Path(args.out)
     raw = out / 'raw'
     source = args.source
@@ -565,6 +515,9 @@ def main(argv=None):
                               f"{WHEEL_PICKLE}[10]: the lines have no text ids and come shuffled, so no real "
                               f"text boundary exists; exact duplicate lines and sign-less lines are dropped "
                               f"so that no line is in two splits; the only damage kept in this data is x")
+    report_json_reading()
+    if JSON_READ:
+        extra['json_reading'] = dict(JSON_READ)
     return build_dataset(docs, out, seed=args.seed, source=source, extra_meta=extra)
 
 

@@ -42,7 +42,7 @@ def starts(signs):
     ('s,a', 'ṣa'), ('t,e', 'ṭe'), ('ḫu', 'hu'), ('h,u', 'hu'), ('re\'u', 'reʾu'),
     ('Lugal', 'LUGAL'), ('lugal', 'lugal'), ('KU₃', 'KU3'), ('DINGIR', 'DINGIR'), ('GANₓ', 'GANₓ'), ('šuₓ', 'šuₓ'),
     ('{D}', '{d}'), ('{KI}', '{ki}'), ('{LU₂}', '{lu2}'), ('{1}', '{m}'), ('{diš}', '{m}'), ('{MUNUS}', '{f}'),
-    ('{+ni}', '{+ni}'), ('3(diš)', '3'), ('1(u)', '1(u)'), ('2(geš₂)', '2(geš2)'), ('1/2', '1/2'), ('30', '30'),
+    ('{+ni}', '{ni}'), ('3(diš)', '3'), ('1(u)', '1(u)'), ('2(geš₂)', '2(geš2)'), ('1/2', '1/2'), ('30', '30'),
     ('ba(BA)', 'ba'), ('ku!(LU)', 'ku'), ('ka#', 'ka'), ('⸢ka⸣', 'ka'), ('[ka]', 'ka'), ('lu?', 'lu'), ('iq*', 'iq'),
     ('<ina>', 'ina'), ('|A.AN|', '|A.AN|'), ('x', 'x'), ('X', 'x'), ('...', '...'), ('ni/', 'ni'), ('#', ''),
 ])
@@ -139,6 +139,55 @@ def test_oracc_json_equals_atf_of_same_text():
     atf = ("&P000001\n1. [a-na] LUGAL [ARAD]-⸢ka⸣ {1}aš-šur-ba-ni#\n"
            "2. URU.ŠE{ki} [x]-x-ia [...] {d}AMAR.UTU ša₂ ba(BA) :\n$ rest of obverse missing\n")
     assert parse_atf(atf)[0]['signs'] == doc['signs']
+
+
+def test_one_sign_definition_same_text_in_both_forms():
+    """tests/fixtures/akkadian/both_forms/P000003: one text written as ORACC JSON (the layout ORACC serves: mods,
+    statusStart + o spans, alternation and correction groups, a compound lemma read twice, n nodes, nonx and dollar
+    d nodes) and as its ATF. Both readers give exactly these tokens and flags, case by case."""
+    both = FIX / 'both_forms'
+    doc = A.parse_corpusjson(json.loads((both / 'P000003.json').read_text(encoding='utf-8')))
+    from_atf = parse_atf((both / 'P000003.atf').read_text(encoding='utf-8'))
+    assert [d['id'] for d in from_atf] == ['P000003'] and doc['id'] == 'test/sub/P000003'
+    W = FLAG_WORD_START
+    expected = [
+        # 1. a-na\t LUGAL ERIM-MEŠ\m {lu₂~v}A—šip-⸢ri⸣ TA@v: features and allographs dropped, @v kept; mār šipri once
+        ('a', OK | W), ('na', OK), ('LUGAL', OK | W), ('ERIM', OK | W), ('MEŠ', OK),
+        ('{lu2}', OK | W), ('A', OK), ('šip', OK), ('ri', DMG), ('TA@v', OK | W),
+        # 2. <a-[li]-⸢šu⸣> {<<d}LAMMA>>.MEŠ ⸢ar/ri⸣-mi a!(e)-de-e: supplied, excised, one alternative sign, the reading
+        ('a', RES | W), ('li', RES), ('šu', RES), ('MEŠ', OK | W), ('ar/ri', DMG | W), ('mi', OK),
+        ('a', OK | W), ('de', OK), ('e', OK),
+        # 3. 01 1/2 3(BAN₂) {1}aš-šur {d}AMAR.UTU URU{ki}; then `$ single ruling`: nothing
+        ('1', OK | W), ('1/2', OK | W), ('3(ban2)', OK | W), ('{m}', OK | W), ('aš', OK), ('šur', OK),
+        ('{d}', OK | W), ('AMAR', OK), ('UTU', OK), ('URU', OK | W), ('{ki}', OK),
+        # 4. liš-<$x$>-kun [x] x-ia ... ka#; then `$ (lacuna)` (JSON: state other): one gap
+        ('liš', OK | W), (GAP, MIS), ('kun', OK), (GAP, MIS | W), (GAP, MIS | W), ('ia', OK), (GAPN, MIS | W),
+        ('ka', DMG | W), (GAPN, MIS),
+        # 1'. UD.($blank$).KAM ($traces$) {(m)}a-šur %sux lugal; then `$ rest missing`
+        ('UD', OK | W), ('KAM', OK), (GAPN, MIS | W), ('{m}', OK | W), ('a', OK), ('šur', OK), (GAPN, MIS),
+    ]
+    S = FLAG_SIGN
+    expected = [(t, f | (S if t not in (GAP, GAPN) else 0)) for t, f in expected]
+    assert doc['signs'] == expected
+    assert from_atf[0]['signs'] == expected
+    assert doc['words'] == from_atf[0]['words'] == 23
+    # the one reading the forms cannot share: ORACC JSON keeps no words of a loose `$` line (state `other`), so
+    # `$ (remainder uninscribed)` is a gap there and nothing in its ATF (README, Akkadian: what a `$` line becomes)
+    word = lambda v: {'node': 'l', 'f': {'lang': 'akk', 'gdl': [{'v': v, 'id': v}]}}
+    other = {'node': 'd', 'type': 'nonx', 'strict': '0', 'state': 'other'}
+    assert A.parse_corpusjson({'cdl': [word('a'), other, word('b')]})['signs'] == [('a', S | W), (GAPN, MIS), ('b', S | W)]
+    assert parse_atf('&X\n1. a\n$ (remainder uninscribed)\n2. b\n')[0]['signs'] == [('a', S | W), ('b', S | W)]
+
+
+@pytest.mark.parametrize('line, gap', [
+    ('rest of obverse broken', True), ('(lacuna)', True), ('3 lines traces', True), ('(unplaced)', True),
+    ('continued in text no. 5', True), ('single ruling', False), ('(ruling?)', False), ('reverse blank', False),
+    ('(remainder uninscribed)', False), ('seal impression', False), ('ruling, rest broken', True),
+    ('other', True), ('missing', True), ('ruling', False), ('blank', False), ('other impression', False)])
+def test_dollar_line_is_gap(line, gap):
+    """A `$` line (ATF text, or ORACC JSON `state scope`): a gap unless it names only what loses no text."""
+    from atf import dollar_line_is_gap
+    assert dollar_line_is_gap(line) is gap
 
 
 # ----------------------------------------------------------------------------- word tables

@@ -66,10 +66,10 @@ HAND_VERIFIED = [
     # `{KUR}` determinative lower-cased, `[MA{KI}]` restored across the determinative
     ('Esar0032.atf', 33, "1'.\ta-na {KUR}ELAM.[MA{KI}]",
      'a^ na {kur}^ ELAM MA:R {ki}:R'),
-    # personal-name determinative {m}, `--` joins of a logographic name, `#` damage, {+nu} complement, ʾ
+    # personal-name determinative {m}, `--` joins of a logographic name, `#` damage, {+nu} complement -> {nu}, ʾ
     ('afo.atf', 62, "11'.\tIM# {m}{d}60--DIN#-su--E gi#-nu-u₂ {m}{d}60--ŠEŠ--MU{+nu} A {m}ŠEŠ-ʾ-u₂-tu₂ qat₃ "
                     "{m}ta-ni₃-tu₂--{d}60",
-     'IM^:D {m}^ {d} 60 DIN:D su E gi^:D nu u2 {m}^ {d} 60 ŠEŠ MU {+nu} A^ {m}^ ŠEŠ ʾ u2 tu2 qat3^ {m}^ ta ni3 '
+     'IM^:D {m}^ {d} 60 DIN:D su E gi^:D nu u2 {m}^ {d} 60 ŠEŠ MU {nu} A^ {m}^ ŠEŠ ʾ u2 tu2 qat3^ {m}^ ta ni3 '
      'tu2 {d} 60'),
     # restoration spanning words and closing inside a logogram, half brackets, ḫ -> h, šá -> ša2,
     # the footnote mark ^3^ dropped (not the index of `a`)
@@ -98,7 +98,7 @@ HAND_VERIFIED = [
     # only words are erased; ?# on a phonetic complement is damage
     ('bb.atf', 68, '2. NIG₂.NA {šim}LI ta-sar#-raq KAŠ SAG# [BAL]{+qi₂?#} EN₂ %s gud#!(GA) gal <gud> mah u₂ ki '
                    '<us₂> kug-ga %sb <<UŠ KU>>',
-     'NIG2^ NA {šim}^ LI ta^ sar:D raq KAŠ^ SAG^:D BAL^:R {+qi2}:D EN2^'),
+     'NIG2^ NA {šim}^ LI ta^ sar:D raq KAŠ^ SAG^:D BAL^:R {qi2}:D EN2^'),
     # a Sumerian year name in an Old Babylonian text: nothing; the line number has a typographic prime ’
     ('BagM_27_217.atf', 14, '1’. %sux [mu ma-da] e#-mu-ut-ba#-lum', ''),
     ('UF_10_16.atf', 34, '4. %sux mu ri-im-{d}a-nu-um lugal-e', ''),
@@ -116,9 +116,9 @@ HAND_VERIFIED = [
     ('cmawro-01-01.atf', 48, '1.5′.\t%n imḫur-[ašr]ā tarmuš tasâk-ma ', ''),
     ('cmawro-01-01.atf', 51, 'A₁_obv_i_5′:\t[{ú}]⸢im-ḫu-ur⸣-[áš-r]a {ú}ta-ar-m[u-uš %n tasâk-ma]',
      '{u2}^:R im:D hu:D ur:D aš2:R ra:D {u2}^ ta ar mu:D uš:R'),
-    # a multi-sign phonetic complement {+u₂-ti}: one {+..} token per sign, as in the ORACC JSON
+    # a multi-sign phonetic complement {+u₂-ti}: one {..} token per sign, as in the ORACC JSON
     ('afo.atf', 68, "13'.\tGIG-šu₂ u MUD EN{+u₂-ti}-šu₂ SAR-ma ina UNUG{ki} u {e₂}re-eš u₂-kin MUD {d}60 u U.MU.UN",
-     'GIG^ šu2 u^ MUD^ EN^ {+u2} {+ti} šu2 SAR^ ma ina^ UNUG^ {ki} u^ {e2}^ re eš u2^ kin MUD^ {d}^ 60 u^ U^ MU UN'),
+     'GIG^ šu2 u^ MUD^ EN^ {u2} {ti} šu2 SAR^ ma ina^ UNUG^ {ki} u^ {e2}^ re eš u2^ kin MUD^ {d}^ 60 u^ U^ MU UN'),
     # each lost sign x one [GAP], each its own word
     ('anzu.atf', 12, '54.   an-za-a-ma ta-ta-mar [x x x]',
      'an^ za a ma ta^ ta mar [GAP]^:M [GAP]^:M [GAP]^:M'),

@@ -4,6 +4,7 @@ Akkadian path end to end on a tiny checkpoint. CPU, tiny models, no network."""
 import itertools
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -233,6 +234,50 @@ def test_context_matches_and_similar_passages(tmp_path):
     model = tiny_encoder_for(tok.vocab_size)
     best = similar_passages(model, tmp_path, e('ghghabczde'), n_lead, n=2)
     assert best[0][1] == 'P2' and best[0][0] == pytest.approx(1.0, abs=1e-5) and len(best) == 2
+
+
+def test_parallels_index_and_two_stage_search(tmp_path):
+    """The parallels index pools each chunk's final states exactly as a direct mean over the chunk (in its piece's
+    context); the two-stage search (index, then exact windows in the best `rerank` documents) finds a passage copied
+    from a train document, as the exhaustive search does; the index is cached under its key and rebuilt when the key
+    changes."""
+    from corpus import tokenizer_meta, VocabTokenizer
+    from prepare.common import write_dataset
+    from restoration import PARALLEL_CHUNK, parallels_index, similar_passages
+    from atf import EXTRA_SPECIALS
+    rng = np.random.default_rng(0)
+    letters = list('abcdefghijklmnopqrstuvwxyz')
+    tok = VocabTokenizer.build([letters], extra_specials=EXTRA_SPECIALS)
+    texts = [''.join(rng.choice(letters, int(rng.integers(5, 40)))) for _ in range(20)]
+    docs = {'train': [tok.encode(list(t)) for t in texts], 'val': [tok.encode(list('abc'))]}
+    meta = {**tokenizer_meta(tok), 'dataset': 'akkadian', 'splits': {'train': [f'P{k}' for k in range(20)],
+                                                                        'val': ['V']}}
+    write_dataset(tmp_path, docs, meta, sep_id=tok.special_ids()['[SEP]'],
+                  aux={'flags': {s: [np.full(len(d), 8, np.uint8) for d in ds] for s, ds in docs.items()}})
+    n_lead = len(tok.special_ids())
+    model = tiny_encoder_for(tok.vocab_size)
+    cache = str(tmp_path / 'parallels.pt')
+    vectors, owners = parallels_index(model, tmp_path, n_lead, cache=cache, key=[1])
+    assert owners.max() == 19 and vectors.shape[1] == 16
+    # the first chunk of a document longer than a chunk (in its first block_size piece), pooled directly
+    k = next(i for i, d in enumerate(docs['train']) if len(d) > PARALLEL_CHUNK)
+    x = torch.tensor(docs['train'][k][:model.cfg.block_size])[None]
+    with torch.no_grad():
+        h, _ = model.trunk(x)
+    direct = torch.nn.functional.normalize(h[0, :PARALLEL_CHUNK].mean(0), dim=0)
+    mine = vectors[owners == k].float()                                   # the chunks of that document
+    assert torch.allclose(mine[(mine @ direct).argmax()], direct, atol=2e-3)  # one of them is it (float16)
+    k = next(i for i, d in enumerate(docs['train']) if i > 10 and len(d) >= 18)
+    query = docs['train'][k][6:18]                                        # a window at the search's stride
+    exhaustive = similar_passages(model, tmp_path, query, n_lead, n=3, rerank=100)
+    staged = similar_passages(model, tmp_path, query, n_lead, n=3, cache=cache, key=[1], rerank=4)
+    assert exhaustive[0][1] == staged[0][1] == f'P{k}' and staged[0][0] == pytest.approx(1.0, abs=1e-5)
+    assert staged[0] == exhaustive[0]
+    stamp = os.stat(cache).st_mtime_ns
+    parallels_index(model, tmp_path, n_lead, cache=cache, key=[1])      # same key: read, not rebuilt
+    assert os.stat(cache).st_mtime_ns == stamp
+    parallels_index(model, tmp_path, n_lead, cache=cache, key=[2])      # another checkpoint: rebuilt
+    assert torch.load(cache, weights_only=True)['key'] == [2]
 
 
 def tiny_encoder_for(vocab_size):

@@ -263,9 +263,6 @@ def test_every_real_atf_file_is_restored_and_changed_only_in_its_gaps(akk_ckpt):
     assert total > 1000
 
 
-@pytest.mark.skipif(not hasattr(__import__('atf'), 'parse_corpusjson'),
-                    reason='this version reads ORACC JSON in prepare/akkadian.py only; sample.py reads it through '
-                           'atf.parse_corpusjson')
 def test_input_reads_an_oracc_corpusjson_text(akk_ckpt):
     recs = [json.loads(l) for l in sample(akk_ckpt, f'--input={FIX / "corpusjson" / "P000001.json"}', '--json').stdout.splitlines()]
     assert recs and all(r['text'].endswith('P000001') and r['candidates'] for r in recs)

@@ -84,7 +84,7 @@ def test_a_line_is_restored_with_everything_the_page_draws(server):
     ({'line': 'a-na [x x]\nbe-li₂-ia x'}, 400, 'more than one line'),
     ({'line': 'a-na qqqz [x x] zzwz'}, 422, '2 sign(s) not in the vocabulary of this model: qqqz zzwz'),
     ({'line': LINE, 'answer': 'a'}, 400, 'the answer has 1 part(s) for 2 gap(s)'),
-    ({'line': LINE, 'answer': 'a-a|qqqz'}, 400, "qqqz is not a sign of this model's vocabulary"),
+    ({'line': LINE, 'answer': 'a-a|qqqz'}, 400, "'qqqz' is not a sign of the vocabulary of this model's data"),
     ({'line': 'a ' * 1500 + 'x'}, 400, 'paste one line (at most 2,000)'),
     ({'line': 5}, 400, 'send {"line"'),
     ({'atf': ''}, 400, 'the text is empty'),
