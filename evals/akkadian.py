@@ -130,7 +130,7 @@ def akkadian_metrics(model, ckpt, data_dir, device='cpu', n_spans=100, beam=20, 
     the unigram and the n-gram baselines. Returns (flat dict of numbers, markdown table)."""
     meta = load_meta(data_dir)
     sp = meta['special_ids']
-    n_lead, mask_id, V = len(sp), sp['[MASK]'], meta['vocab_size']
+    n_lead, mask_id = len(sp), sp['[MASK]']
     banned = list(range(n_lead))
     T = ckpt['model_args']['block_size']
     scorers, info = restoration_scorers(model, data_dir, max_gap_len)
