@@ -136,12 +136,13 @@ def test_a_changed_value_is_caught(tmp_path):
     assert {k for k in frozen if config[k] != frozen[k]} == {'curriculum'}
 
 
-def test_gpt_ignores_the_memory_keys():
+@pytest.mark.parametrize('twin', ['config/gpt_shakespeare.py', 'config/gpt_shakespeare_cpu.py'])
+def test_gpt_ignores_the_memory_keys(twin):
     """The gpt baselines lost atlas's memory keys: with them set as before or left at the defaults, gpt builds the
     same parameters and computes the same logits."""
     import torch
     from model import build_model, ModelConfig
-    old = FROZEN[f'{T} config/gpt_shakespeare_cpu.py']
+    old = FROZEN[f'{T} {twin}']
     small = dict(arch='gpt', vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=16, window=8, pos='rope',
                  norm='rmsnorm', bias=False)
     x = torch.randint(0, 32, (2, 16), generator=torch.Generator().manual_seed(0))
