@@ -1,7 +1,7 @@
 """
 Training throughput, MFU and memory, measured on real training steps.
 
-    python bench.py config/shakespeare_char_cpu.py [--key=value ...]     # one configuration
+    python bench.py config/gpt_shakespeare_char_cpu.py [--key=value ...] # one configuration
     python bench.py --all [--device=cuda] [--peak_tflops=989]            # every arch, one table
     python bench.py config/X.py --json                                   # machine-readable
     python bench.py config/X.py --nproc=2                                # DDP under torchrun (gloo on CPU, NCCL on CUDA)

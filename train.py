@@ -1,7 +1,7 @@
 """
 One training loop for every architecture; the objective follows the arch (objectives.py).
 
-    python train.py config/shakespeare_char_cpu.py
+    python train.py config/gpt_shakespeare_char_cpu.py
     python train.py config/train_akkadian.py --batch_size=32 --compile=True
     torchrun --standalone --nproc_per_node=2 train.py config/X.py     # DDP (NCCL on CUDA, gloo on CPU)
     python train.py --out_dir=DIR --init_from=resume                # continue DIR/last.pt exactly, with its own config
