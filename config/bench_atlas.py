@@ -21,7 +21,7 @@ mem_poly = 2
 mem_window = 4
 mem_chunk = 64
 mem_muon = True
-mem_muon_scope = 'chunk'        # one Newton-Schulz per chunk, not per token (the README, Atlas: ~9x fewer FLOPs)
+mem_muon_scope = 'chunk'        # one Newton-Schulz per chunk, not per token (docs/atlas.md: ~9x fewer FLOPs)
 activation_checkpointing = True  # needed by per-token Newton-Schulz (every S_t of a chunk kept: ~330 GB at 8 x 1024
 # without it, estimated); per chunk it may no longer be needed -- not yet measured on a GPU
 mem_lr = 0.05                 # NS bounds each write (spectral norm <= eta): Muon tolerates 5x the CPU configs' inner lr

@@ -1,6 +1,6 @@
 # Phase 2 on 2 CPU cores, offline: fine-tune a tiny locally built ModernBERT (random init, nothing pretrained: it
 # exercises the path, it measures nothing about pretraining) on the same signs and with the same masking as
-# config/train_akkadian_cpu.py (README, Phase 2: a pretrained encoder on the same signs).
+# config/train_akkadian_cpu.py (docs/pretrained.md: a pretrained encoder on the same signs).
 # python hf_encoder.py tiny --out=out-hf-tiny-base && python train.py config/finetune_hf_tiny_cpu.py
 out_dir = 'out-akkadian-hf-tiny'
 dataset = 'akkadian'

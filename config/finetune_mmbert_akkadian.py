@@ -1,5 +1,5 @@
 # Phase 2 at full size (GPU): fine-tune mmBERT-small (Marone et al. 2025; ModernBERT architecture, 22 layers x 384,
-# Gemma 2 tokenizer) on the same signs and with the same masking as config/train_akkadian.py (README, Phase 2).
+# Gemma 2 tokenizer) on the same signs and with the same masking as config/train_akkadian.py (docs/pretrained.md).
 # python train.py config/finetune_mmbert_akkadian.py                      # from the hub (needs the network once)
 # python train.py config/finetune_mmbert_akkadian.py --init_from=hf:DIR   # a local save_pretrained copy
 out_dir = 'out-akkadian-mmbert'

@@ -21,7 +21,7 @@ mem_poly = 2
 mem_window = 4
 mem_chunk = 32
 mem_muon = True
-mem_muon_scope = 'chunk'        # one Newton-Schulz per chunk, not per token (the README, Atlas: ~9x fewer FLOPs)
+mem_muon_scope = 'chunk'        # one Newton-Schulz per chunk, not per token (docs/atlas.md: ~9x fewer FLOPs)
 activation_checkpointing = True  # as its atlas twin (costs gpt ~1/3 more compute, keeps the configs identical)
 mem_lr = 0.05                 # NS bounds each write (spectral norm <= eta): Muon tolerates 5x the CPU configs' inner lr
 batch_size = 32

@@ -23,7 +23,7 @@ curriculum = False
 imp_n_layer = 2
 imp_n_embd = 64
 imp_n_head = 4
-batch_size = 16                 # x 2 micro-steps x 128 = 4,096 tokens per step (MDLM: see the README, MDLM, "the plateau")
+batch_size = 16                 # x 2 micro-steps x 128 = 4,096 tokens per step (docs/mdlm.md, "The unigram plateau")
 gradient_accumulation_steps = 2
 max_iters = 1500
 learning_rate = 2e-3
@@ -32,7 +32,7 @@ warmup_iters = 50
 weight_decay = 0.0
 beta2 = 0.99
 grad_clip = 1.0
-ema_decay = 0.0                 # no EMA: 0.9999 averages over ~10k steps, more than this run has; the README numbers are of the raw weights
+ema_decay = 0.0                 # no EMA: 0.9999 averages over ~10k steps, more than this run has; docs/mdlm.md's numbers are of the raw weights
 dtype = 'float32'
 eval_interval = 250
 eval_iters = 8

@@ -4,7 +4,7 @@
 out_dir = 'out-akkadian'
 dataset = 'akkadian'
 arch = 'encoder'
-# Aeneas torso (the README, Akkadian restoration): 16 layers, d_model 384, d_ff 1536,
+# Aeneas torso (docs/akkadian.md): 16 layers, d_model 384, d_ff 1536,
 # 8 heads of d_kv 32 (attention width 256), RoPE, pre-norm RMSNorm, no biases, GeGLU, MLP head
 n_layer = 16
 n_embd = 384

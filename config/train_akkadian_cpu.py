@@ -1,6 +1,6 @@
 # The main job on 2 CPU cores (quickstart, ~7 minutes of training): a small sign-level RoPE encoder on the offline
 # RINAP lines, with the same design as config/train_akkadian.py at a fraction of the size. Measured on the offline
-# test split (README, Akkadian results): Aeneas's per-sequence mask rate U(0, 0.75) and 2 layers trained for 2,000
+# test split (docs/akkadian.md, Results): Aeneas's per-sequence mask rate U(0, 0.75) and 2 layers trained for 2,000
 # steps beat 4 layers for 1,200 steps in about the same time (encoder test top-5 0.472 vs 0.309).
 # python prepare/akkadian.py && python train.py config/train_akkadian_cpu.py
 out_dir = 'out-akkadian'
