@@ -1,6 +1,6 @@
 """
 Interpretability artifacts of a training run: written by train.py (--save_artifacts=True: artifacts_init.pt before
-training, artifacts_final.pt after), read by interpret.py (README, What did the model learn?).
+training, artifacts_final.pt after), read by interpret.py (docs/interpret.md, What did the model learn?).
 
 An artifacts file holds the input embedding matrix and the hidden states at artifact_layers (0 = embedding output,
 i = output of block i) of a fixed eval subset (artifact_docs documents of the val split, seed 42), float16, with the

@@ -17,7 +17,7 @@ H heads of size Q, context T). The peak is known for H100, H200 and A100 and giv
     python bench.py --restore=out-akkadian [--restore_line="..."] [--restore_reps=5] [--json]
 
 --restore times the restoration of one line (two gaps by default) with the run loaded, on one CPU thread (the
-README's target: at most 1 s at the CPU config).
+target of docs/restoring.md, Speed: at most 1 s at the CPU config).
 
     python bench.py config/X.py --sample [--sample_steps=1000] [--sample_tokens=256] [--sample_batches=1,8,32] [--device=cuda]
 
@@ -27,7 +27,7 @@ causal archs generate sample_tokens tokens at batch 1 with model.generate (no KV
 the context window), mdlm draws block_size sequences at each batch size of sample_batches with `ddpm` and
 with `ddpm_cache` at sample_steps steps (the same seed) and reports, for each, the batched network calls, the
 row calls (sequences through the network, summed), tokens/s, the speed-up and whether the two samplers drew
-the same tokens (the README's target: ddpm_cache >= 2x fewer row calls than ddpm at 1000 steps, batch 8). The model is built from
+the same tokens (the target of docs/performance.md: ddpm_cache >= 2x fewer row calls than ddpm at 1000 steps, batch 8). The model is built from
 ModelConfig's defaults plus the config's keys (set every model key in a bench config).
 
 train.py takes its timing from here: StepTimer and bench_result (--bench_iters), peak_flops (the MFU it logs) and

@@ -13,7 +13,7 @@ its weights on the meta device before anything is allocated (model_config, check
 of its data's meta.json (and tokenizer file); evaluate.py and sample.py refuse other data unless told
 (--allow_other_data=True), and even then refuse a dataset whose tokenizer differs.
 
-The run folder (README, Reliability) is owned by claim_run_dir: the lock is taken before anything in it is
+The run folder (docs/reliability.md) is owned by claim_run_dir: the lock is taken before anything in it is
 looked at, a finished run is never replaced unless asked, and only the toolkit's own run files are ever deleted;
 check_train_options refuses the values of train.py's options a run cannot use, resume_config decides what a
 resumed run may change, and restore_training_state / rng_state / drop_metrics_after carry the rest of a run's
@@ -542,7 +542,7 @@ def check_train_options(c):
 
 # ----------------------------------------------------------------------------- resuming a run
 
-# What a resumed run may change (README, Reliability). Every other key is the run's: its model shape, objective,
+# What a resumed run may change (docs/reliability.md). Every other key is the run's: its model shape, objective,
 # tokenizer and data order. Given explicitly with another value, it is refused; not given, the run's value is used.
 RESUME_MAY_CHANGE = (
     'out_dir', 'init_from', 'overwrite', 'allow_other_data', 'eval_only', 'dataset', 'data_dir',   # this invocation
@@ -570,7 +570,7 @@ def resume_config(config, given, saved, path='last.pt'):
         shown = ', '.join(f"{k}={excerpt(saved[k], 30)} (not {excerpt(config[k], 30)})" for k in differ[:6])
         die(f"{path} was trained with {shown}{' ...' if len(differ) > 6 else ''}: resuming cannot change the model's "
             f"shape or objective; drop {', '.join('--' + k for k in differ)} (or give the run's values), or start a "
-            f"new run in another --out_dir (what may change on resume: README, Reliability)")
+            f"new run in another --out_dir (what may change on resume: docs/reliability.md)")
     merged = dict(config)
     for k in config:
         if k in saved and k not in given and k not in RESUME_NOT_INHERITED:

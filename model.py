@@ -89,7 +89,7 @@ class ModelConfig:
     mem_muon: bool = True       # Newton-Schulz on the momentum before the write (Atlas)
     mem_ns_steps: int = 5       # Newton-Schulz iterations (Atlas, Muon: 5)
     mem_muon_scope: str = 'token'   # token: NS on every token's momentum S_t (Atlas eq. 33) | chunk: one NS per
-                                    # chunk on the chunk's weighted momentum (the README, Atlas: cost and choice)
+                                    # chunk on the chunk's weighted momentum (docs/atlas.md, The cost of the Muon step)
     mem_lr: float = 0.05        # eta_max: the inner learning rate is eta_t = mem_lr * sigmoid(.)
     mem_conv: int = 4           # causal depthwise convolution on q, k, v (Titans); 1 = none
 
@@ -287,7 +287,7 @@ def run_flex(q, k, v, score_mod, block_mask):
 
 
 # ----------------------------------------------------------------------------- agglutinative attention
-# MorphBias (the README, agglutinative attention). Per head h, query i, key j <= i:
+# MorphBias (docs/agglutinative.md). Per head h, query i, key j <= i:
 #     logit = q.k/sqrt(d) + a_h 1[w_i = w_j] + c_h[tau_j] - g_h m_h (w_i - w_j),   m_h = 2^(-8h/H)
 # w_t = cumsum(word_start)_t - 1 (word index), tau_t the token class: 0 word-initial, 1 suffix-like,
 # 2 other word-internal, 3 digit/punctuation/special. Both come from two vocabulary lookup tables
@@ -622,7 +622,7 @@ class Encoder(LM):
     """The Aeneas torso: a bidirectional pre-norm RMSNorm encoder with RoPE, no biases, GeGLU and
     d_kv independent of d_model; the embedding goes through a LayerNorm; restoration head
     Dense -> GELU -> LayerNorm -> Dense, logits = h E^T tied to the embedding
-    (the README, Akkadian restoration). Aeneas divides these logits by sqrt(d); with
+    (docs/akkadian.md, Model and training). Aeneas divides these logits by sqrt(d); with
     N(0, 0.02) embeddings that keeps every logit near 0 and held our small runs on the unigram plateau
     for hundreds of steps (Akkadian, 3x128: val loss 5.35 vs 4.79 after 1500 steps), so we drop it."""
     causal = False
@@ -651,7 +651,7 @@ class Encoder(LM):
 
 
 # ----------------------------------------------------------------------------- mdlm: masked diffusion LM (DiT)
-# MDLM (Sahoo et al., NeurIPS 2024, arXiv 2406.07524; the README, MDLM). The denoiser of absorbing-state diffusion:
+# MDLM (Sahoo et al., NeurIPS 2024, arXiv 2406.07524; docs/mdlm.md). The denoiser of absorbing-state diffusion:
 # it reads z_t (x0 with some tokens replaced by [MASK]) and returns logits of x0 with the SUBS parameterisation:
 # the [MASK] logit is -inf (unmasked positions carry over in the NELBO). The schedule, the masking, the NELBO and
 # the importance estimator's loss are the objective's (objectives.py), as MDLM's diffusion.py wraps its DiT. The
@@ -738,7 +738,7 @@ class MDLM(LM):
         # Linear init, a kaiming-uniform embedding, adaLN and output layer zero. With time conditioning off the
         # condition c = SiLU(sigma_map(0)) is one constant vector, and each adaLN gate and shift g = W c + b
         # learns at a speed set by |c|; under N(0, 0.02) with zero biases |c| is ~30x smaller at width 128, so
-        # the zero-initialised gates stayed near 0 for thousands of steps (the unigram plateau; the README, MDLM).
+        # the zero-initialised gates stayed near 0 for thousands of steps (docs/mdlm.md, The unigram plateau).
         nn.init.kaiming_uniform_(self.wte.weight, a=math.sqrt(5))
         for m in [b.adaLN for b in self.blocks] + [self.adaLN_f, self.head]:
             nn.init.zeros_(m.weight)
@@ -765,7 +765,7 @@ class MDLM(LM):
 
 
 # ----------------------------------------------------------------------------- backpack: sense vectors + contextualisation
-# Backpack language models (Hewitt, Thickstun, Manning, Liang, ACL 2023, arXiv 2305.16765; the README, Backpack).
+# Backpack language models (Hewitt, Thickstun, Manning, Liang, ACL 2023, arXiv 2305.16765; docs/backpack.md).
 # Each token x gets k non-contextual sense vectors C(x) = FF(E x) in R^{k x d} (eq. 1, 10); the causal
 # Trunk (with positions) gives h_{1:n}, and a k-head key-query attention without values gives the weights
 # alpha_l = softmax(h K_l^T Q_l h^T / sqrt(d/k)) (eq. 3, 11, 12), causal, normalised per sense l. The output
@@ -775,7 +775,7 @@ class MDLM(LM):
 # call (q/k head size d/k, value size d, one head per sense), summed over heads. `decompose` keeps the explicit alpha for diagnostics.
 
 class SenseNetwork(nn.Module):
-    """C(x) = FF(E x) as HF BackpackSenseNetwork (App. A.1; the README, Backpack):
+    """C(x) = FF(E x) as HF BackpackSenseNetwork (App. A.1; docs/backpack.md):
     r = Drop(E x); h = LN0(r); r = h + r; h = LN1(r); r = MLP1(h) + r (d -> 4d -> d); h = LN2(r);
     senses = MLP2(h) (d -> 4d -> k d), laid out (k, d) per token. GELU is the tanh form (GPT-2's gelu_new).
     No positions and no other tokens: a token's senses are a function of its id alone."""
@@ -871,11 +871,11 @@ class Backpack(GPT):
 
 
 # ----------------------------------------------------------------------------- atlas
-# Atlas (Behrouz et al. 2025, "ATLAS: Learning to Optimally Memorize the Context at Test Time"; the README, Atlas).
+# Atlas (Behrouz et al. 2025, "ATLAS: Learning to Optimally Memorize the Context at Test Time"; docs/atlas.md).
 # Per layer and head a deep memory M_W maps feature-mapped keys to values and is trained *at test time*:
 #   Omega rule (eq. 9):    min_W  sum_{i=t-c+1..t} gamma_i 1/2 ||M_W(phi(k_i)) - v_i||^2
 #   Atlas (eq. 32-33):     S_t = theta_t S_{t-1} + grad_t,   W_t = alpha_t W_{t-1} - eta_t NS_5(S_t)
-# (the descent-consistent signs of the README, Atlas; NS_5 = Newton-Schulz, off with mem_muon=False:
+# (the descent-consistent signs of docs/atlas.md; NS_5 = Newton-Schulz, off with mem_muon=False:
 # W_t = alpha_t W_{t-1} - eta_t S_t). Every gate is input-dependent and raw: alpha retention, eta inner lr
 # (eta_max * sigmoid), theta momentum, gamma window admission, each a sigmoid of a linear map of x_t.
 # Chunked parallel form (Titans section 3.2, Atlas section 5): inside a chunk of b tokens every gradient is
@@ -886,7 +886,7 @@ class Backpack(GPT):
 # With c = 1, no feature map, no NS and eta = 1 it is the Titans update (Behrouz et al. 2025a, eq. 13-14):
 #   S'_t = eta'_t S'_{t-1} - theta'_t grad,  M_t = (1 - alpha'_t) M_{t-1} + S'_t
 # with S' = -S, eta' = theta (momentum), theta' = gamma (lr on the gradient) and alpha' = 1 - alpha.
-# Differences from the public code (the README, Atlas): writes are differentiable (the outer loss trains
+# Differences from the public code (docs/atlas.md): writes are differentiable (the outer loss trains
 # W_K, W_V and every gate through them); the window sums raw per-token gradients; NS acts on the momentum.
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)   # Muon's quintic Newton-Schulz coefficients

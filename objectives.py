@@ -8,7 +8,7 @@ and how the loss is computed from the model's outputs.
     mlm        BERT's corruption of the maskable positions (maskable_positions, mlm_mask: a rate per sequence,
                80/10/10, spans); the loss is again the model's mean cross-entropy at the targets (the encoder's
                logit budget needs the targets inside the model; hf_encoder.py's is over word pieces)
-    diffusion  MDLM (Sahoo et al., NeurIPS 2024, arXiv 2406.07524; the README, MDLM): the log-linear schedule, t
+    diffusion  MDLM (Sahoo et al., NeurIPS 2024, arXiv 2406.07524; docs/mdlm.md): the log-linear schedule, t
                stratified over the global batch (diffusion_noise), the absorbing-state corruption z_t
                (diffusion_inputs), the NELBO (nelbo, MDLM eq. 10-11), the importance estimator's loss
                (importance_loss) and the importance-adaptive masks with their curriculum (adaptive_mask_probs,
@@ -220,7 +220,7 @@ def nelbo(model, x0, t, u, doc=None, p=None, dtype=torch.float64):
 
 
 def importance_loss(score, nll, masked):
-    """The importance estimator's regression (the README, MDLM): its score of each token of x0 against a target it
+    """The importance estimator's regression (docs/mdlm.md): its score of each token of x0 against a target it
     cannot produce itself, 1 - p(x0 | z_t) = 1 - exp(-nll) from the backbone's DETACHED per-token loss, graded at the
     masked positions only (mean squared error)."""
     target = 1 - torch.exp(-nll.detach())

@@ -11,7 +11,7 @@ Writes out_dir/ckpt.pt (best val loss), out_dir/last.pt (latest state, also on S
 out_dir/metrics.jsonl (one JSON object per log line and per evaluation). The out_dir is locked before anything
 in it is looked at, and an out_dir that holds a run is never overwritten unless asked (--overwrite=True, which
 deletes the run's files only: checkpoint.claim_run_dir). A resumed run keeps its shape and objective; the options
-that may change are checkpoint.RESUME_MAY_CHANGE (README, Reliability). SIGTERM / SIGINT save last.pt and exit
+that may change are checkpoint.RESUME_MAY_CHANGE (docs/reliability.md). SIGTERM / SIGINT save last.pt and exit
 with status 143 / 130, so `train.py && evaluate.py` never evaluates a stopped run; a second signal stops at once.
 Where the rest lives: the option checks, run folder and resume in checkpoint.py, the batches and losses in
 objectives.py, the benchmark timing and batch_size=auto in bench.py, the interpretability artifacts in artifacts.py.

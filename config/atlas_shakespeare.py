@@ -5,6 +5,6 @@ arch = 'atlas'
 mem_key_dim = 16                # phi_2 of a 16-dim key: C(18, 2) = 153 features
 mem_hidden = 64
 mem_chunk = 32
-mem_muon_scope = 'chunk'        # one Newton-Schulz per chunk, not per token (README, Atlas: ~9x fewer FLOPs); per
+mem_muon_scope = 'chunk'        # one Newton-Schulz per chunk, not per token (docs/atlas.md: ~9x fewer FLOPs); per
                                 # token it needs activation checkpointing (~70 GB at 32 x 512 without, estimated)
 mem_lr = 0.05                   # NS bounds each write (spectral norm <= eta): Muon tolerates 5x the CPU config's

@@ -1,5 +1,5 @@
 # Phase 2 on 2 CPU cores, offline: fine-tune a tiny locally built ModernBERT (random init: it exercises the path,
-# it measures nothing about pretraining) on the signs and masking of config/train_akkadian_cpu.py (README, Phase 2).
+# it measures nothing about pretraining) on the signs and masking of config/train_akkadian_cpu.py (docs/pretrained.md).
 # python hf_encoder.py tiny --out=out-hf-tiny-base && python train.py config/finetune_hf_tiny_cpu.py
 out_dir = 'out-akkadian-hf-tiny'
 dataset = 'akkadian'

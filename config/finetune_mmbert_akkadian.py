@@ -1,5 +1,5 @@
 # Phase 2 at full size (GPU): fine-tune mmBERT-small (Marone et al. 2025; ModernBERT, 22 layers x 384, Gemma 2
-# tokenizer) on the signs and masking of config/train_akkadian.py (README, Phase 2); --init_from=hf:DIR: a local copy.
+# tokenizer) on the signs and masking of config/train_akkadian.py (docs/pretrained.md); --init_from=hf:DIR: a local copy.
 out_dir = 'out-akkadian-mmbert'
 dataset = 'akkadian'
 arch = 'hf'

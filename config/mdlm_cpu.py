@@ -11,7 +11,7 @@ cond_dim = 64
 bias = False
 pos = 'rope'
 imp_n_embd = 64                 # the importance estimator, when config/mdlm_atat_cpu.py turns it on
-batch_size = 16                 # x 2 micro-steps x 128 = 4,096 tokens per step (README, MDLM, "the plateau")
+batch_size = 16                 # x 2 micro-steps x 128 = 4,096 tokens per step (docs/mdlm.md, "The unigram plateau")
 gradient_accumulation_steps = 2
 max_iters = 1500
 learning_rate = 2e-3

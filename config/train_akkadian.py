@@ -3,7 +3,7 @@
 out_dir = 'out-akkadian'
 dataset = 'akkadian'
 arch = 'encoder'
-# Aeneas torso (README, Akkadian restoration): 16 layers, d_model 384, d_ff 1536, 8 heads of d_kv 32,
+# Aeneas torso (docs/akkadian.md): 16 layers, d_model 384, d_ff 1536, 8 heads of d_kv 32,
 # RoPE, pre-norm RMSNorm, no biases, GeGLU
 n_layer = 16
 n_embd = 384

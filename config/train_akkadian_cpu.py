@@ -1,5 +1,5 @@
 # The main job on 2 CPU cores (quickstart, ~7 minutes of training): config/train_akkadian.py's design at a fraction
-# of the size, on the offline RINAP lines. Measured on the offline test split (README, Akkadian results): the
+# of the size, on the offline RINAP lines. Measured on the offline test split (docs/akkadian.md, Results): the
 # per-sequence mask rate U(0, 0.75) and 2 layers for 2,000 steps beat 4 layers for 1,200 steps in about the same
 # time (encoder test top-5 0.472 vs 0.309).
 out_dir = 'out-akkadian'

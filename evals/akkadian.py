@@ -20,7 +20,7 @@ from restoration import beam_fill, cut_pieces, read_fragments, restoration_score
 
 MASKED_SIGN_RATE = 0.15
 UNK_SPAN_DIVISOR = 6      # the length-hidden evaluation restores n_spans // 6 of each length's spans (10 lengths each)
-UNK_SCORERS = ('restore', 'ngram', 'infinigram', 'unigram')  # with the length hidden (the encoder alone: see README)
+UNK_SCORERS = ('restore', 'ngram', 'infinigram', 'unigram')  # with the length hidden (the encoder alone: docs/akkadian.md)
 SUBSET_SEED = 42
 
 

@@ -101,6 +101,11 @@ OWN_KEYS = {'atlas': ATLAS_KEYS,
 IGNORED = {'gpt': ATLAS_KEYS}
 
 
+
+def manual():
+    """The manual as one text: README.md and its pages under docs/."""
+    return '\n'.join(p.read_text() for p in [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))])
+
 def test_the_map_covers_the_frozen_snapshot():
     assert set(NEW) == set(FROZEN)
 
@@ -168,8 +173,8 @@ def test_no_config_sets_a_key_its_arch_ignores(new):
 
 def test_every_readme_command_is_mapped():
     """A new documented command needs its line in NEW (and so a frozen configuration)."""
-    readme = commands_in((REPO / 'README.md').read_text())
-    assert readme, "no config command found in the README"
+    readme = commands_in(manual())
+    assert readme, "no config command found in README.md or docs/"
     missing = [c for c in readme if c not in NEW.values()]
     assert not missing, f"README commands missing from tests/test_configs.py NEW: {missing}"
 
@@ -183,14 +188,14 @@ def test_every_usage_line_in_a_config_is_mapped():
 def test_every_config_file_is_used_by_a_documented_command():
     sys.path.insert(0, str(REPO))
     import bench
-    used = {t for c in commands_in((REPO / 'README.md').read_text()) for t in c.split() if CONFIG.match(t)}
-    used |= set(bench.ALL_CONFIGS.values())  # python bench.py --all (README, Performance)
+    used = {t for c in commands_in(manual()) for t in c.split() if CONFIG.match(t)}
+    used |= set(bench.ALL_CONFIGS.values())  # python bench.py --all (docs/performance.md)
     files = {f'config/{f.name}' for f in (REPO / 'config').glob('*.py')}
     assert files - used == set(), f"config files no README command uses: {sorted(files - used)}"
 
 
 def test_the_readme_names_only_existing_configs():
-    named = set(re.findall(r'config/\w+\.py', (REPO / 'README.md').read_text())) - {PLACEHOLDER}
+    named = set(re.findall(r'config/\w+\.py', manual())) - {PLACEHOLDER}
     assert named and {n for n in named if not (REPO / n).exists()} == set()
 
 
