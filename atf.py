@@ -11,7 +11,7 @@ normalize and flag signs the same way.
 
 Flags (uint8, one per token): bits 0-1 state (0 preserved, 1 damaged, 2 restored by the editor, 3 missing),
 bit 2 the token starts a word, bit 3 the token is a real sign. A lost sign is [GAP], a gap of unknown length
-[GAPN]. The README's Akkadian section describes the conventions.
+[GAPN]. docs/akkadian.md (Data) describes the conventions.
 """
 import functools
 import re

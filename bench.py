@@ -1,7 +1,7 @@
 """
 Training throughput, MFU and memory, measured on real training steps.
 
-    python bench.py config/shakespeare_char_cpu.py [--key=value ...]     # one configuration
+    python bench.py config/gpt_shakespeare_char_cpu.py [--key=value ...] # one configuration
     python bench.py --all [--device=cuda] [--peak_tflops=989]            # every arch, one table
     python bench.py config/X.py --json                                   # machine-readable
     python bench.py config/X.py --nproc=2                                # DDP under torchrun (gloo on CPU, NCCL on CUDA)
@@ -17,7 +17,7 @@ H heads of size Q, context T). The peak is known for H100, H200 and A100 and giv
     python bench.py --restore=out-akkadian [--restore_line="..."] [--restore_reps=5] [--json]
 
 --restore times the restoration of one line (two gaps by default) with the run loaded, on one CPU thread (the
-README's target: at most 1 s at the CPU config).
+target of docs/restoring.md, Speed: at most 1 s at the CPU config).
 
     python bench.py config/X.py --sample [--sample_steps=1000] [--sample_tokens=256] [--sample_batches=1,8,32] [--device=cuda]
 
@@ -27,8 +27,11 @@ causal archs generate sample_tokens tokens at batch 1 with model.generate (no KV
 the context window), mdlm draws block_size sequences at each batch size of sample_batches with `ddpm` and
 with `ddpm_cache` at sample_steps steps (the same seed) and reports, for each, the batched network calls, the
 row calls (sequences through the network, summed), tokens/s, the speed-up and whether the two samplers drew
-the same tokens (the README's target: ddpm_cache >= 2x fewer row calls than ddpm at 1000 steps, batch 8). The model is built from
+the same tokens (the target of docs/performance.md: ddpm_cache >= 2x fewer row calls than ddpm at 1000 steps, batch 8). The model is built from
 ModelConfig's defaults plus the config's keys (set every model key in a bench config).
+
+train.py takes its timing from here: StepTimer and bench_result (--bench_iters), peak_flops (the MFU it logs) and
+auto_batch_size (--batch_size=auto).
 """
 import time
 import json
@@ -36,8 +39,124 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from configurator import check_values, config_fail, configure
+
+# ----------------------------------------------------------------------------- timing inside train.py
+
+def peak_flops(device, peak_tflops=0.0):
+    """The device's bf16 dense peak FLOP/s for MFU: peak_tflops, else known for H200/H100/A100, else 0 (no MFU)."""
+    import torch
+    if peak_tflops or not device.startswith('cuda'):
+        return peak_tflops * 1e12
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12)) if k in name), 0.0)
+
+
+class StepTimer:
+    """train.py --bench_iters=N: the wall clock of the N steps after `warmup` steps from iteration `start`, the
+    device synchronised at the two ends only (peak memory counted from the start)."""
+
+    def __init__(self, start, warmup, iters, device):
+        import torch
+        self.warmup, self.end, self.cuda, self.t0 = start + warmup, start + warmup + iters, device.startswith('cuda'), None
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def seconds(self, iter_num):
+        """Called before each step: the seconds the timed steps took once iter_num is their end, else None."""
+        import torch
+        if iter_num not in (self.warmup, self.end):
+            return None
+        if self.cuda:
+            torch.cuda.synchronize()
+        if iter_num == self.warmup:
+            self.t0 = time.time()
+            return None
+        return time.time() - self.t0
+
+
+def bench_result(seconds, steps, tokens_per_iter, model, arch, device, dtype, compile, world, peak_tflops=0.0,
+                 graph_breaks=None, activation_checkpointing=False):
+    """bench.json of train.py --bench_iters: tokens/s, step time, MFU against the device's bf16 dense peak (all
+    processes), peak memory (CUDA: allocated; CPU: the process's peak resident set)."""
+    import torch
+    tps = tokens_per_iter * steps / seconds
+    peak, fpt = peak_flops(device, peak_tflops), model.flops_per_token()
+    if device.startswith('cuda'):
+        mem = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        import resource
+        mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # peak resident set (Linux: KiB)
+    return {'arch': arch, 'device': torch.cuda.get_device_name(device) if device.startswith('cuda') else device,
+            'dtype': dtype, 'compile': compile, 'params': model.num_params(), 'tokens_per_iter': tokens_per_iter,
+            'tokens_per_s': tps, 'step_s': seconds / steps, 'flops_per_token': fpt,
+            'mfu': fpt * tps / (peak * world) if peak else None, 'peak_mem_gib': mem, 'world_size': world,
+            'graph_breaks': graph_breaks, 'activation_checkpointing': activation_checkpointing}
+
+
+def write_bench(path, res):
+    """bench.json (what run_one reads back), and the same on stdout."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(res, f, indent=1)
+    print(json.dumps(res))
+
+
+def auto_batch_size(loss_of, model, device, master=True, ddp=False,
+                    candidates=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), steps=3):
+    """train.py --batch_size=auto: time a few forward + backward passes per batch size on this device (loss_of(bs, k):
+    the loss of micro-batch k at batch size bs); the size with the best samples/s among those that fit in memory
+    (CUDA, MPS or CPU), printed with what was measured. Rank 0 decides under DDP (a broadcast)."""
+    import torch
+    choice = torch.zeros((), dtype=torch.long, device=device)
+    sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
+    rows, best = [], (0.0, candidates[0])
+    for bs in candidates if master else ():
+        try:
+            for k in range(steps + 1):
+                if k == 1:  # the first pass warms up
+                    sync()
+                    t0 = time.time()
+                loss_of(bs, k).backward()
+            sync()
+            sps = bs * steps / (time.time() - t0)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if 'out of memory' not in str(e).lower() and not isinstance(e, torch.OutOfMemoryError):
+                raise
+            rows.append((bs, 'out of memory'))
+            break
+        finally:
+            model.zero_grad(set_to_none=True)
+            if device.startswith('cuda'):
+                torch.cuda.empty_cache()
+        rows.append((bs, f'{sps:,.1f} samples/s'))
+        if sps > best[0]:
+            best = (sps, bs)
+        elif sps < 0.8 * best[0]:
+            break  # throughput falls: larger batches will not help
+    if master:
+        print("batch_size=auto: " + '; '.join(f"{bs}: {r}" for bs, r in rows) + f" -> batch_size={best[1]}")
+        choice.fill_(best[1])
+    if ddp:
+        import torch.distributed as dist
+        dist.broadcast(choice, 0)
+    return int(choice.item())
+
+
+def count_graph_breaks(module, args, kwargs, ctx):
+    """train.py --compile=True: torch.compile's graphs and graph breaks of module on one real batch (a dynamo trace,
+    no code generation), printed with their reasons; the number of breaks goes into bench.json."""
+    import torch._dynamo
+    with ctx:
+        explained = torch._dynamo.explain(module)(*args, **kwargs)
+    reasons = '; '.join(sorted({str(b.reason).splitlines()[0][:100] for b in explained.break_reasons}))
+    print(f"torch.compile: {explained.graph_count} graph(s), {explained.graph_break_count} graph break(s)"
+          + (f": {reasons}" if reasons else ''))
+    torch._dynamo.reset()
+    return explained.graph_break_count
+
 
 # bench.py's own options; everything else is passed to train.py
 ALL_CONFIGS = {  # arch -> a 124M-class config at context 1024 (those that exist in config/)

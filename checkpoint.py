@@ -13,15 +13,19 @@ its weights on the meta device before anything is allocated (model_config, check
 of its data's meta.json (and tokenizer file); evaluate.py and sample.py refuse other data unless told
 (--allow_other_data=True), and even then refuse a dataset whose tokenizer differs.
 
-The run folder (README, Reliability) is owned by claim_run_dir: the lock is taken before anything in it is
+The run folder (docs/reliability.md) is owned by claim_run_dir: the lock is taken before anything in it is
 looked at, a finished run is never replaced unless asked, and only the toolkit's own run files are ever deleted;
-resume_config decides what a resumed run may change; StopRequest handles SIGTERM / SIGINT.
+check_train_options refuses the values of train.py's options a run cannot use, resume_config decides what a
+resumed run may change, and restore_training_state / rng_state / drop_metrics_after carry the rest of a run's
+state across a resume; StopRequest handles SIGTERM / SIGINT.
 """
 import atexit
 import hashlib
 import json
+import math
 import os
 import pickle
+import random
 import re
 import shutil
 import signal
@@ -30,6 +34,7 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from corpus import check_dataset, die, excerpt, load_meta, loads_json
@@ -138,6 +143,21 @@ def model_args_problem(model_args):
     if not ok:
         return f"curriculum_phases must be two fractions a,b with 0 <= a <= b <= 1, got {excerpt(phases)}"
     return None
+
+
+def new_model_args(config, meta, mask_id=None):
+    """The model_args of a new run: ModelConfig's keys of train.py's config, with the data's vocabulary (or the larger
+    vocab_size the config pads it to, e.g. 50304 for speed: the ids stay the data's) and, for diffusion, the [MASK]
+    id (a token added to the vocabulary when the tokenizer has none: the vocabulary grows to hold it)."""
+    model_args = {k: config[k] for k in ModelConfig().to_dict() if k in config}
+    if config['vocab_size'] and config['vocab_size'] < meta['vocab_size']:
+        die(f"vocab_size={config['vocab_size']} is smaller than the data's {meta['vocab_size']} ids; use 0 (the data's) "
+            f"or more")
+    model_args['vocab_size'] = config['vocab_size'] or meta['vocab_size']
+    if mask_id is not None:
+        model_args['mask_id'] = mask_id
+        model_args['vocab_size'] = max(model_args['vocab_size'], mask_id + 1)
+    return model_args
 
 
 def model_config(model_args, what='the model'):
@@ -251,6 +271,44 @@ def load_checkpoint(path, device='cpu', use_ema=True):
         die(f"{path}: the weights do not fit the model its model_args describe "
             f"({(str(e).splitlines() or [''])[0][:120]}): not a checkpoint of this version of the toolkit")
     return model.to(device).eval(), ckpt
+
+
+def build_run_model(model_args, data_dir, meta, device, init_from='scratch', ckpt=None, path='last.pt', verbose=True):
+    """The model a training run trains, on `device`, and its model_args: a resumed run's (ckpt, read from path) with
+    its weights; a Hugging Face masked LM over the signs (arch 'hf', init_from 'hf:...': hf_encoder.py, whose
+    model_args replace the given ones); else new, with the weights of a local state dict when init_from is a file.
+    The model_args are checked (sane sizes; the shapes on the meta device against the weights and the device's
+    memory at 16 bytes a parameter: weights, gradients, AdamW's two moments) before anything is allocated."""
+    hf = model_args.get('arch') == 'hf'
+    try:
+        if hf:
+            from hf_encoder import build_hf, check_hf_model_args, hf_model_args
+            if ckpt is None:  # the pretrained config, tokenizer files and sign -> pieces table
+                model_args = hf_model_args(init_from, data_dir, model_args['block_size'], model_args['doc_mask'])
+            check_hf_model_args(model_args, path if ckpt is not None else init_from)
+            model = build_hf(model_args, init_from if ckpt is None else None)
+        else:
+            what = 'the configuration' if ckpt is None else path
+            cfg = model_config(model_args, what)
+            check_model_shapes(lambda: build_model(cfg), what, ckpt and ckpt['model'], device, 16)
+            model = build_model(cfg)
+    except ValueError as e:
+        die(str(e))
+    if model_args.get('attention', 'standard') == 'agglutinative':
+        if 'word_start' not in meta or 'token_class' not in meta:
+            die(f"attention='agglutinative' needs meta.json 'word_start' and 'token_class' in {data_dir} "
+                f"(prepare/turkish.py writes them)")
+        model.set_token_tables(meta['word_start'], meta['token_class'])
+    if ckpt is not None:
+        model.load_state_dict(ckpt['model'])
+    elif init_from not in ('scratch', 'resume') and not hf:  # pretrained weights; the optimizer starts fresh
+        try:
+            load_pretrained(model, torch_load(init_from), init_from)
+        except ValueError as e:
+            die(f"--init_from={init_from}: {e}")
+        if verbose:
+            print(f"initialised the weights from {init_from}")
+    return model.to(device), model_args
 
 
 def load_run(out_dir, ckpt_name='ckpt.pt', device='cpu', data_dir='', allow_other_data=False, use_ema=True):
@@ -433,9 +491,58 @@ def claim_run_dir(out, init_from='scratch', overwrite=False):
     return lock
 
 
+# ----------------------------------------------------------------------------- a run's options
+
+def check_train_options(c):
+    """The values train.py's options (the dict c) can hold but a run cannot use: one line each, before anything is
+    built or written; run again on a resumed run's merged configuration."""
+    init_from, arch = c['init_from'], c['arch']
+    if init_from not in ('scratch', 'resume') and not os.path.isfile(init_from) and not init_from.startswith('hf:'):
+        die(f"init_from must be 'scratch', 'resume' or the path of a local state dict; {init_from!r} is none of them")
+    if arch not in MODELS and arch != 'hf':
+        die(f"unknown arch {arch!r}; choose one of {', '.join(MODELS)}, or hf (a Hugging Face masked LM)")
+    if (arch == 'hf') != init_from.startswith('hf:') and init_from != 'resume':
+        die(f"arch='hf' and init_from='hf:MODEL' go together (got arch={arch!r}, init_from={init_from!r}): "
+            f"e.g. python train.py config/finetune_hf_tiny_cpu.py")
+    if c['batch_size'] != 'auto' and c['batch_size'] < 1:
+        die(f"batch_size must be at least 1 (or 'auto'), got {c['batch_size']}")
+    for k in ('block_size', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters', 'log_interval'):
+        if c[k] < 1:
+            die(f"{k} must be at least 1, got {c[k]}")
+    if c['max_iters'] < 1 and not c['eval_only']:
+        die(f"max_iters={c['max_iters']}: nothing to train; set max_iters >= 1 (or eval_only=True to evaluate only)")
+    if not 0 <= c['ema_decay'] < 1:
+        die(f"ema_decay must be in [0, 1) (0 = no EMA; MDLM uses 0.9999), got {c['ema_decay']}")
+    for k in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters', 'lr_decay_iters', 'vocab_size',
+              'bench_iters', 'bench_warmup', 'peak_tflops', 'num_threads', 'max_nonfinite', 'span_mean', 'mask_rate_max'):
+        if c[k] < 0:
+            die(f"{k} must not be negative, got {c[k]}")
+    if c['learning_rate'] == 0:
+        die("learning_rate=0 would train nothing; give a positive learning rate")
+    for k in ('beta1', 'beta2', 'mask_replace', 'mask_random'):
+        if not 0 <= c[k] <= 1:
+            die(f"{k} must lie in [0, 1], got {c[k]}")
+    if not 0 < c['mask_rate'] <= 1 or c['mask_rate_max'] > 1 or c['mask_replace'] + c['mask_random'] > 1:
+        die(f"mask_rate must lie in (0, 1], mask_rate_max in [0, 1] and mask_replace + mask_random <= 1 "
+            f"(got {c['mask_rate']}, {c['mask_rate_max']}, {c['mask_replace']} + {c['mask_random']})")
+    layers = c['artifact_layers']
+    if c['artifact_docs'] < 1 or not all(l.strip().isdigit() for l in layers.split(',') if l.strip()):
+        die(f"artifact_docs must be at least 1 and artifact_layers a list of layers such as 0,4,8 "
+            f"(got {c['artifact_docs']}, {layers!r})")
+    if c['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'):
+        die(f"unknown dtype {c['dtype']!r}; choose auto, float32, bfloat16 or float16")
+    if not c['out_dir'].strip():
+        die("out_dir is empty: name the run's folder, e.g. --out_dir=out-shakespeare-char")
+    if c['seed'] < 0:
+        die(f"seed must not be negative (numpy's generators refuse it), got {c['seed']}")
+    check_device(c['device'])
+    if c['overwrite'] and init_from == 'resume':
+        die("overwrite=True and init_from='resume' contradict each other: resume continues the run, overwrite deletes it")
+
+
 # ----------------------------------------------------------------------------- resuming a run
 
-# What a resumed run may change (README, Reliability). Every other key is the run's: its model shape, objective,
+# What a resumed run may change (docs/reliability.md). Every other key is the run's: its model shape, objective,
 # tokenizer and data order. Given explicitly with another value, it is refused; not given, the run's value is used.
 RESUME_MAY_CHANGE = (
     'out_dir', 'init_from', 'overwrite', 'allow_other_data', 'eval_only', 'dataset', 'data_dir',   # this invocation
@@ -463,12 +570,68 @@ def resume_config(config, given, saved, path='last.pt'):
         shown = ', '.join(f"{k}={excerpt(saved[k], 30)} (not {excerpt(config[k], 30)})" for k in differ[:6])
         die(f"{path} was trained with {shown}{' ...' if len(differ) > 6 else ''}: resuming cannot change the model's "
             f"shape or objective; drop {', '.join('--' + k for k in differ)} (or give the run's values), or start a "
-            f"new run in another --out_dir (what may change on resume: README, Reliability)")
+            f"new run in another --out_dir (what may change on resume: docs/reliability.md)")
     merged = dict(config)
     for k in config:
         if k in saved and k not in given and k not in RESUME_NOT_INHERITED:
             merged[k] = saved[k]
     return merged
+
+
+def rng_state(device_type):
+    """This process's RNG states (torch, CUDA, Python, numpy) as a checkpoint holds them (weights_only-loadable)."""
+    s = np.random.get_state()
+    return {'torch': torch.get_rng_state(), 'python': random.getstate(),
+            'cuda': torch.cuda.get_rng_state_all() if device_type == 'cuda' else [],
+            'numpy': [s[0], torch.from_numpy(s[1].astype(np.int64)), int(s[2]), int(s[3]), float(s[4])]}
+
+
+def save_run(path, model, optimizer, scaler, ema, device_type, world=1, master=True, **state):
+    """A training run's state -> path, atomically (save_atomic): the model's weights, the optimizer's and GradScaler's
+    states, the RNG states of every process (gathered: a collective when world > 1, DDP), the EMA weights ({name:
+    tensor}; left out when empty) and `state`: model_args, config, iter_num, best_val_loss, data_position, ... (the
+    checkpoint contract: README, Layout). Only the master process writes; restore_training_state reads it back."""
+    states = [rng_state(device_type)]
+    if world > 1:
+        import torch.distributed as dist
+        states = [None] * world
+        dist.all_gather_object(states, rng_state(device_type))
+    if master:
+        save_atomic({'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
+                     **state, 'rng': states, **({'ema': ema} if ema else {})}, path)
+
+
+def restore_training_state(ckpt, optimizer, scaler, rank, device_type):
+    """A resumed run's optimizer, GradScaler and RNG states (those of process `rank`, or of the last process saved
+    when the run has more processes now), as train.py's save_checkpoint wrote them."""
+    optimizer.load_state_dict(ckpt['optimizer'])
+    if ckpt.get('scaler'):
+        scaler.load_state_dict(ckpt['scaler'])
+    rng = ckpt['rng'][min(rank, len(ckpt['rng']) - 1)]
+    torch.set_rng_state(rng['torch'].cpu())
+    if device_type == 'cuda' and rng.get('cuda'):
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng['cuda']])
+    random.setstate(rng['python'])
+    np.random.set_state((rng['numpy'][0], rng['numpy'][1].numpy().astype(np.uint32), *rng['numpy'][2:]))
+
+
+def resume_ema(ckpt, params, device, what='last.pt', verbose=True):
+    """The float32 EMA of the weights `params` ({name: parameter}) a run keeps beside its model (train.py ema_decay):
+    the resumed run's (ckpt['ema']) when it holds one of these weights, else a copy of the weights (said in a line
+    when a resumed run had none)."""
+    saved = (ckpt or {}).get('ema')
+    if params and saved is not None and set(saved) == set(params):
+        return [saved[n].to(device=device, dtype=torch.float32).clone() for n in params]
+    if params and ckpt is not None and verbose:
+        print(f"{what} has no EMA of these weights; the EMA starts from the resumed weights")
+    return [p.detach().to(torch.float32).clone() for p in params.values()]
+
+
+def drop_metrics_after(path, iter_num):
+    """A resumed run's metrics.jsonl loses the rows logged after the state it resumes from (iter > iter_num)."""
+    if Path(path).exists():
+        rows = [r for r in read_metrics(path) if r.get('iter', 0) <= iter_num]
+        write_text_atomic(path, ''.join(json.dumps(r) + '\n' for r in rows))
 
 
 # ----------------------------------------------------------------------------- stopping
@@ -493,6 +656,15 @@ class StopRequest:
                   f"(continue with --init_from=resume)", file=sys.stderr)
             raise SystemExit(128 + signum)
         self.requested = name
+
+    def agree(self, device):
+        """DDP: every process learns of a stop request any of them got (an all-reduce at a log interval), so that
+        all of them stop at the same step; a request from another process is 'peer'."""
+        import torch.distributed as dist
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0 and not self.requested:
+            self.requested = 'peer'
 
     @property
     def exit_status(self):
@@ -530,6 +702,14 @@ def lock_run_dir(out):
     for tmp in out.glob('.*.tmp'):  # we hold the lock: no live writer owns these
         tmp.unlink()
     return f
+
+
+def append_metrics(path, row):
+    """One row of a run's metrics.jsonl, strict JSON: a non-finite number is written as null (read_metrics reads it)."""
+    row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    with open(path, 'a') as f:
+        f.write(json.dumps(row) + '\n')
+    return row
 
 
 def read_metrics(path, warn=True):

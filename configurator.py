@@ -98,7 +98,7 @@ def apply_config(namespace, argv, auto_keys=(), ignore_unknown=False, given=None
                 with open(arg) as f:
                     src = f.read()
             except OSError:
-                raise ConfigError(f"config file {arg!r} not found (give a path like config/shakespeare_char_cpu.py)")
+                raise ConfigError(f"config file {arg!r} not found (give a path like config/gpt_shakespeare_char_cpu.py)")
             scope = {}
             try:
                 exec(compile(src, arg, 'exec'), scope)

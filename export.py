@@ -1,5 +1,5 @@
 """
-A trained run -> a Hugging Face model directory that transformers loads alone (README, Sharing a trained restorer):
+A trained run -> a Hugging Face model directory that transformers loads alone (docs/export.md):
 
     python export.py --out_dir=out-akkadian --to=akkadian-restorer [--ckpt_name=ckpt.pt] [--overwrite=True]
 
@@ -146,7 +146,7 @@ def eval_tables(res):
 
 
 def usage_snippet(model_id, line):
-    """The restoration snippet of the README (tests/test_export.py runs it), for this model."""
+    """The restoration snippet of docs/export.md (tests/test_export.py runs it), for this model."""
     return f"""import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 model_id = {model_id!r}   # this folder, or its id on the Hub

@@ -1,6 +1,6 @@
 """
 A pretrained Hugging Face masked-LM encoder (mmBERT, ModernBERT, XLM-R, mBERT: AutoModelForMaskedLM) fine-tuned
-and scored over the same signs as the from-scratch encoder (README, Phase 2: a pretrained multilingual encoder).
+and scored over the same signs as the from-scratch encoder (docs/pretrained.md, Phase 2).
 
     python hf_encoder.py tiny --out=out-hf-tiny-base [--data_dir=data/akkadian]   # a tiny local ModernBERT + tokenizer
     python hf_encoder.py audit --model=out-hf-tiny-base [--data_dir=data/akkadian] # tokenization audit -> out-audit/
@@ -28,7 +28,7 @@ the piece count is an unknown of the same kind as a gap's length, and is treated
 treats lengths, with the train split's distribution P(k) of the signs' piece counts:
     log p(c | x) = log P(k_c) + log s(c | x) - log sum_{c': k_c' = k_c} s(c' | x)
 (count_logprior; without it, the raw joint scores of all candidates are normalised together, which in the tiny
-CPU run of the README (Phase 2) ranked a one-piece sign first at 372 of 453 masked signs, 22% being one piece).
+CPU run of docs/pretrained.md ranked a one-piece sign first at 372 of 453 masked signs, 22% being one piece).
 Both models are thus ranked over the same candidates, in the same units (restoration.encoder_scorer's
 log_softmax leaves this distribution unchanged).
 

@@ -6,7 +6,7 @@ What did the model learn? Sparse autoencoders, feature tables and linear probes 
     python interpret.py --out_dir=out-akkadian --sae=l1 --l1_coeff=0.1 --result_dir=out-akkadian/interpret_l1
     python interpret.py --out_dir=DIR --stages=init,final --data_dir=data/akkadian --expansion=8 --k=32
 
-Input: every out_dir/artifacts_NAME.pt (train.py's write_artifacts: token ids, document offsets, the
+Input: every out_dir/artifacts_NAME.pt (artifacts.py, written by train.py: token ids, document offsets, the
 embedding matrix and float16 hidden states per layer of the fixed eval subset: artifact_docs val documents,
 seed 42), `init` and `final` first. Any out_dir whose artifacts have this layout works (a pretrained or
 fine-tuned encoder only has to write artifacts_NAME.pt the same way, one state per token of the dataset's
@@ -64,11 +64,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from artifacts import load_artifacts, STAGE_CHECKPOINT
 from atf import FLAG_DAMAGED, FLAG_MISSING, FLAG_RESTORED, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, is_target
 from checkpoint import check_data, check_device, load_checkpoint, torch_load
 from configurator import check_values, configure
 from corpus import check_dataset, die, documents, fixed_subset, load_meta
-from model import objective
+from objectives import objective
 from probes import probe_scores
 from sae import dead_dense, density, encode_all, fvu, pca_fvu, SAE_KINDS, sae_metrics, train_sae
 
@@ -96,8 +97,6 @@ device = 'cpu'
 num_threads = 0               # CPU threads; 0 = torch's default
 # -----------------------------------------------------------------------------
 
-STAGE_CHECKPOINT = {'init': 'init.pt', 'final': 'last.pt'}  # what train.py's write_artifacts saved them from
-ARTIFACT_KEYS = ('token_ids', 'doc_offsets', 'hidden', 'layers')
 PROBE_TASKS = {  # name: (description, class names)
     'sign_class': ('sign class', ('determinative', 'logogram', 'syllabic', 'number')),
     'word_position': ('position in the word', ('1st', '2nd', '3rd', '4th+')),
@@ -243,18 +242,6 @@ def find_stages(out, names):
             f"--save_artifacts=True) or pass --out_dir of such a run")
     order = {'init': 0, 'final': 1}
     return sorted(found, key=lambda s: (order.get(s, 2), s))
-
-
-def load_artifacts(path):
-    a = torch_load(path)
-    if not isinstance(a, dict) or not all(key in a for key in ARTIFACT_KEYS):
-        die(f"{path}: not an artifacts file of train.py (it needs {', '.join(ARTIFACT_KEYS)})")
-    n = len(a['token_ids'])
-    for l in a['layers']:
-        h = a['hidden'].get(str(l))
-        if h is None or h.ndim != 2 or len(h) != n:
-            die(f"{path}: layer {l} has no states of shape (tokens={n}, d)")
-    return a
 
 
 def stage_checkpoint(out, stage, art):

@@ -5,8 +5,9 @@ Every architecture of the toolkit, in one file. `ModelConfig.arch` picks the cla
     encoder  bidirectional RoPE encoder, the Aeneas torso (Assael et al., Nature 2025):
              pre-norm RMSNorm, no biases, GeGLU, head size d_kv free of d_model, and a 2-layer MLP
              restoration head tied to the embedding
-    mdlm     masked diffusion LM (Sahoo et al. 2024) on a DiT backbone with adaLN-zero, with the
-             importance-aware masking options (its samplers are in sampling.py)
+    mdlm     the denoiser of a masked diffusion LM (Sahoo et al. 2024): a DiT backbone with adaLN-zero, and
+             the importance estimator of the importance-aware options (objective: objectives.py; samplers:
+             sampling.py)
     backpack Backpack LM (Hewitt et al. 2023): sense vectors + k-head contextualisation
     atlas    causal LM with Atlas long-term memory (Behrouz et al. 2025) beside sliding-window attention
     attention='agglutinative' (gpt, backpack): morphology-aware attention biases
@@ -15,9 +16,10 @@ The shared blocks (norms, rotary embedding, attention through F.scaled_dot_produ
 causal / bidirectional / document / sliding-window masks, GELU / GeGLU / SwiGLU MLPs, the
 transformer trunk) are written once below; an architecture composes them.
 
-Objectives follow the arch: `objective(arch)` says which (causal next token, masked LM, masked diffusion);
-the data corruption of each objective is in objectives.py. The file reads top to bottom: the config, the
-shared blocks, then one section per architecture, and the MODELS registry at the end.
+The objectives are objectives.py's (which one an arch trains with, its batches, its loss): a causal or masked-LM
+model returns nanoGPT's (logits, cross-entropy) when given targets; MDLM is a pure denoiser, z_t -> logits, and its
+NELBO and importance loss are computed there. This file imports nothing of objectives.py. It reads top to bottom:
+the config, the shared blocks, then one section per architecture, and the MODELS registry at the end.
 """
 import math
 from dataclasses import asdict, dataclass, fields
@@ -26,7 +28,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from objectives import adaptive_mask_probs, curriculum_direction, mdlm_mask_rate
 
 try:  # FlexAttention (torch >= 2.5): block-sparse masks and score modifications in one fused kernel on CUDA
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
@@ -69,6 +70,7 @@ class ModelConfig:
     imp_n_layer: int = 2
     imp_n_embd: int = 256
     imp_n_head: int = 4
+    # ... and the options of its objective (objectives.diffusion_loss reads them here, so a run's model_args keep them)
     importance_weight: float = 1.0   # weight of the estimator's MSE in the training loss
     adaptive_masking: bool = False   # per-token mask probabilities biased by importance, mean 1 - alpha_t
     adaptive_strength: float = 1.0   # logit slope of that bias
@@ -87,7 +89,7 @@ class ModelConfig:
     mem_muon: bool = True       # Newton-Schulz on the momentum before the write (Atlas)
     mem_ns_steps: int = 5       # Newton-Schulz iterations (Atlas, Muon: 5)
     mem_muon_scope: str = 'token'   # token: NS on every token's momentum S_t (Atlas eq. 33) | chunk: one NS per
-                                    # chunk on the chunk's weighted momentum (the README, Atlas: cost and choice)
+                                    # chunk on the chunk's weighted momentum (docs/atlas.md, The cost of the Muon step)
     mem_lr: float = 0.05        # eta_max: the inner learning rate is eta_t = mem_lr * sigmoid(.)
     mem_conv: int = 4           # causal depthwise convolution on q, k, v (Titans); 1 = none
 
@@ -135,11 +137,6 @@ class ModelConfig:
 
     def to_dict(self):
         return asdict(self)
-
-
-def objective(arch):
-    """The training objective that goes with an architecture."""
-    return {'gpt': 'causal', 'encoder': 'mlm', 'mdlm': 'diffusion', 'backpack': 'causal', 'atlas': 'causal'}[arch]
 
 
 # ----------------------------------------------------------------------------- shared blocks
@@ -290,7 +287,7 @@ def run_flex(q, k, v, score_mod, block_mask):
 
 
 # ----------------------------------------------------------------------------- agglutinative attention
-# MorphBias (the README, agglutinative attention). Per head h, query i, key j <= i:
+# MorphBias (docs/agglutinative.md). Per head h, query i, key j <= i:
 #     logit = q.k/sqrt(d) + a_h 1[w_i = w_j] + c_h[tau_j] - g_h m_h (w_i - w_j),   m_h = 2^(-8h/H)
 # w_t = cumsum(word_start)_t - 1 (word index), tau_t the token class: 0 word-initial, 1 suffix-like,
 # 2 other word-internal, 3 digit/punctuation/special. Both come from two vocabulary lookup tables
@@ -625,7 +622,7 @@ class Encoder(LM):
     """The Aeneas torso: a bidirectional pre-norm RMSNorm encoder with RoPE, no biases, GeGLU and
     d_kv independent of d_model; the embedding goes through a LayerNorm; restoration head
     Dense -> GELU -> LayerNorm -> Dense, logits = h E^T tied to the embedding
-    (the README, Akkadian restoration). Aeneas divides these logits by sqrt(d); with
+    (docs/akkadian.md, Model and training). Aeneas divides these logits by sqrt(d); with
     N(0, 0.02) embeddings that keeps every logit near 0 and held our small runs on the unigram plateau
     for hundreds of steps (Akkadian, 3x128: val loss 5.35 vs 4.79 after 1500 steps), so we drop it."""
     causal = False
@@ -654,12 +651,12 @@ class Encoder(LM):
 
 
 # ----------------------------------------------------------------------------- mdlm: masked diffusion LM (DiT)
-# MDLM (Sahoo et al., NeurIPS 2024, arXiv 2406.07524; the README, MDLM). Absorbing-state diffusion: every
-# token is independently replaced by [MASK] with probability 1 - alpha_t. Log-linear schedule
-# alpha_t = 1 - (1 - eps) t, eps = 1e-3, so the mask probability is (1 - eps) t and the NELBO weight
-# alpha'_t / (1 - alpha_t) = -1/t. SUBS parameterisation: the [MASK] logit is -inf, and unmasked
-# positions carry over (contribute exactly zero). The backbone is a DiT: the shared Attention (RoPE,
-# bidirectional) and MLP, each wrapped in adaLN-zero modulation from a timestep embedding.
+# MDLM (Sahoo et al., NeurIPS 2024, arXiv 2406.07524; docs/mdlm.md). The denoiser of absorbing-state diffusion:
+# it reads z_t (x0 with some tokens replaced by [MASK]) and returns logits of x0 with the SUBS parameterisation:
+# the [MASK] logit is -inf (unmasked positions carry over in the NELBO). The schedule, the masking, the NELBO and
+# the importance estimator's loss are the objective's (objectives.py), as MDLM's diffusion.py wraps its DiT. The
+# backbone is a DiT: the shared Attention (RoPE, bidirectional) and MLP, each wrapped in adaLN-zero modulation from
+# a timestep embedding.
 
 
 def modulate(x, shift, scale):
@@ -701,8 +698,9 @@ class DiTBlock(nn.Module):
 
 class ImportanceEstimator(nn.Module):
     """Small bidirectional transformer (the shared Trunk) reading the clean tokens x0; a sigmoid score
-    per token in (0, 1). It is trained on the backbone's DETACHED per-token error (see MDLM.forward),
-    never on its own output, and only ever biases which tokens are masked during training."""
+    per token in (0, 1). The objective trains it on the backbone's DETACHED per-token error
+    (objectives.importance_loss), never on its own output, and uses it only to bias which tokens are masked
+    during training."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -717,13 +715,9 @@ class ImportanceEstimator(nn.Module):
 
 
 class MDLM(LM):
-    """DiT denoiser + the MDLM continuous-time NELBO (SUBS).
-
-    forward(x0, targets, doc, t=(B,), u=(B,T)) masks x0 (u < mask probability), runs the denoiser and
-    returns (logits, loss). In eval mode the loss is always the plain NELBO (uniform log-linear masking,
-    (1/t) * sum of masked -log p / number of tokens) in float64; in training mode, with the importance
-    options on, it is the weighted objective named by `loss_name` (not a bound).
-    forward(z) without t returns the SUBS logits of a noisy sequence (the samplers)."""
+    """The DiT denoiser: forward(z, doc, sigma) -> SUBS logits (B, T, V) of x0 given the noisy z, nothing else (no
+    masking, no loss: objectives.diffusion_loss). With cfg.importance it also holds the importance estimator
+    (self.importance), which the objective calls on x0."""
     causal = False
 
     def __init__(self, cfg):
@@ -744,7 +738,7 @@ class MDLM(LM):
         # Linear init, a kaiming-uniform embedding, adaLN and output layer zero. With time conditioning off the
         # condition c = SiLU(sigma_map(0)) is one constant vector, and each adaLN gate and shift g = W c + b
         # learns at a speed set by |c|; under N(0, 0.02) with zero biases |c| is ~30x smaller at width 128, so
-        # the zero-initialised gates stayed near 0 for thousands of steps (the unigram plateau; the README, MDLM).
+        # the zero-initialised gates stayed near 0 for thousands of steps (docs/mdlm.md, The unigram plateau).
         nn.init.kaiming_uniform_(self.wte.weight, a=math.sqrt(5))
         for m in [b.adaLN for b in self.blocks] + [self.adaLN_f, self.head]:
             nn.init.zeros_(m.weight)
@@ -752,16 +746,9 @@ class MDLM(LM):
         if self.importance is not None:  # our own addition: the GPT-2 init of the shared Trunk
             gpt2_init_(self.importance, cfg.imp_n_layer)
 
-    @property
-    def loss_name(self):
-        """Name of the training loss: 'nelbo' for plain MDLM, else the weighted objective."""
-        if self.cfg.adaptive_masking:
-            return 'weighted_nelbo' + ('+importance_mse' if self.importance is not None else '')
-        return 'nelbo+importance_mse' if self.importance is not None else 'nelbo'
-
-    def denoise(self, z, doc=None, sigma=None):
-        """SUBS logits (B, T, V) of x0 given the noisy z: the [MASK] logit is -inf (zero masking).
-        sigma: (B,) noise level, used only with time_cond (MDLM zeroes it by default)."""
+    def forward(self, z, doc=None, sigma=None):
+        """SUBS logits (B, T, V) float32 of x0 given the noisy z: the [MASK] logit is -inf (zero masking).
+        sigma: (B,) noise level -log alpha_t, used only with time_cond (MDLM zeroes it by default)."""
         B, T = z.shape
         if sigma is None or not self.cfg.time_cond:
             sigma = torch.zeros(B, device=z.device)
@@ -776,41 +763,9 @@ class MDLM(LM):
         logits[..., self.mask_id] = float('-inf')
         return logits
 
-    def forward(self, idx, targets=None, doc=None, t=None, u=None, progress=1.0, **_):
-        if t is None:
-            return self.denoise(idx, doc), None
-        x0 = idx
-        t = t.to(x0.device).float()
-        u = u.to(x0.device)
-        rate = mdlm_mask_rate(t)
-        score = self.importance(x0) if (self.importance is not None and self.training) else None
-        if self.training and self.cfg.adaptive_masking:
-            direction = curriculum_direction(progress, self.cfg.curriculum_phases) if self.cfg.curriculum else 1.0
-            p = adaptive_mask_probs(rate, score, self.cfg.adaptive_strength * direction).to(u.dtype)
-        else:
-            p = rate[:, None].expand_as(u)
-        masked = u < p
-        z = torch.where(masked, torch.full_like(x0, self.mask_id), x0)
-        sigma = -torch.log1p(-rate)  # sigma(t) of the log-linear schedule
-        logits = self.denoise(z, doc, sigma)
-        nll = F.cross_entropy(logits.view(-1, logits.size(-1)), x0.reshape(-1), reduction='none').view_as(x0)
-        # MDLM eq. 10-11 under the log-linear schedule: (1/t) * -log p(x0 | z_t) at masked positions;
-        # carry-over: unmasked positions contribute exactly 0 (torch.where, so no 0 * inf); averaged per token
-        per_tok = torch.where(masked, nll / t[:, None], torch.zeros_like(nll))
-        if not self.training:
-            return logits, per_tok.double().sum() / per_tok.numel()
-        loss = per_tok.sum() / per_tok.numel()
-        if score is not None:
-            # non-circular target: the probability that the backbone gets the token wrong, 1 - p(x0 | z_t),
-            # from its per-token reconstruction loss, detached; graded at masked positions only
-            target = 1 - torch.exp(-nll.detach())
-            imp = ((score - target) ** 2 * masked).sum() / masked.sum().clamp(min=1)
-            loss = loss + self.cfg.importance_weight * imp
-        return logits, loss
-
 
 # ----------------------------------------------------------------------------- backpack: sense vectors + contextualisation
-# Backpack language models (Hewitt, Thickstun, Manning, Liang, ACL 2023, arXiv 2305.16765; the README, Backpack).
+# Backpack language models (Hewitt, Thickstun, Manning, Liang, ACL 2023, arXiv 2305.16765; docs/backpack.md).
 # Each token x gets k non-contextual sense vectors C(x) = FF(E x) in R^{k x d} (eq. 1, 10); the causal
 # Trunk (with positions) gives h_{1:n}, and a k-head key-query attention without values gives the weights
 # alpha_l = softmax(h K_l^T Q_l h^T / sqrt(d/k)) (eq. 3, 11, 12), causal, normalised per sense l. The output
@@ -820,7 +775,7 @@ class MDLM(LM):
 # call (q/k head size d/k, value size d, one head per sense), summed over heads. `decompose` keeps the explicit alpha for diagnostics.
 
 class SenseNetwork(nn.Module):
-    """C(x) = FF(E x) as HF BackpackSenseNetwork (App. A.1; the README, Backpack):
+    """C(x) = FF(E x) as HF BackpackSenseNetwork (App. A.1; docs/backpack.md):
     r = Drop(E x); h = LN0(r); r = h + r; h = LN1(r); r = MLP1(h) + r (d -> 4d -> d); h = LN2(r);
     senses = MLP2(h) (d -> 4d -> k d), laid out (k, d) per token. GELU is the tanh form (GPT-2's gelu_new).
     No positions and no other tokens: a token's senses are a function of its id alone."""
@@ -916,11 +871,11 @@ class Backpack(GPT):
 
 
 # ----------------------------------------------------------------------------- atlas
-# Atlas (Behrouz et al. 2025, "ATLAS: Learning to Optimally Memorize the Context at Test Time"; the README, Atlas).
+# Atlas (Behrouz et al. 2025, "ATLAS: Learning to Optimally Memorize the Context at Test Time"; docs/atlas.md).
 # Per layer and head a deep memory M_W maps feature-mapped keys to values and is trained *at test time*:
 #   Omega rule (eq. 9):    min_W  sum_{i=t-c+1..t} gamma_i 1/2 ||M_W(phi(k_i)) - v_i||^2
 #   Atlas (eq. 32-33):     S_t = theta_t S_{t-1} + grad_t,   W_t = alpha_t W_{t-1} - eta_t NS_5(S_t)
-# (the descent-consistent signs of the README, Atlas; NS_5 = Newton-Schulz, off with mem_muon=False:
+# (the descent-consistent signs of docs/atlas.md; NS_5 = Newton-Schulz, off with mem_muon=False:
 # W_t = alpha_t W_{t-1} - eta_t S_t). Every gate is input-dependent and raw: alpha retention, eta inner lr
 # (eta_max * sigmoid), theta momentum, gamma window admission, each a sigmoid of a linear map of x_t.
 # Chunked parallel form (Titans section 3.2, Atlas section 5): inside a chunk of b tokens every gradient is
@@ -931,7 +886,7 @@ class Backpack(GPT):
 # With c = 1, no feature map, no NS and eta = 1 it is the Titans update (Behrouz et al. 2025a, eq. 13-14):
 #   S'_t = eta'_t S'_{t-1} - theta'_t grad,  M_t = (1 - alpha'_t) M_{t-1} + S'_t
 # with S' = -S, eta' = theta (momentum), theta' = gamma (lr on the gradient) and alpha' = 1 - alpha.
-# Differences from the public code (the README, Atlas): writes are differentiable (the outer loss trains
+# Differences from the public code (docs/atlas.md): writes are differentiable (the outer loss trains
 # W_K, W_V and every gate through them); the window sums raw per-token gradients; NS acts on the momentum.
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)   # Muon's quintic Newton-Schulz coefficients

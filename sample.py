@@ -41,7 +41,7 @@ drops when each context sign is hidden (occlusion saliency, restoration.occlusio
 support it most are printed, --json carries them all. Lines and candidates are written as the input writes ATF
 (edition.py): determinatives attached, its own hyphens and spaces, its subscript or accent convention.
 
-Whole texts (README, Restoring as a scholar works):
+Whole texts (docs/restoring.md, Restoring as a scholar works):
 
     python sample.py --out_dir=out-akkadian --input=letters.atf [--output=restored.atf] [--json | --tsv] [--explain]
 

@@ -51,7 +51,7 @@ def mdlm_sample(model, z, steps=128, cache=True, generator=None, t_end=1e-5):
         rows = torch.arange(B, device=z.device) if (p_x0 is None or not cache) else stale.nonzero()[:, 0]
         if len(rows):
             sigma = torch.full((len(rows),), -math.log1p(-mdlm_mask_rate(t)), device=z.device)
-            out = torch.softmax(model.denoise(z[rows], sigma=sigma).double(), dim=-1)
+            out = torch.softmax(model(z[rows], sigma=sigma).double(), dim=-1)
             if p_x0 is None or len(rows) == B:
                 p_x0 = out
             else:
@@ -72,7 +72,7 @@ def mdlm_sample(model, z, steps=128, cache=True, generator=None, t_end=1e-5):
     rows = left.any(dim=1).nonzero()[:, 0]
     if len(rows):  # the same rows in ddpm and ddpm_cache: the rows with a mask left
         sigma = torch.full((len(rows),), -math.log1p(-mdlm_mask_rate(t_end)), device=z.device)
-        z[rows] = torch.where(left[rows], model.denoise(z[rows], sigma=sigma).argmax(-1), z[rows])
+        z[rows] = torch.where(left[rows], model(z[rows], sigma=sigma).argmax(-1), z[rows])
         calls += 1
         row_calls += len(rows)
     return z, {'network_calls': calls, 'calls_saved': saved, 'row_calls': row_calls, 'rows_saved': rows_saved}

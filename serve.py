@@ -1,5 +1,5 @@
 """
-A local web page over a trained restorer (README, Restoring as a scholar works).
+A local web page over a trained restorer (docs/restoring.md, Restoring as a scholar works).
 
     python serve.py --out_dir=out-akkadian [--port=8000] [--host=127.0.0.1] [--parallels=5]
 

@@ -1,7 +1,7 @@
 """
-One training loop for every architecture; the objective follows the arch (model.objective).
+One training loop for every architecture; the objective follows the arch (objectives.py).
 
-    python train.py config/shakespeare_char_cpu.py
+    python train.py config/gpt_shakespeare_char_cpu.py
     python train.py config/train_akkadian.py --batch_size=32 --compile=True
     torchrun --standalone --nproc_per_node=2 train.py config/X.py     # DDP (NCCL on CUDA, gloo on CPU)
     python train.py --out_dir=DIR --init_from=resume                # continue DIR/last.pt exactly, with its own config
@@ -11,34 +11,35 @@ Writes out_dir/ckpt.pt (best val loss), out_dir/last.pt (latest state, also on S
 out_dir/metrics.jsonl (one JSON object per log line and per evaluation). The out_dir is locked before anything
 in it is looked at, and an out_dir that holds a run is never overwritten unless asked (--overwrite=True, which
 deletes the run's files only: checkpoint.claim_run_dir). A resumed run keeps its shape and objective; the options
-that may change are checkpoint.RESUME_MAY_CHANGE (README, Reliability). SIGTERM / SIGINT save last.pt and exit
+that may change are checkpoint.RESUME_MAY_CHANGE (docs/reliability.md). SIGTERM / SIGINT save last.pt and exit
 with status 143 / 130, so `train.py && evaluate.py` never evaluates a stopped run; a second signal stops at once.
+Where the rest lives: the option checks, run folder and resume in checkpoint.py, the batches and losses in
+objectives.py, the benchmark timing and batch_size=auto in bench.py, the interpretability artifacts in artifacts.py.
 """
 import inspect
-import json
 import math
 import os
-import random
 import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
-from checkpoint import (check_data, check_device, check_model_shapes, checked_checkpoint, claim_run_dir, data_fingerprints,
-                        model_config, nonfinite_weights, read_metrics, resume_config, save_atomic, StopRequest,
-                        torch_load, write_text_atomic)
+from artifacts import parse_layers, write_artifacts
+from bench import auto_batch_size, bench_result, count_graph_breaks, peak_flops, StepTimer, write_bench
+from checkpoint import (append_metrics, build_run_model, check_data, check_device, check_train_options,
+                        checked_checkpoint, claim_run_dir, data_fingerprints, drop_metrics_after, new_model_args,
+                        nonfinite_weights, restore_training_state, resume_config, resume_ema, save_run, StopRequest)
 from configurator import configure, format_config
-from corpus import BatchLoader, check_dataset, die, fixed_subset, load_meta
+from corpus import BatchLoader, check_dataset, die, load_meta
 from evals.literature import causal_probe
 from loggers import RunLoggers
-from model import build_model, ModelConfig, MODELS, objective, optimizer_groups
-from objectives import (device_generator, diffusion_noise_device, maskable_positions_device, mlm_batch, mlm_mask_device,
-                        n_lead_specials, special_ids_tensor)
+from model import ModelConfig, optimizer_groups
+from objectives import mask_token, Objective, objective
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
@@ -55,14 +56,16 @@ log_interval = 10
 eval_only = False
 seed = 1337
 # model: every field of model.ModelConfig is a key (documented there; adding a field adds the key), with
-# ModelConfig's defaults except these (nanoGPT's small default shape; ModelConfig's is the 124M one)
+# ModelConfig's defaults except these (nanoGPT's small default shape; ModelConfig's is the 124M one). The model
+# keys this file reads are bound by name on the second line; the others reach the model through `config` only.
 globals().update({k: v for k, v in ModelConfig().to_dict().items() if k != 'mask_id'})  # [MASK] comes from the data
+arch, doc_mask, window = ModelConfig.arch, ModelConfig.doc_mask, ModelConfig.window
 vocab_size = 0                  # 0 = the data's (meta.json); larger pads the embedding (e.g. 50304)
 n_layer = 6
 n_head = 6
 n_embd = 384
 block_size = 256
-# objective: masked LM (arch encoder)
+# objective: masked LM (arch encoder; objectives.Objective)
 mask_rate = 0.15
 mask_rate_max = 0.0             # > 0: each sequence's mask rate ~ U(0, mask_rate_max) instead (Aeneas: 0.75)
 mask_replace = 0.8              # of the chosen positions: fraction replaced by [MASK] ...
@@ -105,53 +108,7 @@ tensorboard_log = False         # TensorBoard event files in out_dir/tensorboard
 # -----------------------------------------------------------------------------
 given = set()  # the keys the config files and overrides set (a resumed run takes the others from its last.pt)
 config = configure(globals(), auto_keys=('batch_size',), given=given)
-
-
-def check_options():
-    """Values a config can hold but a run cannot use: one line each, before anything is built or written."""
-    if init_from not in ('scratch', 'resume') and not os.path.isfile(init_from) and not init_from.startswith('hf:'):
-        die(f"init_from must be 'scratch', 'resume' or the path of a local state dict; {init_from!r} is none of them")
-    if arch not in MODELS and arch != 'hf':
-        die(f"unknown arch {arch!r}; choose one of {', '.join(MODELS)}, or hf (a Hugging Face masked LM)")
-    if (arch == 'hf') != init_from.startswith('hf:') and init_from != 'resume':
-        die(f"arch='hf' and init_from='hf:MODEL' go together (got arch={arch!r}, init_from={init_from!r}): "
-            f"e.g. python train.py config/finetune_hf_tiny_cpu.py")
-    if batch_size != 'auto' and batch_size < 1:
-        die(f"batch_size must be at least 1 (or 'auto'), got {batch_size}")
-    for k in ('block_size', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters', 'log_interval'):
-        if globals()[k] < 1:
-            die(f"{k} must be at least 1, got {globals()[k]}")
-    if max_iters < 1 and not eval_only:
-        die(f"max_iters={max_iters}: nothing to train; set max_iters >= 1 (or eval_only=True to evaluate only)")
-    if not 0 <= ema_decay < 1:
-        die(f"ema_decay must be in [0, 1) (0 = no EMA; MDLM uses 0.9999), got {ema_decay}")
-    for k in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters', 'lr_decay_iters', 'vocab_size',
-              'bench_iters', 'bench_warmup', 'peak_tflops', 'num_threads', 'max_nonfinite', 'span_mean', 'mask_rate_max'):
-        if globals()[k] < 0:
-            die(f"{k} must not be negative, got {globals()[k]}")
-    if learning_rate == 0:
-        die("learning_rate=0 would train nothing; give a positive learning rate")
-    for k in ('beta1', 'beta2', 'mask_replace', 'mask_random'):
-        if not 0 <= globals()[k] <= 1:
-            die(f"{k} must lie in [0, 1], got {globals()[k]}")
-    if not 0 < mask_rate <= 1 or mask_rate_max > 1 or mask_replace + mask_random > 1:
-        die(f"mask_rate must lie in (0, 1], mask_rate_max in [0, 1] and mask_replace + mask_random <= 1 "
-            f"(got {mask_rate}, {mask_rate_max}, {mask_replace} + {mask_random})")
-    if artifact_docs < 1 or not all(l.strip().isdigit() for l in artifact_layers.split(',') if l.strip()):
-        die(f"artifact_docs must be at least 1 and artifact_layers a list of layers such as 0,4,8 "
-            f"(got {artifact_docs}, {artifact_layers!r})")
-    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
-        die(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
-    if not out_dir.strip():
-        die("out_dir is empty: name the run's folder, e.g. --out_dir=out-shakespeare-char")
-    if seed < 0:
-        die(f"seed must not be negative (numpy's generators refuse it), got {seed}")
-    check_device(device)
-    if overwrite and init_from == 'resume':
-        die("overwrite=True and init_from='resume' contradict each other: resume continues the run, overwrite deletes it")
-
-
-check_options()
+check_train_options(config)  # one line for a value no run can use, before anything is built or written
 
 # ----------------------------------------------------------------------------- the run directory
 # checkpoint.claim_run_dir owns it: the lock is taken before anything in out_dir is looked at; a run is never
@@ -163,8 +120,8 @@ ckpt = None
 if init_from == 'resume':
     ckpt = checked_checkpoint(out / 'last.pt')
     config = resume_config(config, given, ckpt['config'], out / 'last.pt')
-    globals().update(config)
-    check_options()
+    globals().update(config)  # every key, the model's included, as the run had it (or as given now)
+    check_train_options(config)
 if min_lr == 0.0:
     min_lr = learning_rate / 10
 if lr_decay_iters == 0:
@@ -207,164 +164,51 @@ check_dataset(data_dir)  # every id of the bins inside the vocabulary, before an
 if not (Path(data_dir) / 'train.bin').exists():
     die(f"{data_dir}/train.bin not found: run the dataset's prepare script first")
 fingerprint = data_fingerprints(data_dir)  # stored in every checkpoint: evaluate/sample check they get this data
-obj = 'mlm' if arch == 'hf' else objective(arch)
+obj = objective(arch)
 aux = tuple(a for a in meta.get('aux', {}) if a == 'flags')
-special_ids = meta.get('special_ids') or {}
-mask_id = special_ids.get('[MASK]')
-if obj == 'mlm' and mask_id is None:
-    die(f"{data_dir} has no [MASK] token: a masked-LM arch needs a tokenizer with [MASK] (re-run its prepare script)")
-if obj == 'diffusion' and mask_id is None:
-    mask_id = meta['vocab_size']  # no [MASK] in the tokenizer (e.g. GPT-2 BPE): a mask token added to the vocabulary
-special_tensor = special_ids_tensor(meta, device) if obj == 'mlm' else None  # for maskable_positions_device
+mask_id = mask_token(obj, meta, data_dir)  # diffusion on a tokenizer without [MASK]: one added to the vocabulary
 
-
-def make_batch(split, index, stream=0, it=None):
-    """Micro-batch `index` of `split` on the device, with the objective's corruption applied:
-    (x, y, doc, extra), extra = keyword arguments of the model call (the diffusion noise). `it` is the
-    iteration the batch is for (default: the current one; the loop makes the next step's batch early)."""
-    return make_batch_with(loader, split, index, stream, it)
-
-
-def to_device(t):
-    """A CPU tensor onto the device; on CUDA through pinned memory, without blocking the host."""
-    if t is None:
-        return None
-    return t.pin_memory().to(device, non_blocking=True) if device_type == 'cuda' else t.to(device)
-
-
-def make_batch_with(loader, split, index, stream=0, it=None):
-    # The corruption is drawn on the device from a generator seeded by the batch's own numpy Generator
-    # (objectives.device_generator), so it stays a pure function of (seed, split, stream, index); only
-    # masked-LM spans (span_mean > 0, a sequential draw) are made on the CPU.
-    b = loader.get(split, index, stream)
-    extra = {}
-    if obj == 'mlm' and span_mean > 0:
-        rate = b['rng'].uniform(0.0, mask_rate_max, b['x'].shape[0]) if mask_rate_max > 0 else mask_rate
-        x, y = mlm_batch(b, b['rng'], meta, rate, replace=(mask_replace, mask_random, 1 - mask_replace - mask_random),
-                         span_mean=span_mean)
-        x, y = to_device(x), to_device(y)
-    elif obj == 'mlm':
-        x, g = to_device(b['x']), device_generator(b['rng'], device)
-        rate = (torch.rand(x.shape[0], generator=g, device=x.device, dtype=torch.float64) * mask_rate_max
-                if mask_rate_max > 0 else mask_rate)
-        maskable = maskable_positions_device(x, to_device(b.get('flags')), special_tensor)
-        x, y = mlm_mask_device(x, g, rate, mask_id, meta['vocab_size'], maskable, rand_low=n_lead_specials(meta),
-                               replace=(mask_replace, mask_random, 1 - mask_replace - mask_random))
-    else:
-        x, y = to_device(b['x']), to_device(b['y'])
-    if obj == 'diffusion':  # t stratified over the global batch (training) or over the eval batches
-        group = gradient_accumulation_steps if stream == 0 else eval_iters
-        t, u = diffusion_noise_device(device_generator(b['rng'], device), x.shape[0], x.shape[1], index % group,
-                                      group, x.device)
-        extra = {'t': t, 'u': u, 'progress': (iter_num if it is None else it) / max(1, max_iters)}
-    return x, y, to_device(b.get('doc') if doc_mask else None), extra
-
-
-def auto_batch_size(candidates=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), steps=3):
-    """Time a few forward+backward passes per batch size on this device; return the one with the
-    best samples/s among those that fit in memory (CUDA, MPS or CPU). Rank 0 decides under DDP."""
-    choice = torch.zeros((), dtype=torch.long, device=device)
-    if master:
-        probe = BatchLoader(data_dir, block_size, 1, seed=seed, aux=aux)
-        rows, best = [], (0.0, candidates[0])
-        for bs in candidates:
-            try:
-                probe.batch_size = bs
-                for k in range(steps + 1):
-                    if k == 1:
-                        if device_type == 'cuda':
-                            torch.cuda.synchronize()
-                        t0 = time.time()
-                    x, y, doc, extra = make_batch_with(probe, 'train', k)
-                    with ctx:
-                        _, loss = model(x, y, doc, **extra)
-                    loss.backward()
-                if device_type == 'cuda':
-                    torch.cuda.synchronize()
-                sps = bs * steps / (time.time() - t0)
-            except (torch.OutOfMemoryError, RuntimeError) as e:
-                if 'out of memory' not in str(e).lower() and not isinstance(e, torch.OutOfMemoryError):
-                    raise
-                rows.append((bs, 'out of memory'))
-                break
-            finally:
-                model.zero_grad(set_to_none=True)
-                if device_type == 'cuda':
-                    torch.cuda.empty_cache()
-            rows.append((bs, f'{sps:,.1f} samples/s'))
-            if sps > best[0]:
-                best = (sps, bs)
-            elif sps < 0.8 * best[0]:
-                break  # throughput falls: larger batches will not help
-        print("batch_size=auto: " + '; '.join(f"{bs}: {r}" for bs, r in rows) + f" -> batch_size={best[1]}")
-        choice.fill_(best[1])
-    if ddp:
-        dist.broadcast(choice, 0)
-    return int(choice.item())
-
-
-# ----------------------------------------------------------------------------- model, optimizer, state
-model_keys = [k for k in ModelConfig().to_dict() if k in config]
-model_args = {k: config[k] for k in model_keys}
-model_args['vocab_size'] = meta['vocab_size']
-if vocab_size:  # a padded vocabulary (e.g. 50304, a multiple of 64, for speed); ids stay those of the data
-    if vocab_size < meta['vocab_size']:
-        die(f"vocab_size={vocab_size} is smaller than the data's {meta['vocab_size']} ids; use 0 (the data's) or more")
-    model_args['vocab_size'] = vocab_size
-if obj == 'diffusion':
-    model_args['mask_id'] = mask_id
-    model_args['vocab_size'] = max(model_args['vocab_size'], mask_id + 1)
+# ----------------------------------------------------------------------------- model, objective, optimizer, state
+model_args = new_model_args(config, meta, mask_id if obj == 'diffusion' else None)  # on resume: the run's, below
 iter_num, best_val_loss, data_position, nonfinite_total = 0, float('inf'), 0, 0
 if ckpt is not None:  # resume: the run's configuration was merged above (resume_config)
     check_data(ckpt, data_dir, allow_other_data, out / 'last.pt')
     model_args = ckpt['model_args']  # the architecture comes from the checkpoint
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
     data_position, nonfinite_total = ckpt['data_position'], ckpt.get('nonfinite_total', 0)
-if arch == 'hf' and ckpt is None:  # the pretrained config, tokenizer files and sign -> pieces table (hf_encoder.py)
-    from hf_encoder import hf_model_args
-    model_args = hf_model_args(init_from, data_dir, block_size, doc_mask)
-try:
-    if arch == 'hf':
-        from hf_encoder import build_hf, check_hf_model_args
-        check_hf_model_args(model_args, out / 'last.pt' if ckpt is not None else init_from)
-        model = build_hf(model_args, init_from if ckpt is None else None)
-    else:  # sane sizes, and the shapes checked on the meta device before anything is allocated (16 bytes per
-        what = 'the configuration' if ckpt is None else out / 'last.pt'  # parameter: weights, grads, AdamW)
-        build_cfg = model_config(model_args, what)
-        check_model_shapes(lambda: build_model(build_cfg), what, ckpt and ckpt['model'], device, 16)
-        model = build_model(build_cfg)
-except ValueError as e:
-    die(str(e))
-if model_args.get('attention', 'standard') == 'agglutinative':
-    if 'word_start' not in meta or 'token_class' not in meta:
-        die(f"attention='agglutinative' needs meta.json 'word_start' and 'token_class' in {data_dir} (prepare/turkish.py writes them)")
-    model.set_token_tables(meta['word_start'], meta['token_class'])
-if ckpt is not None:
-    model.load_state_dict(ckpt['model'])
-elif init_from not in ('scratch', 'resume') and arch != 'hf':  # pretrained weights from a local file; the optimizer starts fresh
-    from checkpoint import load_pretrained
-    try:
-        load_pretrained(model, torch_load(init_from), init_from)
-    except ValueError as e:
-        die(f"--init_from={init_from}: {e}")
-    if master:
-        print(f"initialised the weights from {init_from}")
-model.to(device)
+model, model_args = build_run_model(model_args, data_dir, meta, device, init_from, ckpt, out / 'last.pt', master)
+# the objective (objectives.py): batches with its corruption, and the loss; DDP and torch.compile wrap it whole
+objective = Objective(obj, model, meta, device, doc_mask, mask_rate, mask_rate_max, mask_replace, mask_random, span_mean)
+
+
+def make_batch(split, index, stream=0, it=None, source=None):
+    """Micro-batch `index` of `split` (stream 1: the evaluations') with its corruption (objectives.Objective.batch), a
+    pure function of (seed, split, stream, index); diffusion t is stratified over a step's micro-batches (training)
+    or the eval batches. `it`: the iteration it is for (the curriculum); source: another BatchLoader."""
+    n = gradient_accumulation_steps if stream == 0 else eval_iters
+    progress = (iter_num if it is None else it) / max(1, max_iters)
+    return objective.batch((source or loader).get(split, index, stream), index % n, n, progress)
+
+
 if ckpt is not None and batch_size == 'auto':
     batch_size = ckpt['config']['batch_size']  # resume with the batch size that was chosen
-if batch_size == 'auto':
-    batch_size = auto_batch_size()
-    config['batch_size'] = batch_size
+if batch_size == 'auto':  # bench.auto_batch_size: rank 0 times a few forward + backward passes per size
+    probe = BatchLoader(data_dir, block_size, 1, seed=seed, aux=aux)
+
+    def probe_loss(bs, k):
+        probe.batch_size = bs
+        x, y, doc, noise = make_batch('train', k, source=probe)
+        with ctx:
+            return objective(x, y, doc, **noise)
+    batch_size = config['batch_size'] = auto_batch_size(probe_loss, model, device, master, ddp)
 loader = BatchLoader(data_dir, block_size, batch_size, seed=seed, aux=aux, doc_aligned=doc_aligned)
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
-loss_name = getattr(model, 'loss_name', None)  # MDLM with importance options: a weighted objective
-weighted_loss = loss_name not in (None, 'nelbo')
 if master:
     print("config:\n" + format_config(config))
     print(f"arch {arch} ({obj} objective): {model.num_params() / 1e6:.2f}M parameters, "
           f"{model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding")
-    if weighted_loss:
-        print(f"training loss: {loss_name} (a weighted objective, not a bound); val_loss stays the plain NELBO")
+    if objective.loss_name:
+        print(f"training loss: {objective.loss_name} (a weighted objective, not a bound); val_loss stays the plain NELBO")
     print(f"tokens per iteration: {tokens_per_iter:,} ({world} process(es) x {accum} micro-steps x {batch_size} x {block_size})")
 
 use_fused = 'fused' in inspect.signature(torch.optim.AdamW).parameters and device_type in ('cuda', 'cpu')
@@ -372,18 +216,10 @@ optimizer = torch.optim.AdamW(optimizer_groups(model, weight_decay), lr=learning
                               **({'fused': True} if use_fused else {}))
 scaler = torch.amp.GradScaler(device_type if device_type in ('cuda', 'cpu') else 'cuda', enabled=(dtype == 'float16'))
 if ckpt is not None:
-    optimizer.load_state_dict(ckpt['optimizer'])
+    restore_training_state(ckpt, optimizer, scaler, rank, device_type)
     optimizer.param_groups[0]['weight_decay'] = weight_decay  # the options of this invocation (they may change
     for group in optimizer.param_groups:                      # on resume); lr is set at every step
         group['betas'] = (beta1, beta2)
-    if ckpt.get('scaler'):
-        scaler.load_state_dict(ckpt['scaler'])
-    rng = ckpt['rng'][min(rank, len(ckpt['rng']) - 1)]
-    torch.set_rng_state(rng['torch'].cpu())
-    if device_type == 'cuda' and rng.get('cuda'):
-        torch.cuda.set_rng_state_all([s.cpu() for s in rng['cuda']])
-    random.setstate(rng['python'])
-    np.random.set_state((rng['numpy'][0], rng['numpy'][1].numpy().astype(np.uint32), *rng['numpy'][2:]))
 # A step with non-finite gradients is skipped on the device, without a host sync: the fused AdamW takes GradScaler's
 # `found_inf` and leaves parameters, moments and step count as they were where it is 1. The skips are counted on
 # the device and read at log intervals, where the non-finite guard (max_nonfinite in a row) is checked. An
@@ -393,37 +229,21 @@ nonfinite_count = torch.tensor(nonfinite_total, device=device)   # steps skipped
 nonfinite_run = torch.zeros((), dtype=torch.long, device=device)  # skipped in a row, up to the last step
 nonfinite_longest = torch.zeros_like(nonfinite_run)             # the longest such run since the last log interval
 # EMA of the weights (Polyak averaging, as MDLM's 0.9999): float32 copies of the parameters beside the model
-ema_names = [n for n, p in model.named_parameters() if p.requires_grad] if ema_decay > 0 else []
-ema_params = [p for n, p in model.named_parameters() if p.requires_grad] if ema_decay > 0 else []
-ema = []
-if ema_decay > 0:
-    saved = (ckpt or {}).get('ema')
-    if saved is not None and set(saved) == set(ema_names):
-        ema = [saved[n].to(device=device, dtype=torch.float32).clone() for n in ema_names]
-    else:
-        if ckpt is not None and master:
-            print(f"ema_decay={ema_decay}: {out / 'last.pt'} has no EMA of these weights; the EMA starts from the resumed weights")
-        ema = [p.detach().to(torch.float32).clone() for p in ema_params]
+ema_params = {n: p for n, p in model.named_parameters() if p.requires_grad} if ema_decay > 0 else {}
+ema = resume_ema(ckpt, ema_params, device, out / 'last.pt', master)
 loggers = RunLoggers(out, config, iter_num, ckpt) if master else None  # checks the packages; opens at the first row
 ckpt = None  # free memory
 
-raw_model = model
-graph_breaks = None
+raw_model, eval_model, graph_breaks = model, objective, None
 if compile:
     import torch._dynamo
     torch._dynamo.config.capture_dynamic_output_shape_ops = True  # backpack's torch.unique stays in the graph
-    if master:  # count graph breaks on one real batch (a dynamo trace, no code generation)
-        xb, yb, docb, extrab = make_batch('train', 0)
-        with ctx:
-            explained = torch._dynamo.explain(model)(xb, yb, docb, **extrab)
-        graph_breaks = explained.graph_break_count
-        reasons = '; '.join(sorted({str(b.reason).splitlines()[0][:100] for b in explained.break_reasons}))
-        print(f"torch.compile: {explained.graph_count} graph(s), {graph_breaks} graph break(s)"
-              + (f": {reasons}" if reasons else ''))
-        torch._dynamo.reset()
+    if master:  # bench.py: graph breaks counted on one real batch
+        xb, yb, docb, noiseb = make_batch('train', 0)
+        graph_breaks = count_graph_breaks(objective, (xb, yb, docb), noiseb, ctx)
         print("compiling the model (takes a minute)...")
-    model = torch.compile(model)
-train_model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp else model
+    eval_model = torch.compile(objective)
+train_model = DDP(eval_model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp else eval_model
 
 
 def get_lr(it):
@@ -440,134 +260,45 @@ def get_lr(it):
 
 @torch.no_grad()
 def estimate_loss():
-    """Mean loss over the same eval_iters batches of each split at every evaluation (stream 1),
-    shared out over the DDP processes."""
+    """Mean loss over the same eval_iters batches of each split at every evaluation (stream 1), shared out over the
+    DDP processes; for mdlm always the plain NELBO (objectives.diffusion_loss in eval mode)."""
     out_losses = {}
-    model.eval()
+    eval_model.eval()
     for split in [s for s in ('train', 'val') if s in loader.splits()]:
         losses = torch.zeros(eval_iters, device=device, dtype=torch.float32 if device_type == 'mps' else torch.float64)
         for k in range(rank, eval_iters, world):
-            x, y, doc, extra = make_batch(split, k, stream=1)
+            x, y, doc, noise = make_batch(split, k, stream=1)
             with ctx:
-                _, loss = model(x, y, doc, **extra)
-            losses[k] = loss
+                losses[k] = eval_model(x, y, doc, **noise)
         if ddp:
             dist.all_reduce(losses)
         out_losses[split] = losses.mean().item()
-    model.train()
+    eval_model.train()
     return out_losses
 
 
-@torch.no_grad()
-def probe_model():
-    """evals/literature.py causal_probe on the first val batch (eval stream): retrieval loss beyond the attention window
-    and, for atlas, the per-layer memory and gate diagnostics (rank 0 only; no collectives)."""
-    raw_model.eval()
-    x, y, _, _ = make_batch('val' if 'val' in loader.splits() else 'train', 0, stream=1)
-    with ctx:
-        out = causal_probe(raw_model, x, y)
-    raw_model.train()
-    return out
-
-
-def rng_state():
-    s = np.random.get_state()
-    return {'torch': torch.get_rng_state(), 'python': random.getstate(),
-            'cuda': torch.cuda.get_rng_state_all() if device_type == 'cuda' else [],
-            'numpy': [s[0], torch.from_numpy(s[1].astype(np.int64)), int(s[2]), int(s[3]), float(s[4])]}
-
-
 def save_checkpoint(name):
-    """Write out_dir/name atomically (temp file + rename). Collective under DDP (RNG states of
-    every process are gathered); only rank 0 writes."""
+    """out_dir/name (checkpoint.save_run: atomic; collective under DDP, rank 0 writes), not over a finite one when
+    a weight became non-finite."""
     bad = nonfinite_weights(raw_model)  # the same on every process: they all stop together
     if bad:
         fail(f"the weights became non-finite by iter {iter_num} ({len(bad)} tensors, e.g. {bad[0]}): lower learning_rate "
              f"(now {learning_rate:g}) or use dtype=float32; nothing was saved over the last finite {out / name}")
-    states = [rng_state()]
-    if ddp:
-        states = [None] * world
-        dist.all_gather_object(states, rng_state())
-    if not master:
-        return
-    state = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
-             'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
-             'data_position': data_position, 'nonfinite_total': int(nonfinite_count), 'rng': states,
-             'data_fingerprint': fingerprint, **loggers.state()}
-    if ema:
-        state['ema'] = dict(zip(ema_names, ema))
-    save_atomic(state, out / name)
+    save_run(out / name, raw_model, optimizer, scaler, dict(zip(ema_params, ema)), device_type, world, master,
+             model_args=model_args, config=config, iter_num=iter_num, best_val_loss=best_val_loss,
+             data_position=data_position, nonfinite_total=int(nonfinite_count), data_fingerprint=fingerprint,
+             **(loggers.state() if master else {}))
 
 
-@torch.no_grad()
-def write_artifacts(name):
-    """Interpretability artifacts: the input embedding matrix and the hidden states at
-    artifact_layers for the fixed eval subset (artifact_docs documents of val, seed 42), float16,
-    with the token ids and document offsets -> out_dir/artifacts_{name}.pt (weights_only-loadable)."""
-    layers = sorted({int(l) for l in artifact_layers.split(',') if l.strip()})
-    kept = [l for l in layers if 0 <= l <= raw_model.cfg.n_layer]
-    if kept != layers:
-        print(f"artifacts: layers {sorted(set(layers) - set(kept))} do not exist in a {raw_model.cfg.n_layer}-layer model; kept {kept}")
-    split = 'val' if 'val' in loader.splits() else 'train'
-    docs = fixed_subset(data_dir, split, artifact_docs, seed=42)
-    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
-    was_training = raw_model.training
-    raw_model.eval()
-    ids_all, offsets, hidden = [], [0], {l: [] for l in kept}
-    for s0, e0 in docs:
-        ids = torch.from_numpy(np.asarray(data[s0:e0], dtype=np.int64))
-        for c in range(0, len(ids), block_size):  # a document longer than the context goes in pieces
-            with ctx:
-                _, hs = raw_model.trunk(ids[c:c + block_size][None].to(device), None, set(kept))
-            for l in kept:
-                hidden[l].append(hs[l][0].half().cpu())
-        ids_all.append(ids)
-        offsets.append(offsets[-1] + len(ids))
-    raw_model.train(was_training)
-    state = {'token_ids': torch.cat(ids_all).int(), 'doc_offsets': torch.tensor(offsets), 'split': split, 'seed': 42,
-             'embeddings': (raw_model.sign_embeddings() if arch == 'hf' else raw_model.trunk.wte.weight).detach().half().cpu(),
-             'layers': kept, 'iter': iter_num,
-             'hidden': {str(l): torch.cat(hidden[l]) for l in kept}}
-    save_atomic(state, out / f'artifacts_{name}.pt')
-    print(f"wrote {out / f'artifacts_{name}.pt'}: {len(docs)} documents, {offsets[-1]:,} tokens, layers {kept}")
-
-
-def peak_flops():
-    """The device's bf16 dense peak FLOP/s for MFU: peak_tflops, else known for H200/H100/A100, else 0 (no MFU)."""
-    if peak_tflops or device_type != 'cuda':
-        return peak_tflops * 1e12
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12)) if k in name), 0.0)
-
-
-def write_bench(seconds):
-    """bench.py's measurement: tokens/s, step time, MFU against the device's bf16 dense peak, peak memory."""
-    tps = tokens_per_iter * bench_iters / seconds
-    peak = peak_flops()
-    fpt = raw_model.flops_per_token()
-    if device_type == 'cuda':
-        mem = torch.cuda.max_memory_allocated() / 2**30
-    else:
-        import resource
-        mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # peak resident set (Linux: KiB)
-    res = {'arch': arch, 'device': torch.cuda.get_device_name() if device_type == 'cuda' else device, 'dtype': dtype,
-           'compile': compile, 'params': raw_model.num_params(), 'tokens_per_iter': tokens_per_iter,
-           'tokens_per_s': tps, 'step_s': seconds / bench_iters, 'flops_per_token': fpt,
-           'mfu': fpt * tps / (peak * world) if peak else None, 'peak_mem_gib': mem, 'world_size': world,
-           'graph_breaks': graph_breaks, 'activation_checkpointing': activation_checkpointing}
-    if master:
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / 'bench.json', 'w') as f:
-            json.dump(res, f, indent=1)
-        print(json.dumps(res))
+def save_artifacts_of(stage):
+    """artifacts.write_artifacts: the fixed val subset's hidden states at artifact_layers -> artifacts_{stage}.pt."""
+    write_artifacts(out / f'artifacts_{stage}.pt', raw_model, data_dir, 'val' if 'val' in loader.splits() else 'train',
+                    parse_layers(artifact_layers), artifact_docs, block_size, device, ctx, iter_num)
 
 
 def log_metrics(row):
-    if master:  # strict JSON: a non-finite number is written as null
-        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-        with open(out / 'metrics.jsonl', 'a') as f:
-            f.write(json.dumps(row) + '\n')
-        loggers.log(row)
+    if master:  # metrics.jsonl, and the experiment trackers that are on (loggers.py)
+        loggers.log(append_metrics(out / 'metrics.jsonl', row))
 
 
 def fail(msg):
@@ -577,21 +308,15 @@ def fail(msg):
     die(msg)
 
 
-mpath = out / 'metrics.jsonl'
-if master and init_from == 'resume' and mpath.exists():  # drop rows logged after the state we resume from
-    rows = [r for r in read_metrics(mpath) if r.get('iter', 0) <= iter_num]
-    write_text_atomic(mpath, ''.join(json.dumps(r) + '\n' for r in rows))
-
+if master and init_from == 'resume':
+    drop_metrics_after(out / 'metrics.jsonl', iter_num)
 stop = StopRequest().install()  # SIGTERM / SIGINT: save last.pt at the end of the step; a second one stops at once
-
 if save_artifacts and (init_from == 'scratch' or init_from.startswith('hf:')) and not bench_iters:
     save_checkpoint('init.pt')  # the initial weights are kept, so "before" can be recomputed
     if master:
-        write_artifacts('init')
+        save_artifacts_of('init')
 
 # ----------------------------------------------------------------------------- the loop
-from tqdm import tqdm
-
 # a bar on a terminal; in a log file (stdout not a terminal) plain lines at every log_interval instead, as nanoGPT
 bar = master and sys.stdout.isatty() and sys.stderr.isatty()
 pbar = tqdm(total=max_iters, initial=iter_num, disable=not bar, dynamic_ncols=True, desc=os.path.basename(out_dir))
@@ -604,19 +329,19 @@ already_done = init_from == 'resume' and iter_num >= max_iters and not eval_only
 grad_norm = torch.zeros((), device=device)
 loss_acc = torch.zeros((), device=device)
 batch = None  # the next micro-batch, made during the step before
+timer = StepTimer(iter_num, bench_warmup, bench_iters, device) if bench_iters else None
 if bench_iters:
     max_iters = iter_num + bench_warmup + bench_iters
-    if device_type == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
 while True:
-    if bench_iters and iter_num in (bench_warmup, max_iters):  # time the steps between warm-up and the end
-        if device_type == 'cuda':
-            torch.cuda.synchronize()
-        if iter_num == bench_warmup:
-            t_bench = time.time()
-        else:
-            write_bench(time.time() - t_bench)
-            break
+    # benchmark mode (bench.py): the steps between warm-up and the end are timed, then bench.json is written
+    seconds = timer.seconds(iter_num) if timer else None
+    if seconds is not None:
+        if master:
+            write_bench(out / 'bench.json', bench_result(seconds, bench_iters, tokens_per_iter, raw_model, arch, device,
+                        dtype, compile, world, peak_tflops, graph_breaks, config['activation_checkpointing']))
+        break
+
+    # evaluate the loss on train/val and write the checkpoints
     if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != skip_eval_at and not bench_iters:
         losses = estimate_loss()
         if master:
@@ -624,8 +349,11 @@ while True:
                    'lr': get_lr(iter_num), 'elapsed': time.time() - t_start}
             if 'val' in losses:
                 row['train_val_gap'] = losses['val'] - losses['train']  # held-out evidence for any grokking claim
-            if obj == 'causal' and (arch == 'atlas' or window):
-                row.update(probe_model())
+            if obj == 'causal' and (arch == 'atlas' or window):  # evals/literature.py on the first eval batch:
+                raw_model.eval()                                 # retrieval past the window, atlas's memories
+                with torch.no_grad(), ctx:
+                    row.update(causal_probe(raw_model, *make_batch('val' if 'val' in losses else 'train', 0, stream=1)[:2]))
+                raw_model.train()
             log_metrics(row)
             pbar.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses.get('val', float('nan')):.4f}")
         val = losses.get('val', losses['train'])
@@ -637,20 +365,22 @@ while True:
     if iter_num >= max_iters or eval_only:
         break
 
+    # the learning rate of this step
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr
+
+    # forward and backward over the micro-batches (gradient accumulation; DDP syncs the gradients on the last)
     loss_acc.zero_()
     base = data_position + rank * accum
     if batch is None:  # the first step of this process; later ones were made during the step before
         batch = make_batch('train', base)
     for micro in range(accum):
-        x, y, doc, extra = batch
+        x, y, doc, noise = batch
         if ddp:
             train_model.require_backward_grad_sync = micro == accum - 1
         with ctx:
-            _, loss = train_model(x, y, doc, **extra)
-            loss = loss / accum
+            loss = train_model(x, y, doc, **noise) / accum
         if first_step and (not loss.requires_grad or loss.grad_fn is None):
             fail("the loss has no grad_fn: the forward pass ran without autograd (torch.no_grad?) or every "
                 "parameter is frozen; nothing would train")
@@ -666,6 +396,8 @@ while True:
             fail(f"after the first backward these parameters got no gradient: {', '.join(missing[:8])}"
                 f"{' ...' if len(missing) > 8 else ''}; they are not on the loss's autograd path")
         first_step = False
+
+    # clip the gradient, step the optimizer (skipped on the device after non-finite gradients), update the EMA
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
     bad = ~torch.isfinite(grad_norm)  # a non-finite loss gives non-finite gradients; a device tensor, not read here
@@ -675,9 +407,9 @@ while True:
         del optimizer.found_inf
     elif not bad.item():  # no fused AdamW: one host sync per step
         scaler.step(optimizer)
-    if ema:  # ema = d * ema + (1 - d) * param after a step that was taken; unchanged after a skipped one
+    if ema_decay > 0:  # ema = d * ema + (1 - d) * param after a step that was taken; unchanged after a skipped one
         with torch.no_grad():
-            delta = torch._foreach_sub([p.detach().to(torch.float32) for p in ema_params], ema)
+            delta = torch._foreach_sub([p.detach().to(torch.float32) for p in ema_params.values()], ema)
             torch._foreach_mul_(delta, (1.0 - ema_decay) * (~bad).to(torch.float32))
             torch._foreach_add_(ema, delta)
     nonfinite_count += bad
@@ -685,7 +417,9 @@ while True:
     torch.maximum(nonfinite_longest, nonfinite_run, out=nonfinite_longest)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    if (iter_num + 1) % log_interval == 0 or iter_num + 1 == max_iters:  # a log interval: the one host sync
+
+    # the non-finite guard, read at log intervals only (the one host sync)
+    if (iter_num + 1) % log_interval == 0 or iter_num + 1 == max_iters:
         nonfinite_total, longest, now_bad = torch.stack([nonfinite_count, nonfinite_longest, bad.long()]).tolist()
         nonfinite_longest.copy_(nonfinite_run)
         if longest >= nonfinite_limit:
@@ -701,6 +435,7 @@ while True:
     iters_since_log += 1
     pbar.update(1)
 
+    # timing and logging
     if iter_num % log_interval == 0 or iter_num == max_iters:
         lossf = loss_acc.clone()
         if ddp:
@@ -711,10 +446,11 @@ while True:
         tps = tokens_per_iter * iters_since_log / max(dt, 1e-9)
         t_log, iters_since_log = time.time(), 0
         if master:
+            peak = peak_flops(device, peak_tflops)
             log_metrics({'kind': 'train', 'iter': iter_num, 'loss': lossf, 'lr': lr, 'grad_norm': grad_norm.item(),
                          'tokens_per_s': tps, 'elapsed': time.time() - t_start, 'nonfinite_skipped': nonfinite_total,
-                         **({'mfu': raw_model.flops_per_token() * tps / (peak_flops() * world)} if peak_flops() else {}),
-                         **({'loss_name': loss_name} if weighted_loss else {})})
+                         **({'mfu': raw_model.flops_per_token() * tps / (peak * world)} if peak else {}),
+                         **({'loss_name': objective.loss_name} if objective.loss_name else {})})
             pbar.set_postfix(loss=f'{lossf:.4f}', lr=f'{lr:.2e}', tok_s=f'{tps:,.0f}', refresh=False,
                              **({'skipped': nonfinite_total} if nonfinite_total else {}))
             if not bar:
@@ -722,10 +458,9 @@ while True:
                       f"{time.time() - t_start:.0f}s" + (f", {nonfinite_total} non-finite steps skipped" if nonfinite_total else ''),
                       flush=True)
         if ddp:  # agree on a stop request at log intervals, so every process stops at the same step
-            flag = torch.tensor([1.0 if stop.requested else 0.0], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            if flag.item() > 0 and not stop.requested:
-                stop.requested = 'peer'
+            stop.agree(device)
+
+    # a stop request (SIGTERM / SIGINT): save and leave
     if stop.requested and (not ddp or iter_num % log_interval == 0):
         save_checkpoint('last.pt')
         if master:
@@ -733,6 +468,7 @@ while True:
                        f"continue with --init_from=resume")
         break
 
+# ----------------------------------------------------------------------------- the end
 if not stop.requested and not bench_iters and not eval_only and int(nonfinite_run):
     fail(f"the run ended on {int(nonfinite_run)} skipped step(s) with non-finite loss or gradients: it is not "
          f"training any more; lower learning_rate (now {learning_rate:g}), use dtype=bfloat16 or float32, or check the data")
@@ -743,7 +479,7 @@ if master and already_done:
     print(f"nothing to train: {out / 'last.pt'} is at iter {iter_num} >= max_iters={max_iters}; "
           f"raise --max_iters to continue")
 if save_artifacts and master and not stop.requested and not bench_iters:
-    write_artifacts('final')
+    save_artifacts_of('final')
 nonfinite_total = int(nonfinite_count)
 if master and nonfinite_total:
     print(f"skipped {nonfinite_total} steps with non-finite loss or gradients")

@@ -1,38 +1,10 @@
-# Atlas on Shakespeare at the original study's size: 4 layers, d_model 256, 4 heads, batch 32,
-# AdamW lr 3e-4; context 512 with a 128-token attention window, so older context reaches a prediction only
-# through the memory. Its baseline, config/gpt_shakespeare.py, is this file with arch='gpt'.
-# Tokenizer: the balanced BPE; the English-only one with --dataset=literature_en_enbpe --out_dir=out-atlas-en-enbpe
-# python prepare/literature.py && python train.py config/atlas_shakespeare.py
+# Atlas (deep Omega-rule memory + sliding-window attention, MAG): config/gpt_shakespeare.py with the memory.
+# python prepare/literature.py && python train.py config/gpt_shakespeare.py config/atlas_shakespeare.py
 out_dir = 'out-atlas-en-balanced'
-dataset = 'literature_en_balanced'
 arch = 'atlas'
-n_layer = 4
-n_head = 4
-n_embd = 256
-block_size = 512
-window = 128
-pos = 'rope'
-norm = 'rmsnorm'
-bias = False
-atlas_mode = 'mag'
-mem_depth = 2
-mem_key_dim = 16              # phi_2 of a 16-dim key: C(18, 2) = 153 features
+mem_key_dim = 16                # phi_2 of a 16-dim key: C(18, 2) = 153 features
 mem_hidden = 64
-mem_poly = 2
-mem_window = 4
 mem_chunk = 32
-mem_muon = True
-mem_muon_scope = 'chunk'        # one Newton-Schulz per chunk, not per token (the README, Atlas: ~9x fewer FLOPs)
-activation_checkpointing = True  # needed by per-token Newton-Schulz (every S_t of a chunk kept: ~70 GB at 32 x 512
-# without it, estimated); per chunk it may no longer be needed -- not yet measured on a GPU
-mem_lr = 0.05                 # NS bounds each write (spectral norm <= eta): Muon tolerates 5x the CPU configs' inner lr
-batch_size = 32
-learning_rate = 3e-4
-max_iters = 5000
-min_lr = 3e-5
-warmup_iters = 200
-weight_decay = 0.1
-eval_interval = 250
-eval_iters = 20
-log_interval = 20
-compile = True                  # torch.compile (a GPU config); --compile=False for eager
+mem_muon_scope = 'chunk'        # one Newton-Schulz per chunk, not per token (docs/atlas.md: ~9x fewer FLOPs); per
+                                # token it needs activation checkpointing (~70 GB at 32 x 512 without, estimated)
+mem_lr = 0.05                   # NS bounds each write (spectral norm <= eta): Muon tolerates 5x the CPU config's

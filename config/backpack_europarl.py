@@ -1,24 +1,4 @@
-# Backpack-Micro-shaped LM on EN-FR: Hewitt et al. 2023's Micro size (6 layers, 6 heads, 384 wide,
-# 16 senses, context 512). transformer_europarl.py is the same config with arch='gpt' (checked in
-# tests/test_backpack.py). python prepare/europarl.py && python train.py config/backpack_europarl.py
+# Backpack (16 senses, the model default) on EN-FR: config/gpt_europarl.py with arch='backpack'.
+# python prepare/europarl.py && python train.py config/gpt_europarl.py config/backpack_europarl.py
 out_dir = 'out-europarl-backpack'
-dataset = 'europarl'
 arch = 'backpack'
-n_senses = 16                 # ignored by arch gpt
-block_size = 512
-n_layer = 6
-n_head = 6
-n_embd = 384
-dropout = 0.1
-batch_size = 32
-learning_rate = 3e-4
-max_iters = 50000
-lr_decay_iters = 50000
-min_lr = 3e-5
-warmup_iters = 500            # 1% of the steps (backpacks-flash-attn configs)
-weight_decay = 0.1
-grad_clip = 1.0
-eval_interval = 500
-eval_iters = 50
-log_interval = 50
-compile = True                  # torch.compile (a GPU config); --compile=False for eager

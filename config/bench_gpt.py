@@ -8,7 +8,5 @@ n_head = 12
 n_embd = 768
 block_size = 1024
 bias = False
-dropout = 0.0
 batch_size = 8
-gradient_accumulation_steps = 1
 compile = True

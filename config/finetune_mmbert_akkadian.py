@@ -1,22 +1,14 @@
-# Phase 2 at full size (GPU): fine-tune mmBERT-small (Marone et al. 2025; ModernBERT architecture, 22 layers x 384,
-# Gemma 2 tokenizer) on the same signs and with the same masking as config/train_akkadian.py (README, Phase 2).
-# python train.py config/finetune_mmbert_akkadian.py                      # from the hub (needs the network once)
-# python train.py config/finetune_mmbert_akkadian.py --init_from=hf:DIR   # a local save_pretrained copy
+# Phase 2 at full size (GPU): fine-tune mmBERT-small (Marone et al. 2025; ModernBERT, 22 layers x 384, Gemma 2
+# tokenizer) on the signs and masking of config/train_akkadian.py (docs/pretrained.md); --init_from=hf:DIR: a local copy.
 out_dir = 'out-akkadian-mmbert'
 dataset = 'akkadian'
 arch = 'hf'
 init_from = 'hf:jhu-clsp/mmBERT-small'
 block_size = 256                # signs; about 2-3 pieces each, well inside mmBERT's 8,192 positions
-doc_mask = True                 # every fragment is its own [CLS] ... [SEP] row
-mask_rate = 0.15                # (used only when mask_rate_max = 0)
-mask_rate_max = 0.75            # per-sequence mask rate ~ U(0, 0.75), as the encoder trains
-mask_replace = 0.8
-mask_random = 0.1
-span_mean = 0.0
-# AdamW with warm-up and cosine decay; mmBERT's own schedule uses lr 8e-4, betas (0.9, 0.95), wd 8e-5 for
-# pretraining: fine-tuning takes a smaller peak
+doc_mask = True
+mask_rate_max = 0.75
+# mmBERT pretrained with lr 8e-4, betas (0.9, 0.95), wd 8e-5: fine-tuning takes a smaller peak
 batch_size = 32
-gradient_accumulation_steps = 1
 learning_rate = 5e-5
 min_lr = 5e-6
 weight_decay = 0.01

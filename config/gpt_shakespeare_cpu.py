@@ -1,8 +1,5 @@
-# GPT baseline of config/atlas_shakespeare_cpu.py: the same config with arch='gpt' (same window, no memory; the
-# mem_* keys are ignored by gpt).
-# Tokenizer: data/literature_en_balanced (equal bytes of EN/FR/ES); the English-only one with
-#   --dataset=literature_en_enbpe --out_dir=out-gpt-en-enbpe-cpu
-# python prepare/literature.py && python train.py config/gpt_shakespeare_cpu.py
+# config/gpt_shakespeare.py at CPU size: 4 x 128, context 128 with a 32-token window, batch 16, 500 steps;
+# config/atlas_shakespeare_cpu.py, named after it, adds the memory. Other corpora: as config/gpt_shakespeare.py.
 out_dir = 'out-gpt-en-balanced-cpu'
 dataset = 'literature_en_balanced'
 arch = 'gpt'
@@ -10,26 +7,16 @@ n_layer = 4
 n_head = 4
 n_embd = 128
 block_size = 128
-window = 32                   # attention sees 32 tokens; older context only through the memory
+window = 32
 pos = 'rope'
 norm = 'rmsnorm'
 bias = False
-atlas_mode = 'mag'
-mem_depth = 2
-mem_key_dim = 8               # phi_2 of an 8-dim key: C(10, 2) = 45 features
-mem_hidden = 32
-mem_poly = 2
-mem_window = 4
-mem_chunk = 16
-mem_muon = False              # NS_5 per token costs ~15x a step on CPU; on for the GPU configs
-mem_lr = 0.01
 batch_size = 16
 learning_rate = 2e-3
 max_iters = 500
 min_lr = 2e-4
 warmup_iters = 50
 beta2 = 0.99
-weight_decay = 0.1
 eval_interval = 100
 eval_iters = 10
 log_interval = 20

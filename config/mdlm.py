@@ -1,9 +1,6 @@
-# MDLM (Sahoo et al. 2024) on WikiText-103, reproducing the original 6-GPU run (seed 001): DiT 12 x 768, 12 heads,
-# context 1024, 24 sequences per step (as 4 per GPU x 6 GPUs), lr 1e-4 with warm-up and cosine decay, 50k steps, bf16,
-# eval every 5k steps; sample with 128 steps (sample.py's default).
-# one GPU:  python prepare/wikitext103.py && python train.py config/mdlm.py   (the 24 sequences in one micro-batch)
-# 6 GPUs:   torchrun --standalone --nproc_per_node=6 train.py config/mdlm.py --batch_size=4 --gradient_accumulation_steps=6
-# config/mdlm_atat.py differs from this file only in the importance-aware flags.
+# MDLM (Sahoo et al. 2024) on WikiText-103, the original 6-GPU run (seed 001): DiT 12 x 768, 12 heads, context 1024,
+# 24 sequences per step, lr 1e-4 with warm-up and cosine decay, 50k steps, bf16, eval every 5k steps. The base of
+# config/mdlm_atat.py and config/mdlm_owt.py (name it first); 6 GPUs: --batch_size=4 --gradient_accumulation_steps=6
 out_dir = 'out-wiki-mdlm'
 dataset = 'wikitext103'
 arch = 'mdlm'
@@ -13,33 +10,22 @@ n_layer = 12
 n_head = 12
 n_embd = 768
 block_size = 1024
-cond_dim = 128
 dropout = 0.1
-bias = False                    # MDLM's DiT: qkv / out projections without bias, LayerNorm without bias
-norm = 'layernorm'
-mlp = 'gelu'
+bias = False                    # MDLM's DiT: qkv / out projections and LayerNorm without bias
 pos = 'rope'
-time_cond = False               # MDLM default; what makes ddpm_cache valid
-# importance-aware options: all off for plain MDLM
-importance = False
-adaptive_masking = False
-curriculum = False
-# one 80 GB GPU holds the 24 sequences in one micro-batch: ~3.4 GB of fp32 weights, gradients, AdamW and EMA
-# (170M parameters x 20 bytes) + ~1.1 GB of activations per sequence under bf16 autocast with flash attention
-# (~40 bytes x T x d per layer x 12 layers = 0.38 GB, plus the (T, V) logits in bf16, fp32 and their log-softmax
-# = 0.6-0.7 GB) = ~30 GB (an estimate, not measured: no GPU here); 4 per micro-batch would use a GPU's width poorly
+# one 80 GB GPU holds the 24 sequences in one micro-batch (~30 GB estimated, not measured: 170M parameters x 20
+# bytes of weights, gradients, AdamW and EMA + ~1.1 GB of bf16 activations and (T, V) logits per sequence);
+# 4 per micro-batch would use a GPU's width poorly
 batch_size = 24
-gradient_accumulation_steps = 1 # in total over the processes (tokens per step: 24 x 1024, as the original)
 max_iters = 50000
 learning_rate = 1e-4
 min_lr = 1e-5
 warmup_iters = 2500             # MDLM's warm-up length
 weight_decay = 0.0              # MDLM: AdamW, wd 0, betas (0.9, 0.999)
 beta2 = 0.999
-grad_clip = 1.0
 ema_decay = 0.9999              # MDLM: EMA of the weights, used by evaluate.py / sample.py
 dtype = 'bfloat16'
 eval_interval = 5000
 eval_iters = 10                 # 10 x 24 x 1024 = 246k val tokens, stratified t over the 240 sequences
 log_interval = 50
-compile = True                  # torch.compile (a GPU config); --compile=False for eager
+compile = True

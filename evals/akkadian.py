@@ -20,7 +20,7 @@ from restoration import beam_fill, cut_pieces, read_fragments, restoration_score
 
 MASKED_SIGN_RATE = 0.15
 UNK_SPAN_DIVISOR = 6      # the length-hidden evaluation restores n_spans // 6 of each length's spans (10 lengths each)
-UNK_SCORERS = ('restore', 'ngram', 'infinigram', 'unigram')  # with the length hidden (the encoder alone: see README)
+UNK_SCORERS = ('restore', 'ngram', 'infinigram', 'unigram')  # with the length hidden (the encoder alone: docs/akkadian.md)
 SUBSET_SEED = 42
 
 
@@ -130,7 +130,7 @@ def akkadian_metrics(model, ckpt, data_dir, device='cpu', n_spans=100, beam=20, 
     the unigram and the n-gram baselines. Returns (flat dict of numbers, markdown table)."""
     meta = load_meta(data_dir)
     sp = meta['special_ids']
-    n_lead, mask_id, V = len(sp), sp['[MASK]'], meta['vocab_size']
+    n_lead, mask_id = len(sp), sp['[MASK]']
     banned = list(range(n_lead))
     T = ckpt['model_args']['block_size']
     scorers, info = restoration_scorers(model, data_dir, max_gap_len)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from corpus import die, load_meta, load_tokenizer
-from model import objective
+from objectives import objective
 
 SENSE_WORDS = 'file,window,table,key,open,print,right,cell,fichier,fenêtre,touche,ouvrir'  # backpack sense tables
 

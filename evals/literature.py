@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from corpus import load_meta, load_tokenizer, word_spans
 from evals.lm import print_metrics
-from model import objective
+from objectives import objective
 
 # ----------------------------------------------------------------------------- diagnostics of a causal model
 
@@ -33,7 +33,7 @@ def causal_probe(model, x, y):
     """What a causal model does with long context, on one batch (x, y = next tokens):
     retrieval_loss   cross-entropy at retrieval_positions (answer seen only beyond the attention window),
                      with their fraction; only when the model has a window (atlas, or gpt with window > 0);
-    mem{l}_*         for atlas, per layer (the README, Atlas): storage loss pre / post write and
+    mem{l}_*         for atlas, per layer (docs/atlas.md, Diagnostics): storage loss pre / post write and
                      write efficiency; effective rank, spectral entropy, Frobenius norm, distance from W0,
                      Hoyer sparsity and momentum norm per memory matrix (per batch element and head, then
                      averaged: never across the batch); gate health on raw sigmoid values."""

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from corpus import die, load_meta, load_tokenizer
-from model import agglutinative_biases, format_agglutinative_biases, objective
-from objectives import mlm_batch
+from model import agglutinative_biases, format_agglutinative_biases
+from objectives import mlm_batch, objective
 
 
 def windows(data, T, max_tokens):

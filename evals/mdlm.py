@@ -8,23 +8,11 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from checkpoint import load_checkpoint
 from corpus import die, load_meta, load_tokenizer
 from evals.lm import print_metrics
-from objectives import mdlm_mask_rate
-
-
-def mdlm_per_sequence_nelbo(model, x0, t, u, doc=None):
-    """Plain NELBO terms per sequence (B,) in float64 nats: (1/t) sum over masked positions of
-    -log p(x0 | z_t), uniform log-linear masking (u < (1-eps) t), whatever the training options."""
-    masked = u.to(x0.device) < mdlm_mask_rate(t.to(x0.device).float())[:, None]
-    z = torch.where(masked, torch.full_like(x0, model.mask_id), x0)
-    sigma = -torch.log1p(-mdlm_mask_rate(t.to(x0.device).float()))
-    logits = model.denoise(z, doc, sigma)
-    nll = F.cross_entropy(logits.view(-1, logits.size(-1)), x0.reshape(-1), reduction='none').view_as(x0).double()
-    return torch.where(masked, nll / t.to(x0.device).double()[:, None], torch.zeros_like(nll)).sum(1)
+from objectives import diffusion_noise, nelbo
 
 
 def unigram_stats(data_dir, split_names):
@@ -43,10 +31,9 @@ def unigram_stats(data_dir, split_names):
 
 @torch.no_grad()
 def evaluate_mdlm_split(model, ckpt, data_dir, split_name, device, max_tokens=0, batch_size=32, seed=42, n_rep=2):
-    """Plain MDLM NELBO of a split: non-overlapping windows of block_size tokens, n_rep (t, mask) draws per
-    window, t stratified over all windows of the split (objectives.diffusion_noise), float64 sums."""
-    from evals.mdlm import mdlm_per_sequence_nelbo
-    from objectives import diffusion_noise
+    """Plain MDLM NELBO of a split (objectives.nelbo with uniform masks, float64 sums): non-overlapping windows of
+    block_size tokens, n_rep (t, mask) draws per window, t stratified over all windows of the split
+    (objectives.diffusion_noise)."""
     T = ckpt['model_args']['block_size']
     data = np.memmap(os.path.join(data_dir, f'{split_name}.bin'), dtype=np.uint16, mode='r')
     n = len(data) if not max_tokens else min(len(data), max_tokens)
@@ -60,11 +47,11 @@ def evaluate_mdlm_split(model, ckpt, data_dir, split_name, device, max_tokens=0,
         for b0 in range(0, len(starts), batch_size):
             chunk = np.stack([np.asarray(data[s:s + T], dtype=np.int64) for s in starts[b0:b0 + batch_size]])
             x0 = torch.from_numpy(chunk).to(device)
-            nats += mdlm_per_sequence_nelbo(model, x0, t_all[b0:b0 + len(chunk)], u_all[b0:b0 + len(chunk)]).sum().item()
+            nats += nelbo(model, x0, t_all[b0:b0 + len(chunk)], u_all[b0:b0 + len(chunk)])[0].sum().item()
             count += chunk.size
             nbytes += tbytes[np.minimum(chunk, len(tbytes) - 1)].sum()
-    nelbo = nats / count
-    return {f'{split_name}_nelbo': nelbo, f'{split_name}_ppl_bound': math.exp(min(nelbo, 700)),
+    per_token = nats / count
+    return {f'{split_name}_nelbo': per_token, f'{split_name}_ppl_bound': math.exp(min(per_token, 700)),
             f'{split_name}_bpb': nats / math.log(2) / max(nbytes, 1), f'{split_name}_tokens': int(count / n_rep)}
 
 

@@ -11,7 +11,6 @@ unigram/Metaspace tokenizer merges the prompt's trailing space into c's first pi
 longest common prefix are scored (so those may include a boundary piece such as '▁'; the same for every
 candidate of an item). The separator id that opens every training document is prepended when the data has one.
 """
-import json
 import math
 import os
 import zipfile
@@ -23,7 +22,7 @@ import torch
 from corpus import load_meta, load_tokenizer, loads_json
 from download import pip_download, read_member
 from evals.lm import print_metrics
-from model import objective
+from objectives import objective
 
 
 TMB_PROMPT = "Kelime: {stem}\nÇekimli biçim: "

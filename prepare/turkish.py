@@ -63,7 +63,7 @@ GOLD_MAX_WORDS = 5000
 
 # ----------------------------------------------------------------------------- token tables
 
-# suffix templates in archiphonemes: A = a|e, I = ı|i|u|ü, D = d|t, C = c|ç (the README, agglutinative attention)
+# suffix templates in archiphonemes: A = a|e, I = ı|i|u|ü, D = d|t, C = c|ç (docs/agglutinative.md)
 _SINGLE = ['lAr', 'DA', 'DAn', 'nIn', 'In', 'yI', 'I', 'yA', 'A', 'sI', 'Im', 'In', 'ImIz', 'InIz', 'm', 'n',
            'mIz', 'nIz', 'lIk', 'CI', 'lI', 'sIz', 'DI', 'mIş', 'Iyor', 'yor', 'yAcAk', 'AcAk', 'mAk', 'mA',
            'yIp', 'Ip', 'ken', 'ki', 'DIr', 'nA', 'nDA', 'nDAn', 'ylA', 'lA', 'DIk', 'yAn', 'An', 'sA', 'Ar', 'Ir']

@@ -172,7 +172,7 @@ def test_one_sign_definition_same_text_in_both_forms():
     assert from_atf[0]['signs'] == expected
     assert doc['words'] == from_atf[0]['words'] == 23
     # the one reading the forms cannot share: ORACC JSON keeps no words of a loose `$` line (state `other`), so
-    # `$ (remainder uninscribed)` is a gap there and nothing in its ATF (README, Akkadian: what a `$` line becomes)
+    # `$ (remainder uninscribed)` is a gap there and nothing in its ATF (docs/akkadian.md: what a `$` line becomes)
     word = lambda v: {'node': 'l', 'f': {'lang': 'akk', 'gdl': [{'v': v, 'id': v}]}}
     other = {'node': 'd', 'type': 'nonx', 'strict': '0', 'state': 'other'}
     assert A.parse_corpusjson({'cdl': [word('a'), other, word('b')]})['signs'] == [('a', S | W), (GAPN, MIS), ('b', S | W)]

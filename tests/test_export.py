@@ -1,6 +1,6 @@
 """export.py: a trained run -> a Hugging Face model directory. A tiny sign-level encoder trained on CPU is exported
 and loaded with transformers alone in a fresh interpreter whose cwd and sys.path exclude the repository (offline):
-its logits equal model.Encoder's (rel. err <= 1e-5), its tokenizer gives our ids, the README's restoration snippet
+its logits equal model.Encoder's (rel. err <= 1e-5), its tokenizer gives our ids, docs/export.md's restoration snippet
 runs as written and ranks the candidates as sample.py does. The other branches of the architecture (learned
 positions, LayerNorm, SwiGLU / GELU, biases, a window) are checked in-process on random weights; an arch='hf' run goes
 through save_pretrained; bad destinations and archs are refused with one line and leave nothing behind."""
@@ -24,8 +24,8 @@ import export  # noqa: E402
 from model import Encoder, ModelConfig  # noqa: E402
 
 FIX = Path(__file__).parent / 'fixtures' / 'akkadian'
-NAME = 'akkadian-restorer'                 # the folder name the README's snippet loads
-LINE = export.AKKADIAN_LINE                # the README's line: "to [the king] my lord", the fixture's first line
+NAME = 'akkadian-restorer'                 # the folder name docs/export.md's snippet loads
+LINE = export.AKKADIAN_LINE                # docs/export.md's line: "to [the king] my lord", the fixture's first line
 # the encoder as config/train_akkadian_cpu.py shapes it, smaller, with d_kv != n_embd / n_head and a rope base of its own
 ENCODER = ['--arch=encoder', '--n_layer=2', '--n_head=2', '--n_embd=32', '--d_kv=12', '--d_ff=40', '--norm=rmsnorm',
            '--mlp=geglu', '--pos=rope', '--rope_base=300.0', '--bias=False', '--doc_mask=True', '--mask_rate=0.3',
@@ -134,14 +134,17 @@ def test_export_loads_with_transformers_alone_and_reproduces_the_logits(run, tmp
 
 
 def readme_snippet():
-    text = (REPO / 'README.md').read_text(encoding='utf-8')
-    m = re.search(r'<!-- export-snippet -->\s*```python\n(.*?)```', text, re.S)
-    assert m, 'README: no ```python block after <!-- export-snippet -->'
-    return m.group(1)
+    """The python block after <!-- export-snippet --> in the README or a docs/ page (docs/export.md): exactly one."""
+    found = []
+    for page in [REPO / 'README.md'] + sorted((REPO / 'docs').glob('*.md')):
+        text = page.read_text(encoding='utf-8')
+        found += re.findall(r'<!-- export-snippet -->\s*```python\n(.*?)```', text, re.S)
+    assert len(found) == 1, f'README.md and docs/*.md: {len(found)} ```python blocks after <!-- export-snippet -->, not 1'
+    return found[0]
 
 
 def test_readme_snippet_restores_as_sample_py(run, tmp_path):
-    """The README's snippet, exactly as written, on the exported tiny run (cwd holds the folder it names): its
+    """The snippet of docs/export.md, exactly as written, on the exported tiny run (cwd holds the folder it names): its
     candidates for the gap are sample.py's (encoder alone) in the same order, with the same probabilities."""
     out, data = run
     snippet = readme_snippet()

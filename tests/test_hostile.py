@@ -1,5 +1,5 @@
-"""A hostile user's failure modes (README, Reliability: the table of failure modes tried). One test per case,
-named test_NN_...: NN is the row of the README's table. Each case ends in one clear line and a non-zero exit, or
+"""A hostile user's failure modes (docs/reliability.md: the table of failure modes tried). One test per case,
+named test_NN_...: NN is the row of that table. Each case ends in one clear line and a non-zero exit, or
 does the right thing, and nothing a user made is deleted or overwritten. CPU, tiny runs, subprocesses where the
 behaviour is the command's."""
 import json

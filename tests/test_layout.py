@@ -78,7 +78,7 @@ def reach(graph, start):
 
 def test_the_graph_is_what_the_ast_says():
     g = import_graph()
-    assert 'corpus' in g['train'] and 'objectives' in g['model']  # the parser sees plain and `from` imports
+    assert 'corpus' in g['train'] and 'model' in g['checkpoint']  # the parser sees plain and `from` imports
     assert 'evals.lm' in g['evaluate']                            # `from evals import lm` is an edge to evals.lm
     assert 'prepare.common' in g['prepare.akkadian']
 
@@ -122,3 +122,15 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
     r = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == f'ok {len(mods)}'
+
+
+def test_model_is_the_floor_and_scripts_are_the_roof():
+    """Imports flow one way (README, Layout): scripts -> named modules -> model.py. model.py holds the architectures
+    only and imports nothing of the repository (objectives.py computes the losses from the models' outputs, never the
+    other way round); no module that is not a script imports a script."""
+    g = import_graph()
+    assert g['model'] == set(), f"model.py imports {sorted(g['model'])}"
+    assert 'objectives' not in reach(g, 'model')
+    for m in g:
+        if m not in SCRIPTS:
+            assert not g[m] & set(SCRIPTS), f"{m} imports the script(s) {sorted(g[m] & set(SCRIPTS))}"

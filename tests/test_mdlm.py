@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from conftest import read_metrics, run_train
-from evals.mdlm import mdlm_per_sequence_nelbo
 from model import build_model, ModelConfig
-from objectives import (adaptive_mask_probs, curriculum_direction, device_generator, diffusion_noise, diffusion_noise_device,
-                        MDLM_EPS, mdlm_mask_rate, MDLM_T_MIN)
+from objectives import (adaptive_mask_probs, curriculum_direction, device_generator, diffusion_loss, diffusion_loss_name,
+                        diffusion_noise, diffusion_noise_device, MDLM_EPS, mdlm_mask_rate, MDLM_T_MIN, nelbo)
 from sampling import mdlm_sample, mdlm_semi_ar
 
 V = 12  # 11 real tokens + [MASK] (id 11)
@@ -38,7 +37,7 @@ def test_uniform_predictor_gives_log_v_minus_1():
     for k in range(200):
         t, u = diffusion_noise(rng, 64, 16, k, 200)
         with torch.no_grad():
-            vals.append(m(x0, x0, None, t=t, u=u)[1].item())
+            vals.append(diffusion_loss(m, x0, t, u).item())
     mean, se = np.mean(vals), np.std(vals) / math.sqrt(len(vals))
     # E_t[(1/t) P(masked) log(V-1)] = (1 - eps) log(V-1): log(V-1) up to the eps = 1e-3 never-masked mass
     assert abs(mean - (1 - MDLM_EPS) * math.log(V - 1)) < 4 * se + 1e-3
@@ -50,13 +49,14 @@ def test_unmasked_positions_contribute_exactly_zero():
     x0 = torch.randint(0, V - 1, (4, 16), generator=torch.Generator().manual_seed(1))
     t = torch.tensor([0.2, 0.5, 0.8, 1.0])
     with torch.no_grad():
-        assert m(x0, x0, None, t=t, u=torch.ones(4, 16))[1].item() == 0.0  # nothing masked: exactly 0
+        assert diffusion_loss(m, x0, t, torch.ones(4, 16)).item() == 0.0  # nothing masked: exactly 0
         u = torch.rand(4, 16, generator=torch.Generator().manual_seed(2))
-        logits, loss = m(x0, x0, None, t=t, u=u)
+        loss = diffusion_loss(m, x0, t, u)
         masked = u < mdlm_mask_rate(t)[:, None]
         assert masked.any() and (~masked).any()
         z = torch.where(masked, torch.full_like(x0, m.mask_id), x0)
-        lp = torch.log_softmax(m.denoise(z).double(), -1).gather(-1, x0[..., None])[..., 0]
+        logits = m(z)
+        lp = torch.log_softmax(logits.double(), -1).gather(-1, x0[..., None])[..., 0]
         manual = (-lp * masked / t.double()[:, None]).sum() / x0.numel()  # masked positions only
         assert torch.allclose(loss, manual, rtol=1e-5, atol=1e-7)
         # changing the clean token at an unmasked position changes nothing but its own (absent) term
@@ -71,7 +71,7 @@ def test_antithetic_estimator_matches_dense_integration():
     pats = torch.tensor(list(itertools.product([0, 1], repeat=T)), dtype=torch.bool)
     with torch.no_grad():
         z = torch.where(pats, torch.full((len(pats), T), m.mask_id), x0.expand(len(pats), T))
-        lp = torch.log_softmax(m.denoise(z).double(), -1).gather(-1, x0.expand(len(pats), T)[..., None])[..., 0]
+        lp = torch.log_softmax(m(z).double(), -1).gather(-1, x0.expand(len(pats), T)[..., None])[..., 0]
     L = (-lp * pats).sum(1)                                       # (16,)
     k = pats.sum(1).double()
     ts = torch.linspace(MDLM_T_MIN, 1.0, 200001, dtype=torch.float64)
@@ -85,7 +85,7 @@ def test_antithetic_estimator_matches_dense_integration():
     with torch.no_grad():
         for r in range(K):
             t, u = diffusion_noise(rng, B, T, 0, 1)               # one global batch: stratified t
-            strat.append(m(xb, xb, None, t=t, u=u)[1].item())
+            strat.append(diffusion_loss(m, xb, t, u).item())
             t_strat.append(t.double().numpy())
             t_iid.append(rng.random(B) * (1 - MDLM_T_MIN) + MDLM_T_MIN)
     mean, se = np.mean(strat), np.std(strat) / math.sqrt(K)
@@ -146,8 +146,8 @@ def test_ddpm_cache_per_row_equals_ddpm_at_batch(batch):
     # 8 tokens to fill in 64 steps: at most 8 changes per row, so at most 8 + 1 recomputations per row
     assert sb['row_calls'] <= 9 * batch and sa['row_calls'] >= 2 * sb['row_calls']
     # a row's probabilities do not depend on which rows are in the batch (to rounding: another GEMM shape)
-    full = m.denoise(z)
-    part = m.denoise(z[[1, 5]])
+    full = m(z)
+    part = m(z[[1, 5]])
     assert torch.allclose(full[[1, 5]], part, atol=1e-5, rtol=0)
 
 
@@ -199,7 +199,7 @@ def test_importance_target_is_detached_and_val_stays_plain():
     grads = {}
     for w in (0.0, 5.0):
         m = tiny(seed=6, importance_weight=w, **kw).train()
-        m(x0, x0, None, t=t, u=u, progress=0.9)[1].backward()
+        diffusion_loss(m, x0, t, u, progress=0.9).backward()
         grads[w] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
     backbone = [n for n in grads[5.0] if not n.startswith('importance.')]
     # the estimator's loss never reaches the backbone (its target is the backbone's DETACHED loss) ...
@@ -211,11 +211,11 @@ def test_importance_target_is_detached_and_val_stays_plain():
     plain = tiny(seed=6)
     plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith('importance.')})
     with torch.no_grad():
-        a = m(x0, x0, None, t=t, u=u)[1]
-        b = plain.eval()(x0, x0, None, t=t, u=u)[1]
-        c = mdlm_per_sequence_nelbo(plain, x0, t, u).sum() / x0.numel()
+        a = diffusion_loss(m, x0, t, u)
+        b = diffusion_loss(plain.eval(), x0, t, u)
+        c = nelbo(plain, x0, t, u)[0].sum() / x0.numel()  # what evals/mdlm.py sums
     assert a.dtype == torch.float64 and torch.equal(a, b) and torch.allclose(a, c)
-    assert m.loss_name == 'weighted_nelbo+importance_mse' and plain.loss_name == 'nelbo'
+    assert diffusion_loss_name(m.cfg) == 'weighted_nelbo+importance_mse' and diffusion_loss_name(plain.cfg) == 'nelbo'
 
 
 def test_train_mdlm_ddp_equals_accumulation(char_data, tmp_path):

@@ -22,9 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from evals.mdlm import mdlm_per_sequence_nelbo
 from model import build_model, ModelConfig
-from objectives import diffusion_noise, MDLM_EPS, MDLM_T_MIN
+from objectives import diffusion_loss, diffusion_noise, MDLM_EPS, MDLM_T_MIN, nelbo
 from sampling import mdlm_sample
 
 
@@ -52,7 +51,7 @@ def conditionals(m, V, T):
     """{state tuple: (T, V) float64 -log p(v | state) for every position}, from one batch of all states."""
     z = states(V, T)
     with torch.no_grad():
-        logp = torch.log_softmax(m.denoise(z).double(), -1)[..., :V]
+        logp = torch.log_softmax(m(z).double(), -1)[..., :V]
     return {tuple(r): -logp[k] for k, r in enumerate(z.tolist())}
 
 
@@ -91,7 +90,7 @@ def test_beta_weights_equal_the_any_order_ar_loss_exactly():
 
 
 def test_code_nelbo_integral_equals_ao_ar_minus_the_eps_tail():
-    """The code's per-sequence NELBO (mdlm_per_sequence_nelbo: its 1/t weight, its mask rate (1 - eps) t),
+    """The code's per-sequence NELBO (objectives.nelbo summed over a sequence: its 1/t weight, its mask rate (1 - eps) t),
     averaged exactly over the masks (every S, with probability m^k (1 - m)^{T-k}) and integrated over t in
     [0, 1] by exact quadrature, equals the AO-AR loss minus the eps tail. Tolerance 1e-6 relative: the
     network's logits are float32 and the code's batch has another shape than the table's (GEMM rounding)."""
@@ -106,7 +105,7 @@ def test_code_nelbo_integral_equals_ao_ar_minus_the_eps_tail():
     u = torch.tensor([[0.0 if i in r[1] else 1.0 for i in range(T)] for r in rows])  # u < rate exactly on S
     t = torch.tensor([r[2] for r in rows], dtype=torch.float32)
     with torch.no_grad():
-        val = mdlm_per_sequence_nelbo(m, x0, t, u).view(len(xs), len(Ss), len(tq))
+        val = nelbo(m, x0, t, u)[0].sum(1).view(len(xs), len(Ss), len(tq))
     rate = (1 - MDLM_EPS) * t.double().view(len(xs), len(Ss), len(tq))[0, 0]
     k = torch.tensor([len(S) for S in Ss], dtype=torch.float64)[:, None]
     prob = rate[None] ** k * (1 - rate[None]) ** (T - k)  # P_t(S), (len(Ss), len(tq))
@@ -122,7 +121,7 @@ def test_code_nelbo_integral_equals_ao_ar_minus_the_eps_tail():
 
 def test_training_estimator_is_within_its_bias_and_noise():
     """The training estimator: t from diffusion_noise (stratified, truncated to [T_MIN, 1]), masks from
-    its uniforms, the model's eval-mode loss (the mean per token of the batch). Its expectation is the
+    its uniforms, the objective's eval-mode loss (the mean per token of the batch). Its expectation is the
     NELBO integral over t' in [0, 1] of f((1 - T_MIN) t' + T_MIN), which differs from the integral over
     t in [0, 1] (previous test) by at most T_MIN * max_t |f(t) - L|, with f(t) <= sum_S c(S) (f is a
     polynomial bounded by that on [0, 1]); the sampling noise is bounded by 5 standard errors of the
@@ -141,9 +140,9 @@ def test_training_estimator_is_within_its_bias_and_noise():
         t, u = diffusion_noise(rng, B, T, 0, 1)
         x0 = torch.tensor([x] * B)
         with torch.no_grad():
-            _, loss = m(x0, x0, None, t=t, u=u)
-            per_seq = mdlm_per_sequence_nelbo(m, x0, t, u)
-        est = loss.item() * T  # the model's loss is per token
+            loss = diffusion_loss(m, x0, t, u)
+            per_seq = nelbo(m, x0, t, u)[0].sum(1)
+        est = loss.item() * T  # the loss is per token
         assert est == pytest.approx(per_seq.mean().item(), rel=1e-6)
         bias_bound = MDLM_T_MIN * (sum(c) + L)
         se = per_seq.std().item() / math.sqrt(B)
@@ -161,7 +160,7 @@ def exact_sampler_distribution(m, V, T, steps, t_end=1e-5):
     keys = [tuple(r) for r in z.tolist()]
     index = {k: n for n, k in enumerate(keys)}
     with torch.no_grad():
-        logits = m.denoise(z)
+        logits = m(z)
         p = torch.softmax(logits.double(), -1)[..., :V].numpy()
         amax = logits.argmax(-1).numpy()
     n = len(keys)
@@ -236,6 +235,6 @@ def test_ddpm_sampler_reproduces_the_models_joint():
     threshold = expected + math.sqrt(math.log(1e6) / (2 * n))
     assert tv(emp, exact) < threshold, (tv(emp, exact), threshold)
     with torch.no_grad():
-        p0 = torch.softmax(m.denoise(torch.full((1, T), V)).double(), -1)[0, :, :V]
+        p0 = torch.softmax(m(torch.full((1, T), V)).double(), -1)[0, :, :V]
     product = {xx: float(np.prod([p0[i, v].item() for i, v in enumerate(xx)])) for xx in joint}
     assert tv(product, exact) > 3 * threshold

@@ -10,7 +10,8 @@ import model as M
 from checkpoint import load_checkpoint
 from corpus import FLAG_MAX_TARGET_STATE, FLAG_STATE_MASK
 from model import apply_rotary, build_model, ModelConfig, Rotary
-from objectives import device_generator, maskable_positions_device, mlm_mask, mlm_mask_device, special_ids_tensor
+from objectives import (device_generator, diffusion_loss, maskable_positions_device, mlm_mask, mlm_mask_device, objective,
+                        special_ids_tensor)
 
 
 def tiny(arch='gpt', **kw):
@@ -217,7 +218,7 @@ def test_generate_is_repeatable_with_a_generator():
 
 
 def test_objective_and_unknown_arch():
-    assert M.objective('gpt') == 'causal' and M.objective('encoder') == 'mlm'
+    assert objective('gpt') == 'causal' and objective('encoder') == 'mlm'
     with pytest.raises(ValueError, match='unknown arch'):
         build_model(ModelConfig(arch='nope'))
 
@@ -383,9 +384,11 @@ def test_activation_checkpointing_changes_nothing_but_memory(arch, extra):
         m = tiny(arch, activation_checkpointing=ac, **extra).double()
         torch.manual_seed(1)
         x = torch.randint(0, 30, (2, 12))
-        kw = {'t': torch.full((2,), 0.5), 'u': torch.rand(2, 12)} if arch == 'mdlm' else {}
-        m = m.float() if arch == 'mdlm' else m  # its timestep embedding is float32
-        _, loss = m(x, x, **kw)
+        if arch == 'mdlm':  # the denoiser under its objective (objectives.diffusion_loss); its time embedding is float32
+            m = m.float()
+            loss = diffusion_loss(m, x, torch.full((2,), 0.5), torch.rand(2, 12))
+        else:
+            _, loss = m(x, x)
         loss.backward()
         grads.append((loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
     # the same forward kernels run in both; the backward sums gradient contributions in another order with

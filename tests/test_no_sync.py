@@ -1,6 +1,6 @@
-"""The training step never waits for the device (README, GPU): between log intervals nothing in the step
-reads a tensor back to the host. Each tiny run goes through the real train.py loop with every aten op
-watched (a TorchDispatchMode, which also sees backward and the optimizer): a host read (`.item()`,
+"""The training step never waits for the device (docs/training.md, No host sync in the step): between log
+intervals nothing in the step reads a tensor back to the host. Each tiny run goes through the real train.py loop
+with every aten op watched (a TorchDispatchMode, which also sees backward and the optimizer): a host read (`.item()`,
 `bool(t)`, `float(t)`, `int(t)`, `if t:`, all of which end in aten._local_scalar_dense), `.tolist()`, or an
 op whose output shape depends on the data (nonzero, boolean indexing, unique, ...) would be a device sync
 on CUDA. They are recorded with the loop's iter_num, and the steps that are not next to an evaluation

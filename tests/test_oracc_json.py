@@ -1,7 +1,7 @@
 """The ORACC JSON reader (atf.parse_corpusjson) on real corpusjson: five ORACC projects as ORACC serves them
 (rinap, riao, ribo, suhu and a sample of saao), kept beside the repository, never in it. Hand-verified words
 (each with its ATF `frag` as it stands in the file and the tokens read from it, checked by hand against the ATF
-conventions of the README's Akkadian section), `$` lines, and invariants over every text: no grapheme of an
+conventions of docs/akkadian.md), `$` lines, and invariants over every text: no grapheme of an
 Akkadian word is lost without a reason, editor-supplied and restored signs are never targets. Skipped when the
 files are absent, as in a fresh clone. The same text written by hand in both forms is in test_akkadian_data.py."""
 import json

@@ -83,9 +83,9 @@ def test_mdlm_owt_config_starts_on_cpu(sample, tmp_path):
             '--cond_dim=16', '--block_size=16', '--batch_size=2', '--gradient_accumulation_steps=1', '--vocab_size=0',
             '--max_iters=3', '--eval_interval=3', '--eval_iters=1', '--log_interval=1', '--warmup_iters=1',
             '--num_threads=1']
-    r = subprocess.run([sys.executable, 'train.py', 'config/mdlm_owt.py', f'--data_dir={tmp_path / "data"}',
-                        f'--out_dir={tmp_path / "run"}', *tiny], cwd=REPO, env=train_env(), capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run([sys.executable, 'train.py', 'config/mdlm.py', 'config/mdlm_owt.py',
+                        f'--data_dir={tmp_path / "data"}', f'--out_dir={tmp_path / "run"}', *tiny], cwd=REPO,
+                       env=train_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     import torch
     ck = torch.load(tmp_path / 'run' / 'last.pt', map_location='cpu', weights_only=True)

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing silent (README, Reliability): a finished run is never overwritten by accident, one
+"""Nothing lost, nothing silent (docs/reliability.md): a finished run is never overwritten by accident, one
 out_dir holds one live run, a checkpoint is only used with the data it was trained on, truncated or unsafe
 checkpoints and half-written metrics are handled with one line, and bad options fail before anything is
 written. Fault injection on tiny runs, CPU, subprocesses."""
