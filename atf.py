@@ -450,6 +450,32 @@ _LINE_NUMBER = re.compile(r"^([0-9A-Za-z'′″´’+\-–.]*\d[0-9A-Za-z'′″
 _SCORE_LINE = re.compile(r'^([^\s:_]+)(_[^\s:]*)?:\s*(.*)$')
 
 
+def protocol_line(line, state):
+    """An ATF line that carries no sign of the text (parse_atf and edition.read_edition read them alike): the
+    protocols that set the reader's `state` (a dict: `@translation` ... `@end translation` -> 'translation',
+    `#atf: lang X` -> 'lang', `#project:` -> 'oracc', `@score` -> 'score'), every line inside a translation
+    block, and the other `#` / `@` / `>>` / `||` / `//` / `=` lines. True when `line` (stripped, not empty) is one."""
+    if line.startswith('@translation'):
+        state['translation'] = True
+        return True
+    if line.startswith('@end translation'):
+        state['translation'] = False
+        return True
+    if state['translation']:
+        return True
+    m = re.match(r'#atf:\s*lang\s+(\S+)', line)
+    if m:
+        state['lang'] = m.group(1)
+        return True
+    if line.startswith('#project:'):
+        state['oracc'] = True
+        return True
+    if line.startswith('@score'):
+        state['score'] = True
+        return True
+    return line[0] in '#@>' or line.startswith(('||', '//')) or (line[0] == '=' and not line.startswith('=='))
+
+
 def parse_atf(text, source='atf', name=None):
     """ATF text (of the file `name`, for messages) -> documents, as ORACC writes it:
     - `&P123456 = name` (or &Q / &X) starts a text; lines before any `&` belong to a text named 'text'.
@@ -487,25 +513,7 @@ def parse_atf(text, source='atf', name=None):
             continue
         if cur is None:
             start('text')
-        if line.startswith('@translation'):
-            cur['translation'] = True
-            continue
-        if line.startswith('@end translation'):
-            cur['translation'] = False
-            continue
-        if cur['translation']:
-            continue
-        m = re.match(r'#atf:\s*lang\s+(\S+)', line)
-        if m:
-            cur['lang'] = m.group(1)
-            continue
-        if line.startswith('#project:'):
-            cur['oracc'] = True
-            continue
-        if line.startswith('@score'):
-            cur['score'] = True
-            continue
-        if line[0] in '#@>' or line.startswith(('||', '//')) or (line[0] == '=' and not line.startswith('==')):
+        if protocol_line(line, cur):
             continue
         if line.startswith('$'):
             if dollar_line_is_gap(line[1:]):

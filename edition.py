@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from atf import (_LINE_NUMBER, _SCORE_LINE, FLAG_MISSING, FLAG_RESTORED, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, GAP,
-                 GAPN, parse_atf, parse_atf_line)  # _LINE_NUMBER, _SCORE_LINE: the line forms parse_atf reads
+                 GAPN, parse_atf, parse_atf_line, protocol_line)  # _LINE_NUMBER, _SCORE_LINE: the line forms parse_atf reads
 
 # ----------------------------------------------------------------------------- where each sign of a line sits
 
@@ -445,25 +445,7 @@ def read_edition(text, restored=False, spans='gaps', name='input'):
             continue
         if cur is None:
             start('text')
-        if line.startswith('@translation'):
-            state['translation'] = True
-            continue
-        if line.startswith('@end translation'):
-            state['translation'] = False
-            continue
-        if state['translation']:
-            continue
-        m = re.match(r'#atf:\s*lang\s+(\S+)', line)
-        if m:
-            state['lang'] = m.group(1)
-            continue
-        if line.startswith('#project:'):
-            state['oracc'] = True
-            continue
-        if line.startswith('@score'):
-            state['score'] = True
-            continue
-        if line[0] in '#@>' or line.startswith(('||', '//')) or (line[0] == '=' and not line.startswith('==')):
+        if protocol_line(line, state):
             continue
         if line.startswith('$'):
             if _dollar_is_gap(line):
