@@ -19,6 +19,7 @@ LIT, LIT_CPU = 'config/gpt_shakespeare.py', 'config/gpt_shakespeare_cpu.py'
 # the command as it was (the key of the frozen snapshot) -> the command that must give the same configuration now
 NEW = {
     f'{T} config/train_akkadian_cpu.py': f'{T} config/train_akkadian_cpu.py',
+    f'{T} config/train_akkadian_oracc_cpu.py': f'{T} config/train_akkadian_oracc_cpu.py',  # added after the restructure
     f'{T} config/shakespeare_char_cpu.py': f'{T} config/gpt_shakespeare_char_cpu.py',
     f'{T} config/shakespeare_char_cpu.py --init_from=resume': f'{T} config/gpt_shakespeare_char_cpu.py --init_from=resume',
     'torchrun --standalone --nproc_per_node=2 train.py config/shakespeare_char_cpu.py --gradient_accumulation_steps=2':
