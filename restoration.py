@@ -91,6 +91,17 @@ def _crop(seq, pos, window):
     return seq[s:s + window], [p - s for p in pos]
 
 
+
+def gap_score(lp, length, k, length_logprior=None, alpha=1.0):
+    """The ranking score of a filling of k signs with joint log-probability lp: lp itself for a gap of known
+    length; with the length hidden, log P(k) + lp under the train split's length prior, or else Aeneas's length
+    normalisation lp / (1 + k)^alpha."""
+    if length:
+        return lp
+    if length_logprior is not None:
+        return lp + float(length_logprior[k])
+    return lp / (1 + k) ** alpha
+
 def restore_gaps(score_fn, ids, gaps, *, mask_id, max_gap_len=10, beam=20, alpha=1.0, topk=5, banned_ids=(),
                  window=0, length_logprior=None):
     """Restore every gap of the 1-D token sequence `ids`, one gap at a time.
@@ -115,13 +126,7 @@ def restore_gaps(score_fn, ids, gaps, *, mask_id, max_gap_len=10, beam=20, alpha
             seq = ids[:start] + [mask_id] * k + ids[start + (length or 1):]
             seq, pos = _crop(seq, list(range(start, start + k)), window)
             for signs, lp in beam_fill(score_fn, seq, pos, beam=beam, banned_ids=banned_ids, topk=topk):
-                if length:
-                    score = lp
-                elif length_logprior is not None:
-                    score = lp + float(length_logprior[k])      # log P(k) + log p(signs | k)
-                else:
-                    score = lp / (1 + k) ** alpha               # Aeneas length normalisation
-                cands.append((signs, math.exp(lp), score, k))
+                cands.append((signs, math.exp(lp), gap_score(lp, length, k, length_logprior, alpha), k))
         cands.sort(key=lambda c: -c[2])
         out.append(cands[:topk])
     return out
@@ -768,13 +773,7 @@ def restore_gaps_many(score_fn, items, *, mask_id, max_gap_len=10, beam=20, alph
         cands = {}
         for (n, g, length, k), res in zip(owners, found):
             for signs, lp in res:
-                if length:
-                    score = lp
-                elif length_logprior is not None:
-                    score = lp + float(length_logprior[k])      # log P(k) + log p(signs | k)
-                else:
-                    score = lp / (1 + k) ** alpha               # Aeneas length normalisation
-                cands.setdefault((n, g), []).append((signs, math.exp(lp), score, k))
+                cands.setdefault((n, g), []).append((signs, math.exp(lp), gap_score(lp, length, k, length_logprior, alpha), k))
         for (n, g), cs in cands.items():
             cs.sort(key=lambda c: -c[2])
             out[n][g] = cs[:topk]

@@ -21,7 +21,7 @@ from atf import GAP, GAPN, parse_atf_line
 from checkpoint import data_fingerprints
 from corpus import excerpt, load_tokenizer
 from edition import Spelling, check_brackets, fill_segments, join_signs, line_gaps, line_signs, render, spell
-from restoration import (context_matches, describe_product, occlusion_saliency, restoration_scorers,
+from restoration import (context_matches, describe_product, gap_score, occlusion_saliency, restoration_scorers,
                          restore_cache_key, restore_gaps_many, score_filling, similar_passages, _crop)
 
 SCORERS = ('restore', 'model', 'ngram', 'infinigram', 'unigram')
@@ -102,9 +102,7 @@ class Restorer:
         seq = ids[:start] + [self.mask_id] * k + ids[start + (length or 1):]
         seq, pos = _crop(seq, list(range(start, start + k)), self.T)
         lp = score_filling(self.score_fn, seq, pos, fill)
-        if length:
-            return lp, lp
-        return lp, (lp + float(self.prior[k]) if self.prior is not None else lp / (1 + k) ** self.length_alpha)
+        return lp, gap_score(lp, length, k, self.prior, self.length_alpha)
 
     def saliency(self, ids, start, length, fill):
         """Occlusion saliency of a filling of gap (start, length) of ids: [(token index in ids, drop)] for every
