@@ -3,6 +3,7 @@ helper that runs train.py in a subprocess (CPU, one thread) and reads back what 
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,25 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from atf import FLAG_STATE, FLAG_WORD_START  # noqa: E402  (after the repository is on the path)
+
+# the expected signs of a line, written compactly (tests/test_oracc_atf.py, tests/test_oracc_json.py)
+STATE = {'': 0, 'D': 1, 'R': 2, 'M': 3}
+
+
+def expect(spec):
+    """'a^ na {kur}^ ELAM MA:R [GAP]^:M' -> [(token, state, starts a word)]: `^` a word start,
+    `:D` damaged, `:R` restored, `:M` missing; no suffix: preserved."""
+    out = []
+    for item in spec.split():
+        m = re.fullmatch(r'(.+?)(\^?)(?::([DRM]))?', item)
+        out.append((m.group(1), STATE[m.group(3) or ''], m.group(2) == '^'))
+    return out
+
+
+def got(signs):
+    return [(t, f & FLAG_STATE, bool(f & FLAG_WORD_START)) for t, f in signs]
 
 WORDS = ['the', 'king', 'queen', 'lord', 'speak', 'thou', 'art', 'my', 'good', 'night', 'sword', 'crown',
          'love', 'death', 'and', 'of', 'to', 'a', 'is', 'not']

@@ -161,8 +161,9 @@ def test_gpt_ignores_the_memory_keys(twin):
         out.append(({k: v.shape for k, v in m.state_dict().items()}, m.state_dict(), logits))
     assert {k: old[k] for k in ATLAS_KEYS} != {k: getattr(ModelConfig(), k) for k in ATLAS_KEYS}
     assert out[0][0] == out[1][0]
-    assert all(torch.equal(out[0][1][k], out[1][1][k]) for k in out[0][1])
-    assert torch.equal(out[0][2], out[1][2])
+    for k in out[0][1]:  # same seed, same shapes: equal up to float32 rounding on any CPU
+        torch.testing.assert_close(out[0][1][k], out[1][1][k], rtol=1e-6, atol=1e-7, msg=k)
+    torch.testing.assert_close(out[0][2], out[1][2], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('new', sorted(set(NEW.values())))

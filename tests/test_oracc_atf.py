@@ -9,30 +9,13 @@ import re
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, expect, got
 from atf import FLAG_MISSING, FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, GAP, GAPN, is_target
 import atf
 from prepare import akkadian as A
 
 ATF_DIR = REPO.parent / 'shared' / 'data' / 'oracc_atf'
 pytestmark = pytest.mark.skipif(not ATF_DIR.is_dir(), reason=f'the real ORACC ATF files are not at {ATF_DIR}')
-
-STATE = {'': 0, 'D': 1, 'R': 2, 'M': 3}
-
-
-def expect(spec):
-    """'a^ na {kur}^ ELAM MA:R [GAP]^:M' -> [(token, state, starts a word)]: `^` a word start,
-    `:D` damaged, `:R` restored, `:M` missing; no suffix: preserved."""
-    out = []
-    for item in spec.split():
-        m = re.fullmatch(r'(.+?)(\^?)(?::([DRM]))?', item)
-        out.append((m.group(1), STATE[m.group(3) or ''], m.group(2) == '^'))
-    return out
-
-
-def got(signs):
-    return [(t, f & FLAG_STATE, bool(f & FLAG_WORD_START)) for t, f in signs]
-
 
 def read(name):
     return (ATF_DIR / name).read_text(encoding='utf-8')

@@ -11,28 +11,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import REPO
-from atf import FLAG_SIGN, FLAG_STATE, FLAG_WORD_START, GAP, GAPN, is_target, parse_corpusjson
+from conftest import REPO, expect, got
+from atf import FLAG_SIGN, FLAG_STATE, GAP, GAPN, is_target, parse_corpusjson
 
 JSON_DIR = REPO.parent / 'shared' / 'data' / 'oracc_json'
 pytestmark = pytest.mark.skipif(not JSON_DIR.is_dir(), reason=f'the real ORACC JSON files are not at {JSON_DIR}')
-
-STATE = {'': 0, 'D': 1, 'R': 2, 'M': 3}
-
-
-def expect(spec):
-    """'a^ na {kur}^ ELAM MA:R [GAP]^:M' -> [(token, state, starts a word)]: `^` a word start,
-    `:D` damaged, `:R` restored, `:M` missing; no suffix: preserved."""
-    out = []
-    for item in spec.split():
-        m = re.fullmatch(r'(.+?)(\^?)(?::([DRM]))?', item)
-        out.append((m.group(1), STATE[m.group(3) or ''], m.group(2) == '^'))
-    return out
-
-
-def got(signs):
-    return [(t, f & FLAG_STATE, bool(f & FLAG_WORD_START)) for t, f in signs]
-
 
 @pytest.fixture(scope='module')
 def texts():
