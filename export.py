@@ -96,7 +96,7 @@ def export_encoder(model, ckpt, meta, dest):
     rms_eps = next((m.eps for m in model.modules() if isinstance(m, RMSNorm)), 1e-6)
     cfg = NanoLMEncoderConfig(vocab_size=c.vocab_size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
                               n_embd=c.n_embd, d_kv=c.head_dim, d_ff=c.ff_dim, bias=c.bias, norm=c.norm, mlp=c.mlp,
-                              pos=c.pos, rope_base=c.rope_base, window=c.window, dropout=c.dropout,
+                              pos=c.pos, rope_base=c.rope_base, window=c.window, dropout=c.dropout, canon=c.canon,
                               rms_norm_eps=rms_eps, layer_norm_eps=model.head[2].eps,
                               pad_token_id=sp.get('[PAD]'), mask_token_id=sp.get('[MASK]'))
     hf = NanoLMEncoderForMaskedLM(cfg)

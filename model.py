@@ -59,6 +59,9 @@ class ModelConfig:
     # morphology-aware causal attention (see the agglutinative section after attention_mask)
     attention: str = 'standard'     # standard | agglutinative (causal trunks only: gpt, backpack)
     agglu_input_emb: bool = False   # + zero-init embeddings of token class and position in word (Segatron style)
+    canon: int = 0              # > 0: each block's input gets a short depthwise convolution over the sequence
+                                # (kernel `canon`, centred in an encoder, causal otherwise), added as a residual and
+                                # kept inside documents when doc_mask: Canon layers (see Canon)
     # encoder: in training, logits only at a fixed budget of positions, the targets first (see Encoder)
     mlm_logit_budget: float = 0.0   # fraction of the micro-batch's positions (0 = every position); must exceed
                                     # the fraction that can be targets, or the loss drops the excess
@@ -119,6 +122,9 @@ class ModelConfig:
             raise ValueError(f"mem_ns_steps must be at least 1, got {self.mem_ns_steps}")
         if self.atlas_mode not in ('mag', 'mal'):
             raise ValueError(f"unknown atlas_mode {self.atlas_mode!r}; choose mag or mal")
+        if self.canon < 0 or (self.canon and self.arch == 'mdlm'):
+            raise ValueError(f"canon is a kernel size >= 0 (0 = no Canon layers) for the transformer trunks, not the "
+                             f"MDLM's DiT; got canon={self.canon} with arch {self.arch!r}")
         if self.attention != 'standard' and self.arch not in ('gpt', 'backpack'):
             raise ValueError(f"attention={self.attention!r} is causal-only (gpt, backpack), not arch {self.arch!r}")
 
@@ -433,6 +439,46 @@ class MLP(nn.Module):
         return self.proj(h)
 
 
+def shift(x, o):
+    """y[:, t] = x[:, t + o] along dim 1 of x (B, T, ...), zero where t + o falls outside 0..T-1."""
+    if o == 0:
+        return x
+    T = x.shape[1]
+    pad = [0, 0] * (x.dim() - 2) + [max(-o, 0), max(o, 0)]
+    return F.pad(x, pad)[:, max(-o, 0) + o:max(-o, 0) + o + T]
+
+
+class Canon(nn.Module):
+    """A Canon layer (Allen-Zhu 2025, "Physics of Language Models: Part 4.1", Canon-A): h_t + sum_o w_o * h_{t+o}, a
+    depthwise convolution over a few neighbouring positions (offsets -(k-1)..0 in a causal trunk, -(k//2)..k-1-k//2 in
+    an encoder) added to the block's input; a neighbour in another document (doc ids) or beyond the sequence counts
+    as zero. Neighbours mix from the first step, where attention must first learn where to look: a masked-sign
+    encoder learns the local statistics of a small corpus much sooner (docs/akkadian.md, At real scale)."""
+
+    def __init__(self, cfg, causal):
+        super().__init__()
+        k = cfg.canon
+        self.offsets = list(range(-(k - 1), 1)) if causal else list(range(-(k // 2), k - k // 2))
+        self.weight = nn.Parameter(torch.empty(k, cfg.n_embd))  # (offsets, channels): N(0, 0.02) by LM._init_weights
+
+    def forward(self, x, same=None):
+        """same: {offset: (B, T, 1) bool, the neighbour at that offset is in the same document} or None."""
+        out = x
+        for w, o in zip(self.weight, self.offsets):
+            h = shift(x, o)
+            if same is not None and o != 0:
+                h = h * same[o].to(x.dtype)
+            out = out + w * h
+        return out
+
+
+def same_document(doc, offsets):
+    """{offset: (B, T, 1) bool}: position t + offset holds the same document id as t (None without doc ids)."""
+    if doc is None:
+        return None
+    return {o: (shift(doc, o) == doc)[..., None] for o in offsets if o != 0}
+
+
 class Block(nn.Module):
     """Pre-norm residual block: x + Drop(Attn(Norm(x))), then x + Drop(MLP(Norm(x)))."""
 
@@ -460,6 +506,7 @@ class Trunk(nn.Module):
         self.emb_norm = LayerNorm(cfg.n_embd, bias=cfg.bias) if emb_norm else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([block(cfg, causal) for _ in range(cfg.n_layer)])
+        self.canon = nn.ModuleList([Canon(cfg, causal) for _ in range(cfg.n_layer)]) if cfg.canon > 0 else None
         self.norm = make_norm(cfg)
         self.agglu = cfg.attention == 'agglutinative'
         if self.agglu:
@@ -517,12 +564,15 @@ class Trunk(nn.Module):
             if not 0 <= first <= len(self.blocks) or x.shape != (B, T, self.cfg.n_embd):
                 raise ValueError(f"from_layer: layer {first} of 0..{len(self.blocks)} with states of shape "
                                  f"{(B, T, self.cfg.n_embd)}, got {tuple(x.shape)}")
+        same = same_document(doc if self.cfg.doc_mask else None, self.canon[0].offsets) if self.canon is not None else None
         hidden = {}
         if hidden_layers is not None and first in hidden_layers:
             hidden[first] = x
         for i, block in enumerate(self.blocks, 1):
             if i <= first:
                 continue
+            if self.canon is not None:
+                x = self.canon[i - 1](x, same)
             x = run_block(self.cfg, block, x, rope, mask, agglu)
             if hidden_layers is not None and i in hidden_layers:
                 hidden[i] = x

@@ -12,7 +12,9 @@ The network, as model.Encoder (the Aeneas torso): token embedding (+ learned pos
 LayerNorm -> n_layer pre-norm blocks x + Attn(Norm(x)), x + MLP(Norm(x)) -> Norm; bidirectional attention with
 n_head heads of size d_kv (free of n_embd) and rotary embeddings (RoFormer eq. 34, rotate-half over the whole
 head) when pos='rope'; MLP gelu | geglu | swiglu of width d_ff (Shazeer 2020); Norm RMSNorm (computed in float32)
-or LayerNorm; biases in the trunk only if bias; the restoration head Dense -> GELU -> LayerNorm -> Dense (with
+or LayerNorm; biases in the trunk only if bias; with canon = k > 0, a Canon layer before each block (Allen-Zhu 2025,
+Canon-A: h_t + sum_o w_o h_{t+o} over the k centred offsets, a neighbour in another document, in padding or
+beyond the sequence counting as zero); the restoration head Dense -> GELU -> LayerNorm -> Dense (with
 biases), and logits = head(h) E^T with E the input embedding (tied, no separate output matrix).
 The state-dict keys are model.Encoder's (trunk.*, head.*), so model.safetensors is its state dict unchanged.
 """
@@ -30,11 +32,11 @@ class NanoLMEncoderConfig(PretrainedConfig):
 
     def __init__(self, vocab_size=1024, block_size=512, n_layer=2, n_head=4, n_embd=128, d_kv=0, d_ff=0, bias=False,
                  norm='rmsnorm', mlp='geglu', pos='rope', rope_base=10000.0, window=0, dropout=0.0,
-                 rms_norm_eps=1e-6, layer_norm_eps=1e-5, **kwargs):
+                 rms_norm_eps=1e-6, layer_norm_eps=1e-5, canon=0, **kwargs):
         self.vocab_size, self.block_size, self.n_layer, self.n_head, self.n_embd = vocab_size, block_size, n_layer, n_head, n_embd
         self.d_kv, self.d_ff = d_kv or n_embd // n_head, d_ff or 4 * n_embd
         self.bias, self.norm, self.mlp, self.pos, self.rope_base = bias, norm, mlp, pos, rope_base
-        self.window, self.dropout = window, dropout
+        self.window, self.dropout, self.canon = window, dropout, canon
         self.rms_norm_eps, self.layer_norm_eps = rms_norm_eps, layer_norm_eps
         kwargs.setdefault('tie_word_embeddings', False)  # the head reads the embedding matrix; nothing to tie
         super().__init__(**kwargs)
@@ -131,6 +133,32 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
+def shift(x, o):
+    """y[:, t] = x[:, t + o] along dim 1, zero where t + o falls outside the sequence."""
+    if o == 0:
+        return x
+    T = x.shape[1]
+    pad = [0, 0] * (x.dim() - 2) + [max(-o, 0), max(o, 0)]
+    return F.pad(x, pad)[:, max(-o, 0) + o:max(-o, 0) + o + T]
+
+
+class Canon(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        k = cfg.canon
+        self.offsets = list(range(-(k // 2), k - k // 2))
+        self.weight = nn.Parameter(torch.zeros(k, cfg.n_embd))
+
+    def forward(self, x, same=None):
+        out = x
+        for w, o in zip(self.weight, self.offsets):
+            h = shift(x, o)
+            if same is not None and o != 0:
+                h = h * same[o].to(x.dtype)
+            out = out + w * h
+        return out
+
+
 class Trunk(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -140,9 +168,10 @@ class Trunk(nn.Module):
         self.emb_norm = LayerNorm(cfg.n_embd, cfg.bias, cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        self.canon = nn.ModuleList([Canon(cfg) for _ in range(cfg.n_layer)]) if cfg.canon else None
         self.norm = make_norm(cfg)
 
-    def forward(self, idx, mask=None, hidden=None):
+    def forward(self, idx, mask=None, hidden=None, same=None):
         T = idx.shape[1]
         if T > self.cfg.block_size and self.wpe is not None:
             raise ValueError(f"sequence of {T} tokens is longer than block_size {self.cfg.block_size}")
@@ -153,7 +182,9 @@ class Trunk(nn.Module):
         rope = rotary(T, self.cfg.d_kv, self.cfg.rope_base, idx.device) if self.cfg.pos == 'rope' else None
         if hidden is not None:
             hidden.append(x)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if self.canon is not None:
+                x = self.canon[i](x, same)
             x = block(x, rope, mask)
             if hidden is not None:
                 hidden.append(x)
@@ -211,12 +242,28 @@ class NanoLMEncoderForMaskedLM(NanoLMEncoderPreTrainedModel):
             m = k if m is None else m & k
         return m
 
+    def canon_neighbours(self, attention_mask, document_ids):
+        """{offset: (B, T, 1) bool} for the Canon layers: the neighbour is in the same document and not padding
+        (None when neither is given or there are no Canon layers)."""
+        if not self.config.canon or (attention_mask is None and document_ids is None):
+            return None
+        k = self.config.canon
+        same = {}
+        for o in range(-(k // 2), k - k // 2):
+            if o:
+                m = shift(document_ids, o) == document_ids if document_ids is not None else None
+                if attention_mask is not None:
+                    a = shift(attention_mask.bool(), o)
+                    m = a if m is None else m & a
+                same[o] = m[..., None]
+        return same
+
     def forward(self, input_ids, attention_mask=None, document_ids=None, labels=None, output_hidden_states=None,
                 return_dict=None, **kwargs):
         B, T = input_ids.shape
         mask = self.attention_mask(B, T, attention_mask, document_ids, input_ids.device)
         hidden = [] if output_hidden_states else None
-        h = self.trunk(input_ids, mask, hidden)
+        h = self.trunk(input_ids, mask, hidden, self.canon_neighbours(attention_mask, document_ids))
         logits = F.linear(self.head(h), self.trunk.wte.weight)
         loss = None
         if labels is not None:

@@ -177,6 +177,7 @@ def perturbed_encoder(**kw):
     dict(pos='learned', norm='layernorm', mlp='swiglu', bias=True),
     dict(pos='none', norm='layernorm', mlp='gelu', bias=False, d_kv=8, window=3),
     dict(pos='rope', norm='rmsnorm', mlp='geglu', bias=True, d_ff=30, rope_base=50.0),
+    dict(pos='rope', norm='rmsnorm', mlp='geglu', canon=3),
 ])
 def test_every_encoder_option_is_reproduced(kw, tmp_path):
     from modeling_nanolm import NanoLMEncoderForMaskedLM
@@ -188,6 +189,12 @@ def test_every_encoder_option_is_reproduced(kw, tmp_path):
     x = torch.randint(0, 40, (2, 16))
     with torch.no_grad():
         assert rel_err(hf(input_ids=x).logits, m(x)[0]) <= 1e-5
+        if kw.get('canon'):   # documents and padding: the Canon layers' neighbours stop at both, as attention does
+            doc = torch.tensor([[0] * 7 + [1] * 9] * 2)
+            m.cfg.doc_mask = True
+            assert rel_err(hf(input_ids=x, document_ids=doc).logits, m(x, doc=doc)[0]) <= 1e-5
+            pad = torch.tensor([[1] * 11 + [0] * 5] * 2)
+            assert rel_err(hf(input_ids=x, attention_mask=pad).logits[:, :11], m(x[:, :11])[0]) <= 1e-5
 
 
 def test_target_checks_and_atomic_replace(run, tmp_path, capsys, monkeypatch):

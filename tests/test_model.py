@@ -76,7 +76,8 @@ def test_rotary_offset_matches_slice():
 # ----------------------------------------------------------------------------- causality and masks
 
 CAUSAL_VARIANTS = [dict(), dict(pos='rope'), dict(pos='rope', doc_mask=True), dict(doc_mask=True, norm='rmsnorm',
-                                                                                   mlp='swiglu')]
+                                                                                   mlp='swiglu'),
+                   dict(pos='rope', doc_mask=True, canon=4)]
 
 
 def docs_of(T, bounds=(6, 11)):
@@ -118,13 +119,13 @@ def test_encoder_sees_both_directions():
     assert (out[:, 0] - base[:, 0]).abs().max() > 1e-4  # the first position sees the last token
 
 
-@pytest.mark.parametrize('arch', ['gpt', 'encoder'])
-def test_doc_mask_isolates_documents(arch):
+@pytest.mark.parametrize('arch,canon', [('gpt', 0), ('encoder', 0), ('encoder', 3), ('encoder', 5)])
+def test_doc_mask_isolates_documents(arch, canon):
     T = 16
     doc = docs_of(T)  # documents [0, 6), [6, 11), [11, 16)
     torch.manual_seed(1)
     idx = torch.randint(0, 48, (2, T))
-    model = scrambled(tiny(arch, doc_mask=True))
+    model = scrambled(tiny(arch, doc_mask=True, canon=canon))
     base = logits_of(model, idx, doc)
     changed = idx.clone()
     changed[:, 8] = (changed[:, 8] + 5) % 48  # a token of the middle document
@@ -133,19 +134,45 @@ def test_doc_mask_isolates_documents(arch):
     assert torch.allclose(out[:, ~inside], base[:, ~inside], atol=1e-10), "attention crossed a document boundary"
     assert (out[:, inside] - base[:, inside]).abs().max() > 1e-4
     # the same model without the document mask does leak (so the check above can fail)
-    leaky = tiny(arch, doc_mask=False).double()
+    leaky = tiny(arch, doc_mask=False, canon=canon).double()
     leaky.load_state_dict(model.state_dict())
     d = (logits_of(leaky, changed, doc) - logits_of(leaky, idx, doc)).abs()
     assert d[:, 11:].max() > 1e-4
 
 
-@pytest.mark.parametrize('arch', ['gpt', 'encoder'])
-def test_from_layer_continues_the_forward_pass(arch):
+def test_canon_layer_is_the_depthwise_convolution_inside_documents():
+    """Canon-A (Allen-Zhu 2025): h_t + sum_o w_o h_{t+o}, offsets -1, 0, 1 in an encoder (k = 3), -2..0 in a causal
+    trunk; a neighbour beyond the sequence or in another document counts as zero. Checked against the sum written
+    out position by position."""
+    torch.manual_seed(3)
+    for causal, offsets in ((False, [-1, 0, 1]), (True, [-2, -1, 0])):
+        layer = M.Canon(ModelConfig(n_embd=8, n_head=2, canon=3), causal).double()
+        torch.nn.init.normal_(layer.weight)
+        assert layer.offsets == offsets
+        x = torch.randn(2, 7, 8, dtype=torch.float64)
+        doc = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]])
+        got = layer(x, M.same_document(doc, offsets))
+        want = x.clone()
+        for b in range(2):
+            for t in range(7):
+                for w, o in zip(layer.weight, offsets):
+                    if 0 <= t + o < 7 and doc[b, t + o] == doc[b, t]:
+                        want[b, t] += w * x[b, t + o]
+        assert torch.allclose(got, want, atol=1e-12)
+        assert torch.allclose(layer(x), layer(x, M.same_document(torch.zeros_like(doc), offsets)), atol=1e-12)
+    with pytest.raises(ValueError, match='canon'):
+        ModelConfig(canon=-1)
+    with pytest.raises(ValueError, match='canon'):
+        ModelConfig(arch='mdlm', canon=3)
+
+
+@pytest.mark.parametrize('arch,canon', [('gpt', 0), ('encoder', 0), ('encoder', 3)])
+def test_from_layer_continues_the_forward_pass(arch, canon):
     """Feeding a layer's own states back with from_layer gives the full forward pass (every layer, with a
     document mask), and other states there change the output: the blocks after l really run on them."""
     T = 16
     doc = docs_of(T)
-    model = scrambled(tiny(arch, n_layer=3, doc_mask=True))
+    model = scrambled(tiny(arch, n_layer=3, doc_mask=True, canon=canon))
     torch.manual_seed(1)
     idx = torch.randint(0, 48, (2, T))
     with torch.no_grad():
