@@ -147,6 +147,11 @@ if device_type == 'cpu':
     torch.set_num_threads(num_threads or max(1, torch.get_num_threads() // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
 if dtype == 'auto':
     dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+if dtype == 'bfloat16' and device_type == 'cpu' and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    dtype = 'float32'   # without AVX512-BF16 / AMX, bf16 matmuls take a slow emulated path: float32 is faster
+    if master:
+        print("dtype=bfloat16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); training in float32 instead",
+              file=sys.stderr)
 if dtype == 'float16' and device_type == 'cpu' and master:
     print("warning: dtype=float16 on a CPU is emulated and much slower (~15x measured) than float32 or bfloat16; "
           "use --dtype=float32 or bfloat16", file=sys.stderr)
